@@ -1,0 +1,29 @@
+"""Shared fixtures: the real Qwen3 tokenizer from ../shared and the built-in toy tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+QWEN3_TOKENIZER_DIR = REPO.parent / "shared" / "qwen3-tokenizer"
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer():
+    """The official Qwen3 tokenizer and chat template (test data kept outside the repo)."""
+    if not (QWEN3_TOKENIZER_DIR / "tokenizer_config.json").exists():
+        pytest.skip(
+            f"real Qwen3 tokenizer not found at {QWEN3_TOKENIZER_DIR} (kept outside the repo)"
+        )
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(QWEN3_TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer():
+    from lit_qwen3.tokenizer import build_toy_tokenizer
+
+    return build_toy_tokenizer()
