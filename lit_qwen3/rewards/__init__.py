@@ -1,0 +1,75 @@
+"""Verifiers and reward models behind one interface (see :mod:`lit_qwen3.rewards.base`).
+
+Built-in reward modules register themselves when imported. They are imported on first use of
+the registry (:func:`available_rewards`, :func:`build_reward`, :class:`CompositeReward`) rather
+than with this package, so a worker process that unpickles a math reward does not also import
+torch for the reward model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from lit_qwen3.rewards.base import (
+    CompositeReward,
+    Reward,
+    RewardResult,
+    Sample,
+    available_rewards,
+    build_reward,
+    register_reward,
+)
+
+#: Modules whose import registers the built-in rewards (relative to this package).
+#: ``instructions``, ``judge`` and ``reward_model`` belong to the rewards part B work; until they
+#: exist they are skipped (only when the module itself is missing, never a missing dependency).
+_BUILTIN_MODULES: tuple[str, ...] = (
+    "math_answer",
+    "code",
+    "format",
+    "instructions",
+    "judge",
+    "reward_model",
+)
+
+#: Public classes, importable from this package without importing every reward module.
+_LAZY_EXPORTS = {
+    "MathReward": "math_answer",
+    "CodeReward": "code",
+    "FormatReward": "format",
+    "Sandbox": "sandbox",
+    "SandboxConfig": "sandbox",
+    "SandboxResult": "sandbox",
+}
+
+
+def load_builtin_rewards() -> None:
+    """Import every built-in reward module so that it registers its rewards."""
+    for module in _BUILTIN_MODULES:
+        qualified = f"{__name__}.{module}"
+        try:
+            importlib.import_module(qualified)
+        except ModuleNotFoundError as err:
+            if err.name != qualified:
+                raise
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+__all__ = [
+    "CompositeReward",
+    "Reward",
+    "RewardResult",
+    "Sample",
+    "available_rewards",
+    "build_reward",
+    "load_builtin_rewards",
+    "register_reward",
+    *_LAZY_EXPORTS,
+]
