@@ -1,0 +1,232 @@
+"""Load policies, references and teachers: a named tiny preset, a local directory, or a Qwen3 name.
+
+Every stage reads a model through ``load_model`` and writes one with ``save_pretrained``, so a
+stage's output directory is the next stage's input. Nothing here touches the network unless the
+caller says ``allow_download=True``: a missing model is an error that says what to do.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+from lit_qwen3.chat import require_chat_template
+from lit_qwen3.tokenizer import build_toy_tokenizer
+
+
+@dataclass(frozen=True)
+class TinyQwen3:
+    """Every hyperparameter of a small random-init ``Qwen3ForCausalLM`` (vocab comes later)."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    max_position_embeddings: int = 1024
+    tie_word_embeddings: bool = True
+
+
+#: Toy models sized for steps, not parameters (TOY_NOTES: at a few-minute CPU budget the smaller
+#: model wins). With the ~300-id toy vocabulary: teacher ~0.63M parameters, student ~0.17M (3.8x).
+TOY_PRESETS: dict[str, TinyQwen3] = {
+    "toy-teacher": TinyQwen3(128, 3, 4, 2, 32, 384),
+    "toy-student": TinyQwen3(64, 3, 4, 2, 16, 192),
+}
+
+#: Real Qwen3 models by short name (dense and MoE); any HF id or local directory also works.
+QWEN3_MODELS: dict[str, str] = {
+    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "qwen3-1.7b": "Qwen/Qwen3-1.7B",
+    "qwen3-4b": "Qwen/Qwen3-4B",
+    "qwen3-8b": "Qwen/Qwen3-8B",
+    "qwen3-14b": "Qwen/Qwen3-14B",
+    "qwen3-32b": "Qwen/Qwen3-32B",
+    "qwen3-30b-a3b": "Qwen/Qwen3-30B-A3B",
+    "qwen3-235b-a22b": "Qwen/Qwen3-235B-A22B",
+}
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def tiny_qwen3_config(preset: str | TinyQwen3, vocab_size: int, **overrides: Any) -> Qwen3Config:
+    """The ``Qwen3Config`` of a tiny preset for a given vocabulary."""
+    if isinstance(preset, str):
+        if preset not in TOY_PRESETS:
+            raise ValueError(
+                f"unknown tiny preset {preset!r}; known presets: {sorted(TOY_PRESETS)}"
+            )
+        preset = TOY_PRESETS[preset]
+    return Qwen3Config(vocab_size=vocab_size, **{**asdict(preset), **overrides})
+
+
+def flash_attention_available() -> bool:
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_attn_implementation(requested: str | None = None) -> str:
+    """``flash_attention_2`` when flash-attn imports and CUDA is present, else ``sdpa``."""
+    if requested is None:
+        return "flash_attention_2" if flash_attention_available() else "sdpa"
+    if requested == "flash_attention_2" and not flash_attention_available():
+        raise ValueError(
+            "attn_implementation='flash_attention_2' needs CUDA and the flash-attn package "
+            "(pip install 'lit-qwen3[gpu]'); use 'sdpa' or leave it unset to pick automatically"
+        )
+    return requested
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _unknown_model_error(name: str) -> ValueError:
+    return ValueError(
+        f"unknown model {name!r}: not a tiny preset ({', '.join(sorted(TOY_PRESETS))}), not a "
+        f"Qwen3 name ({', '.join(QWEN3_MODELS)}), and no local directory of that name"
+    )
+
+
+def _resolve_source(name_or_path: str | os.PathLike) -> tuple[str, str]:
+    """Classify a model reference: ('preset' | 'dir' | 'hub', resolved name or path)."""
+    name = str(name_or_path)
+    if name in TOY_PRESETS:
+        return "preset", name
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} has no config.json: not a saved Hugging Face model")
+        return "dir", str(path)
+    if name.lower() in QWEN3_MODELS:
+        return "hub", QWEN3_MODELS[name.lower()]
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        return "hub", name  # an "org/model" id, looked up in the local HF cache
+    if "/" in name or name.startswith((".", "~")):
+        raise FileNotFoundError(f"model directory not found: {path}")
+    raise _unknown_model_error(name)
+
+
+def _missing_hub_model(hub_id: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"model {hub_id!r} is neither a local directory nor in the local Hugging Face cache, "
+        "and downloads are off. Download it once "
+        f"(`huggingface-cli download {hub_id} --local-dir DIR`) and pass DIR, or set "
+        "allow_download=True"
+    )
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    vocab_size: int | None = None,
+    dtype: str | torch.dtype | None = None,
+    attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
+    seed: int | None = None,
+    allow_download: bool = False,
+) -> PreTrainedModel:
+    """A causal LM from a tiny preset (random init), a local directory, or a Qwen3 / HF name.
+
+    ``vocab_size`` applies to presets only (default: the toy tokenizer's). ``seed`` makes a
+    preset's random init reproducible.
+    """
+    kind, source = _resolve_source(name_or_path)
+    torch_dtype = resolve_dtype(dtype)
+    attn = resolve_attn_implementation(attn_implementation)
+    if kind == "preset":
+        toy = build_toy_tokenizer()
+        config = tiny_qwen3_config(
+            source,
+            vocab_size or len(toy),
+            pad_token_id=toy.pad_token_id,
+            eos_token_id=toy.eos_token_id,
+        )
+        config._attn_implementation = attn
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = Qwen3ForCausalLM(config)
+        if torch_dtype is not None:
+            model = model.to(torch_dtype)
+    else:
+        if vocab_size is not None:
+            raise ValueError("vocab_size applies to tiny presets only, not to saved models")
+        kwargs: dict[str, Any] = {
+            "attn_implementation": attn,
+            "local_files_only": not allow_download,
+        }
+        kwargs["dtype"] = torch_dtype if torch_dtype is not None else "auto"
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except OSError as error:
+            if kind == "hub" and not allow_download:
+                raise _missing_hub_model(source) from error
+            raise
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model
+
+
+def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
+    """Non-reentrant activation checkpointing (transformers 5 name, falling back to 4.x's)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike | PreTrainedTokenizerBase, *, allow_download: bool = False
+) -> PreTrainedTokenizerBase:
+    """The tokenizer that goes with ``load_model``'s argument; it must have a chat template."""
+    if isinstance(name_or_path, PreTrainedTokenizerBase):
+        require_chat_template(name_or_path)
+        return name_or_path
+    name = str(name_or_path)
+    if name == "toy":
+        return build_toy_tokenizer()
+    kind, source = _resolve_source(name)
+    if kind == "preset":
+        return build_toy_tokenizer()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
+    except OSError as error:
+        if kind == "hub" and not allow_download:
+            raise _missing_hub_model(source) from error
+        raise
+    require_chat_template(tokenizer, source)
+    return tokenizer
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def save_toy_checkpoint(
+    directory: str | os.PathLike, preset: str = "toy-student", seed: int = 0
+) -> Path:
+    """Write a random-init preset and the toy tokenizer as a loadable HF directory (tests, demos)."""
+    directory = Path(directory)
+    load_model(preset, seed=seed).save_pretrained(directory)
+    build_toy_tokenizer().save_pretrained(directory)
+    return directory
