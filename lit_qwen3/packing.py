@@ -1,0 +1,261 @@
+"""Chat SFT examples as tensors: assistant-only loss masks, packing into token budgets, collate.
+
+Pure Python and torch, no Lightning, so any training loop can reuse them.
+
+* ``tokenize_conversation`` renders a conversation with the tokenizer's own chat template and
+  marks as trained every token of each assistant reply: from just after the assistant header
+  (``<|im_start|>assistant\\n`` for Qwen3) up to and including the closing ``<|im_end|>``.
+  Spans are found in the rendered *text* and mapped to tokens through the offset mapping, so any
+  Hugging Face chat model works once its header and end marker are given.
+* ``pack_sequences`` groups examples into packs of at most ``max_tokens`` tokens (best-fit
+  decreasing: few packs, no padding). ``group_by_padded_length`` is the padded counterpart.
+* ``collate_packed`` turns one pack into ONE row of shape ``(1, total_tokens)`` with
+  ``position_ids`` restarting at 0 for each document and no ``attention_mask``. Transformers
+  (``masking_utils.find_packed_sequence_indices``) then builds a block-diagonal causal mask for
+  sdpa / eager / flex attention, and flash-attention-2 runs varlen kernels from the same
+  ``position_ids``. One caveat, checked in ``tests/test_packing.py``: the detection only runs when
+  the forward has **no KV cache**, and ``Qwen3Config.use_cache`` defaults to True, so call
+  ``model(**batch, use_cache=False)`` (or set ``model.config.use_cache = False``) when training on
+  packed rows; otherwise documents in a pack attend to each other.
+* ``labels`` stay aligned with ``input_ids`` as in Hugging Face (``labels[i] = input_ids[i]`` where
+  trained, else -100); the model or loss shifts them. The first token of every document is never
+  a label, so no document is trained to predict from the one packed before it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+
+IGNORE_INDEX = -100
+QWEN3_ASSISTANT_HEADER = "<|im_start|>assistant\n"
+QWEN3_TURN_END = "<|im_end|>"
+
+Overflow = Literal["truncate", "drop", "error"]
+Example = Mapping[str, Sequence[int]]
+
+
+def render_conversation(
+    tokenizer: Any, messages: Sequence[Mapping[str, Any]], *, enable_thinking: bool = True
+) -> str:
+    """The full conversation as text, through the tokenizer's own chat template."""
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=False, enable_thinking=enable_thinking
+    )
+
+
+def assistant_spans(
+    text: str, *, header: str = QWEN3_ASSISTANT_HEADER, end: str = QWEN3_TURN_END
+) -> list[tuple[int, int]]:
+    """Character spans ``[start, stop)`` of each assistant reply: after ``header``, through ``end``."""
+    if not header or not end:
+        raise ValueError("assistant header and turn end markers must be non-empty strings")
+    spans = []
+    search_from = 0
+    while (found := text.find(header, search_from)) != -1:
+        start = found + len(header)
+        close = text.find(end, start)
+        if close == -1:
+            raise ValueError(
+                f"assistant turn at character {found} has no end marker {end!r} in the rendered "
+                f"conversation: {text[found : found + 80]!r}..."
+            )
+        spans.append((start, close + len(end)))
+        search_from = close + len(end)
+    return spans
+
+
+def loss_mask_from_offsets(
+    offsets: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]]
+) -> list[int]:
+    """1 for each token whose first character lies inside one of ``spans`` (sorted), else 0."""
+    mask = [0] * len(offsets)
+    span_index = 0
+    for position, (start, _stop) in enumerate(offsets):
+        while span_index < len(spans) and start >= spans[span_index][1]:
+            span_index += 1
+        if span_index == len(spans):
+            break
+        if spans[span_index][0] <= start:
+            mask[position] = 1
+    return mask
+
+
+def tokenize_conversation(
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    enable_thinking: bool = True,
+    max_length: int | None = None,
+    overflow: Overflow = "truncate",
+    train_on_all_assistant_turns: bool = True,
+    assistant_header: str = QWEN3_ASSISTANT_HEADER,
+    turn_end: str = QWEN3_TURN_END,
+) -> dict[str, Any] | None:
+    """Token ids and assistant-only loss mask of one conversation.
+
+    Returns ``{"input_ids", "loss_mask", "truncated"}``, or None when the conversation is longer
+    than ``max_length`` and ``overflow="drop"``; ``overflow="truncate"`` keeps the first
+    ``max_length`` tokens, ``"error"`` raises. ``train_on_all_assistant_turns=False`` trains the
+    last reply only.
+    """
+    if overflow not in ("truncate", "drop", "error"):
+        raise ValueError(f"overflow must be 'truncate', 'drop' or 'error', got {overflow!r}")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
+    text = render_conversation(tokenizer, messages, enable_thinking=enable_thinking)
+    spans = assistant_spans(text, header=assistant_header, end=turn_end)
+    expected = sum(1 for m in messages if m.get("role") == "assistant")
+    if len(spans) != expected:
+        raise ValueError(
+            f"found {len(spans)} assistant turn(s) marked by {assistant_header!r} ... {turn_end!r} "
+            f"in the rendered conversation, expected {expected}: set assistant_header / turn_end "
+            f"to this chat template's markers. Rendered text starts: {text[:120]!r}"
+        )
+    if not train_on_all_assistant_turns:
+        spans = spans[-1:]
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids = list(encoding["input_ids"])
+    loss_mask = loss_mask_from_offsets(encoding["offset_mapping"], spans)
+    truncated = max_length is not None and len(input_ids) > max_length
+    if truncated:
+        if overflow == "drop":
+            return None
+        if overflow == "error":
+            raise ValueError(
+                f"conversation has {len(input_ids)} tokens, more than max_length={max_length}"
+            )
+        input_ids, loss_mask = input_ids[:max_length], loss_mask[:max_length]
+    return {"input_ids": input_ids, "loss_mask": loss_mask, "truncated": truncated}
+
+
+def _lengths(examples: Sequence[int] | Sequence[Example]) -> list[int]:
+    return [e if isinstance(e, int) else len(e["input_ids"]) for e in examples]
+
+
+def _check_budget(lengths: list[int], max_tokens: int, drop_long: bool) -> list[int]:
+    """Indices that fit in ``max_tokens``; an example that does not is an error unless dropped."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be a positive number of tokens, got {max_tokens}")
+    kept = []
+    for index, length in enumerate(lengths):
+        if length < 1:
+            raise ValueError(f"example {index} is empty: nothing to train on")
+        if length > max_tokens and not drop_long:
+            raise ValueError(
+                f"example {index} has {length} tokens, more than max_tokens={max_tokens}: raise "
+                "the budget, truncate examples, or pass drop_long=True"
+            )
+        if length <= max_tokens:
+            kept.append(index)
+    return kept
+
+
+def pack_sequences(
+    examples: Sequence[int] | Sequence[Example],
+    max_tokens: int,
+    *,
+    shuffle_seed: int | None = None,
+    drop_long: bool = False,
+) -> list[list[int]]:
+    """Group example indices into packs of at most ``max_tokens`` tokens (best-fit decreasing).
+
+    ``examples`` are lengths or dicts with ``input_ids``. Longest first, each into the fullest pack
+    that still has room, so no two packs could be merged. Packs come out in creation order, or
+    shuffled by ``shuffle_seed``. Examples longer than the budget raise unless ``drop_long``.
+    """
+    lengths = _lengths(examples)
+    order = sorted(_check_budget(lengths, max_tokens, drop_long), key=lambda i: (-lengths[i], i))
+    packs: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (room left, pack index), sorted
+    for index in order:
+        slot = bisect.bisect_left(free, (lengths[index], -1))
+        if slot == len(free):
+            packs.append([index])
+            room, pack = max_tokens - lengths[index], len(packs) - 1
+        else:
+            room, pack = free.pop(slot)
+            packs[pack].append(index)
+            room -= lengths[index]
+        if room > 0:
+            bisect.insort(free, (room, pack))
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(packs)
+    return packs
+
+
+def group_by_padded_length(
+    examples: Sequence[int] | Sequence[Example],
+    max_tokens: int,
+    *,
+    shuffle_seed: int | None = None,
+    drop_long: bool = False,
+) -> list[list[int]]:
+    """Batches of similar length whose padded size (rows x longest row) fits ``max_tokens``."""
+    lengths = _lengths(examples)
+    order = sorted(_check_budget(lengths, max_tokens, drop_long), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for index in order:  # longest first: a batch's first example sets its padded width
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(batches)
+    return batches
+
+
+def _labels(input_ids: Sequence[int], loss_mask: Sequence[int]) -> list[int]:
+    if len(input_ids) != len(loss_mask):
+        raise ValueError(
+            f"input_ids ({len(input_ids)}) and loss_mask ({len(loss_mask)}) differ in length"
+        )
+    labels = [t if m else IGNORE_INDEX for t, m in zip(input_ids, loss_mask, strict=True)]
+    if labels:
+        labels[0] = IGNORE_INDEX  # never predicted from inside its own document
+    return labels
+
+
+def collate_packed(examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+    """One pack as one row: ``input_ids``, ``labels``, ``position_ids``, all ``(1, total)``.
+
+    No ``attention_mask``: documents are separated by the restarting ``position_ids`` (run the
+    model with ``use_cache=False``, see the module docstring).
+    """
+    if not examples:
+        raise ValueError("collate_packed() needs at least one example")
+    input_ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for example in examples:
+        ids = list(example["input_ids"])
+        if not ids:
+            raise ValueError("collate_packed() got an empty example")
+        input_ids += ids
+        labels += _labels(ids, example["loss_mask"])
+        positions += range(len(ids))
+    return {
+        "input_ids": torch.tensor([input_ids], dtype=torch.long),
+        "labels": torch.tensor([labels], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+    }
+
+
+def collate_padded(examples: Sequence[Example], *, pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded rows: ``input_ids``, ``attention_mask``, ``labels`` (-100 on padding)."""
+    if not examples:
+        raise ValueError("collate_padded() needs at least one example")
+    width = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        ids = list(example["input_ids"])
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        labels[row, : len(ids)] = torch.tensor(_labels(ids, example["loss_mask"]), dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
