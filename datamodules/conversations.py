@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from lit_qwen3.chat import require_chat_template, split_thinking
-from lit_qwen3.models import load_tokenizer as load_model_tokenizer
+from lit_qwen3.chat import split_thinking
+from lit_qwen3.models import load_tokenizer
 from lit_qwen3.packing import (
     QWEN3_ASSISTANT_HEADER,
     QWEN3_TURN_END,
@@ -39,25 +39,6 @@ from lit_qwen3.packing import (
 )
 
 ROLES = ("system", "user", "assistant", "tool")
-
-
-def load_tokenizer(tokenizer: str | Path | PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """A tokenizer with a chat template: an instance, a directory, ``"toy"`` or a model name.
-
-    A directory may hold a tokenizer alone (no ``config.json``); anything else goes through
-    ``lit_qwen3.models.load_tokenizer`` (toy presets, local model directories, cached names).
-    """
-    if isinstance(tokenizer, (str, Path)) and Path(tokenizer).expanduser().is_dir():
-        source = str(Path(tokenizer).expanduser())
-        loaded = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        require_chat_template(loaded, source)
-        return loaded
-    if not isinstance(tokenizer, (str, Path, PreTrainedTokenizerBase)):
-        raise TypeError(
-            "tokenizer must be 'toy', a path or a PreTrainedTokenizerBase, "
-            f"got {type(tokenizer).__name__}"
-        )
-    return load_model_tokenizer(tokenizer)
 
 
 def validate_conversation(row: Any, where: str) -> dict[str, Any]:

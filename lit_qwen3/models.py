@@ -197,14 +197,20 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
 def load_tokenizer(
     name_or_path: str | os.PathLike | PreTrainedTokenizerBase, *, allow_download: bool = False
 ) -> PreTrainedTokenizerBase:
-    """The tokenizer that goes with ``load_model``'s argument; it must have a chat template."""
+    """The tokenizer of ``load_model``'s argument (or ``"toy"``, or a tokenizer-only directory).
+
+    It must have a chat template: chat data and sampling depend on it.
+    """
     if isinstance(name_or_path, PreTrainedTokenizerBase):
         require_chat_template(name_or_path)
         return name_or_path
     name = str(name_or_path)
     if name == "toy":
         return build_toy_tokenizer()
-    kind, source = _resolve_source(name)
+    if Path(name).expanduser().is_dir():  # a model directory, or a tokenizer saved alone
+        kind, source = "dir", str(Path(name).expanduser())
+    else:
+        kind, source = _resolve_source(name)
     if kind == "preset":
         return build_toy_tokenizer()
     try:
@@ -230,3 +236,25 @@ def save_toy_checkpoint(
     load_model(preset, seed=seed).save_pretrained(directory)
     build_toy_tokenizer().save_pretrained(directory)
     return directory
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks of an HF model (the classes it names in ``_no_split_modules``)."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__} names no decoder layer class in _no_split_modules: "
+            "cannot build an FSDP2 sharding plan"
+        )
+    return layers
+
+
+def shard_for_fsdp2(model: torch.nn.Module, mesh: Any) -> torch.nn.Module:
+    """FSDP2 plan: each decoder layer its own unit, then the root (embeddings, norm, head)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
