@@ -87,8 +87,13 @@ class Sample:
         *,
         metadata: Mapping[str, Any] | None = None,
         enable_thinking: bool = True,
+        opened_in_prompt: bool = False,
     ) -> Sample:
-        """Parse ``completion`` with the chat helpers; the mode comes from the prompt's flags."""
+        """Parse ``completion`` with the chat helpers; the mode comes from the prompt's flags.
+
+        ``opened_in_prompt``: the generation prompt already ended with ``<think>`` (templates
+        that pre-open the block), so the completion starts inside the thinking.
+        """
         if not isinstance(completion, str):
             raise TypeError(
                 f"completion must be a str (decoded text), got {type(completion).__name__}"
@@ -96,7 +101,7 @@ class Sample:
         _check_prompt(prompt, "prompt")
         from lit_qwen3.chat import split_thinking, thinking_enabled
 
-        parsed = split_thinking(completion)
+        parsed = split_thinking(completion, opened_in_prompt=opened_in_prompt)
         return cls(
             prompt=list(prompt),
             completion=completion,
@@ -140,7 +145,7 @@ class Reward(abc.ABC):
         missing = [key for key in self.requires if sample.metadata.get(key) is None]
         if missing:
             raise ValueError(
-                f"reward {self.name!r} needs metadata key(s) {missing}; "
+                f"reward {self.name or type(self).__name__!r} needs metadata key(s) {missing}; "
                 f"the sample has {sorted(sample.metadata)}"
             )
 
@@ -360,8 +365,8 @@ class CompositeReward:
             for label in labels:
                 try:
                     self._by_label[label].reward.check(sample)
-                except ValueError as err:
-                    raise ValueError(f"samples[{i}]: {err}") from None
+                except (TypeError, ValueError) as err:
+                    raise type(err)(f"samples[{i}]: {err}") from None
             plan.append(labels)
         return plan
 
