@@ -1,0 +1,677 @@
+"""The training math every stage shares, as pure tensor functions (no Lightning).
+
+- Log-probs and entropy of chosen tokens, from logits or, without ever holding the
+  ``tokens x vocab`` logits, from hidden states and the ``lm_head`` weight in chunks.
+- SFT: masked token cross-entropy, packing-aware.
+- GRPO family: group-relative advantages, PPO-clip with clip-higher and dual clip, the
+  DAPO / GRPO / Dr.GRPO loss aggregations, k1/k2/k3 KL estimators, entropy bonus, truncated
+  importance sampling (TIS) for sampler/trainer mismatch.
+- Reward models: the Bradley-Terry pairwise loss.
+- Distillation divergences live in :mod:`lit_qwen3.distill_losses` and are re-exported here.
+
+Conventions: masks are bool or 0/1 tensors of the same shape as the per-token values; every
+temperature divides the logits before the softmax, exactly as the sampler does; log-probs and
+entropies are computed in float32 (float64 when the inputs are float64).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lit_qwen3.distill_losses import (  # noqa: F401  (distillation losses re-exported here)
+    _check_shape,
+    _check_temperature,
+    _compute_dtype,
+    _float_mask,
+    forward_kl,
+    generalized_jsd,
+    reverse_kl,
+    teacher_topk,
+    topk_forward_kl,
+    topk_reverse_kl,
+)
+
+IGNORE_INDEX = -100
+# exp() of a log-ratio beyond this is numerically meaningless in float32 (e^20 ~ 5e8);
+# verl clamps at the same bound. Clamped tokens get no gradient through the ratio.
+_MAX_LOG_RATIO = 20.0
+
+LossAggMode = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
+LOSS_AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_labels(labels: Tensor, vocab_size: int, ignore_index: int) -> None:
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if not labels.numel():
+        return
+    bad = ((labels < 0) & (labels != ignore_index)) | (labels >= vocab_size)
+    if bad.any():
+        value = labels[bad][0].item()
+        raise ValueError(
+            f"labels hold id {value}, outside [0, {vocab_size}) (vocabulary size) and not "
+            f"ignore_index={ignore_index}"
+        )
+
+
+def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of ``values`` where ``mask`` is set; 0 where nothing is set (never NaN)."""
+    m = _float_mask(mask, values).bool()
+    total = torch.where(m, values, torch.zeros((), dtype=values.dtype))
+    if dim is None:
+        return total.sum() / m.sum().clamp(min=1)
+    return total.sum(dim) / m.sum(dim).clamp(min=1)
+
+
+# ----------------------------------------------------------------------------- log-probs
+def token_logprobs(
+    logits: Tensor,
+    labels: Tensor,
+    temperature: float = 1.0,
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """Log-prob of each ``labels`` token under ``softmax(logits / temperature)``.
+
+    ``logits`` is ``(..., V)``, ``labels`` is ``(...)`` and already aligned (the caller shifts).
+    Positions labelled ``ignore_index`` get 0. Works on ``chunk_size`` rows at a time and never
+    builds the full log-softmax, so forward temporaries stay at ``chunk_size x V``.
+    Gradients flow to ``logits``.
+    """
+    _check_temperature(temperature)
+    _check_shape("labels", labels, logits.shape[:-1], "logits without its vocab dim")
+    _check_labels(labels, logits.shape[-1], ignore_index)
+    valid = labels != ignore_index
+    safe = labels.masked_fill(~valid, 0).long().reshape(-1, 1)
+
+    def chunk_logprobs(z: Tensor, rows: slice) -> Tensor:
+        return z.gather(-1, safe[rows]).squeeze(-1) - torch.logsumexp(z, dim=-1)
+
+    return _by_rows(logits, temperature, chunk_size, chunk_logprobs) * valid
+
+
+def token_entropy(logits: Tensor, temperature: float = 1.0, *, chunk_size: int = 1024) -> Tensor:
+    """Entropy (nats) of ``softmax(logits / temperature)`` at each position, with gradient.
+
+    Returns ``logits.shape[:-1]``; computed ``chunk_size`` rows at a time.
+    """
+    _check_temperature(temperature)
+
+    def chunk_entropy(z: Tensor, rows: slice) -> Tensor:
+        return torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1)
+
+    return _by_rows(logits, temperature, chunk_size, chunk_entropy)
+
+
+def _by_rows(logits: Tensor, temperature: float, chunk_size: int, fn) -> Tensor:
+    """Apply ``fn(scaled_logits_chunk, rows)`` to ``chunk_size`` rows at a time."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    cdt = _compute_dtype(logits.dtype)
+    pieces = [
+        fn(flat[start : start + chunk_size].to(cdt) / temperature, slice(start, start + chunk_size))
+        for start in range(0, flat.shape[0], chunk_size)
+    ]
+    out = torch.cat(pieces) if pieces else flat.new_zeros(0, dtype=cdt)
+    return out.reshape(logits.shape[:-1])
+
+
+class _ChunkedLinearLogprobs(torch.autograd.Function):
+    """``log_softmax((h W^T + b) / T)[label]`` and entropy, ``chunk`` rows of logits at a time.
+
+    Saves only the inputs plus two floats per token (logsumexp and entropy) and recomputes each
+    chunk's logits in backward, so neither pass ever holds more than ``chunk x V`` logits (the
+    same idea as Liger's fused linear cross-entropy). With ``z`` the scaled logits and ``p`` the
+    softmax: ``d logp / dz = onehot - p`` and ``d H / dz = -p (z - E_p[z])``, ``E_p[z] = lse - H``.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, temperature, chunk_size, ignore_index):
+        n = hidden.shape[0]
+        cdt = _compute_dtype(hidden.dtype)
+        valid = labels != ignore_index
+        safe = labels.masked_fill(~valid, 0).long()
+        logprobs = torch.empty(n, dtype=cdt, device=hidden.device)
+        entropy = torch.empty(n, dtype=cdt, device=hidden.device)
+        lse_all = torch.empty(n, dtype=cdt, device=hidden.device)
+        for start in range(0, n, chunk_size):
+            rows = slice(start, start + chunk_size)
+            z = _scaled_logits(hidden[rows], weight, bias, temperature, cdt)
+            lse = torch.logsumexp(z, dim=-1)
+            logprobs[rows] = z.gather(-1, safe[rows, None]).squeeze(-1) - lse
+            p = (z - lse[:, None]).exp_()
+            entropy[rows] = lse - p.mul_(z).sum(-1)
+            lse_all[rows] = lse
+            del z, p
+        logprobs.mul_(valid)
+        ctx.save_for_backward(hidden, weight, bias, safe, valid, lse_all, entropy)
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        ctx.set_materialize_grads(False)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy):
+        hidden, weight, bias, safe, valid, lse_all, entropy = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        if grad_logprobs is None and grad_entropy is None:
+            return (None,) * 7
+        temperature, cdt = ctx.temperature, lse_all.dtype
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=cdt, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=cdt, device=bias.device) if need_b else None
+        g_lp = grad_logprobs.to(cdt) * valid if grad_logprobs is not None else None
+        g_ent = grad_entropy.to(cdt) if grad_entropy is not None else None
+        for start in range(0, hidden.shape[0], ctx.chunk_size):
+            rows = slice(start, start + ctx.chunk_size)
+            z = _scaled_logits(hidden[rows], weight, bias, temperature, cdt)
+            lse = lse_all[rows, None]
+            p = (z - lse).exp()
+            # grad_z = -p * (g_lp + g_ent * (z - E[z])), built in place in z's buffer
+            if g_ent is not None:
+                expected_z = lse - entropy[rows, None]
+                grad_z = z.sub_(expected_z).mul_(g_ent[rows, None])
+                if g_lp is not None:
+                    grad_z.add_(g_lp[rows, None])
+            else:
+                grad_z = z.copy_(g_lp[rows, None].expand_as(z))
+            grad_z.mul_(p).neg_()
+            del p
+            if g_lp is not None:
+                grad_z.scatter_add_(1, safe[rows, None], g_lp[rows, None])
+            grad_z.div_(temperature)
+            if grad_b is not None:
+                grad_b += grad_z.sum(0)
+            grad_z = grad_z.to(weight.dtype)
+            if grad_h is not None:
+                grad_h[rows] = (grad_z @ weight).to(hidden.dtype)
+            if grad_w is not None:
+                grad_w += (grad_z.T @ hidden[rows].to(weight.dtype)).to(cdt)
+            del grad_z
+        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
+        return grad_h, grad_w, grad_b, None, None, None, None
+
+
+def _scaled_logits(
+    hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float, dtype: torch.dtype
+) -> Tensor:
+    z = (hidden.to(weight.dtype) @ weight.T).to(dtype)
+    if bias is not None:
+        z += bias.to(dtype)
+    if temperature != 1.0:
+        z /= temperature
+    return z
+
+
+def chunked_logprobs_and_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    *,
+    bias: Tensor | None = None,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[Tensor, Tensor]:
+    """Per-token log-probs of ``labels`` and entropies straight from the last hidden states.
+
+    Equivalent to ``token_logprobs(lm_head(hidden), labels, T)`` and ``token_entropy(...)`` but
+    memory grows with ``chunk_size x V`` instead of ``tokens x V``, in forward *and* backward:
+    each chunk's logits are recomputed in backward rather than stored. Both outputs carry
+    gradients to ``hidden``, ``weight`` and ``bias``.
+
+    Args:
+        hidden: ``(..., H)`` final hidden states (after the model's last norm).
+        weight: ``(V, H)`` ``lm_head`` weight (the embedding matrix when tied).
+        labels: ``(...)`` target ids aligned with ``hidden``; ``ignore_index`` gives log-prob 0.
+        bias: optional ``(V,)`` ``lm_head`` bias.
+        temperature: logits are divided by it before the softmax, as in the sampler.
+        chunk_size: rows of logits held at once.
+
+    Returns:
+        ``(logprobs, entropy)``, each shaped like ``labels``, float32 (float64 for float64 input).
+    """
+    _check_temperature(temperature)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be (vocab, hidden), got shape {tuple(weight.shape)}")
+    if hidden.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"hidden has size {hidden.shape[-1]} in its last dim but weight is "
+            f"{tuple(weight.shape)} (vocab, hidden); they must agree"
+        )
+    _check_shape("labels", labels, hidden.shape[:-1], "hidden without its last dim")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    _check_labels(labels, weight.shape[0], ignore_index)
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    logprobs, entropy = _ChunkedLinearLogprobs.apply(
+        flat_hidden, weight, bias, labels.reshape(-1), float(temperature), chunk_size, ignore_index
+    )
+    return logprobs.reshape(labels.shape), entropy.reshape(labels.shape)
+
+
+# ----------------------------------------------------------------------------- SFT
+def masked_cross_entropy(
+    logits: Tensor,
+    labels: Tensor,
+    loss_mask: Tensor,
+    *,
+    reduction: Literal["mean", "sum", "none"] = "mean",
+    position_ids: Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> Tensor:
+    """Token cross-entropy on the positions ``loss_mask`` selects (e.g. assistant tokens).
+
+    ``labels``, ``loss_mask`` and ``position_ids`` are aligned with ``logits`` (the caller has
+    shifted). With packed sequences pass ``position_ids`` of the *targets*: a target at
+    position 0 starts a new document and is never predicted from the previous one.
+    ``"mean"`` averages over counted tokens (an empty mask is an error: nothing would be
+    trained); ``"sum"`` lets the caller divide by a global token count under gradient
+    accumulation; ``"none"`` returns per-token losses, zero where masked.
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    _check_shape("labels", labels, logits.shape[:-1], "logits without its vocab dim")
+    _check_labels(labels, logits.shape[-1], ignore_index)
+    counted = _float_mask(loss_mask, labels, "loss_mask").bool() & (labels != ignore_index)
+    if position_ids is not None:
+        _check_shape("position_ids", position_ids, labels.shape, "labels")
+        counted &= position_ids != 0
+    targets = labels.masked_fill(~counted, ignore_index).long()
+    per_token = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).to(_compute_dtype(logits.dtype)),
+        targets.reshape(-1),
+        ignore_index=ignore_index,
+        reduction="none",
+    ).reshape(labels.shape)
+    if reduction == "none":
+        return per_token
+    if reduction == "sum":
+        return per_token.sum()
+    num = counted.sum()
+    if num.item() == 0:
+        raise ValueError(
+            "loss_mask selects no target token (after ignore_index and packed-document starts); "
+            "check that the mask covers assistant tokens and is aligned with labels"
+        )
+    return per_token.sum() / num
+
+
+def causal_lm_loss(
+    logits: Tensor,
+    input_ids: Tensor,
+    loss_mask: Tensor,
+    position_ids: Tensor | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
+) -> Tensor:
+    """Next-token :func:`masked_cross_entropy` on unshifted ``(B, T)`` inputs.
+
+    ``loss_mask`` marks the tokens of ``input_ids`` to learn (assistant tokens): token ``t`` is
+    predicted by ``logits[:, t - 1]``. ``"none"`` returns ``(B, T - 1)``.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
+    _check_shape("logits", logits[..., 0], input_ids.shape, "input_ids")
+    _check_shape("loss_mask", loss_mask, input_ids.shape, "input_ids")
+    if position_ids is not None:
+        _check_shape("position_ids", position_ids, input_ids.shape, "input_ids")
+        position_ids = position_ids[:, 1:]
+    return masked_cross_entropy(
+        logits[:, :-1],
+        input_ids[:, 1:],
+        loss_mask[:, 1:],
+        reduction=reduction,
+        position_ids=position_ids,
+    )
+
+
+# ----------------------------------------------------------------------------- rewards
+def bradley_terry_loss(
+    chosen_scores: Tensor, rejected_scores: Tensor, margin: Tensor | float | None = None
+) -> Tensor:
+    """Pairwise reward-model loss ``mean(-log sigmoid(chosen - rejected - margin))``."""
+    _check_shape("rejected_scores", rejected_scores, chosen_scores.shape, "chosen_scores")
+    if chosen_scores.numel() == 0:
+        raise ValueError("chosen_scores is empty: need at least one preference pair")
+    diff = chosen_scores - rejected_scores
+    if margin is not None:
+        if isinstance(margin, Tensor) and margin.dim() > 0:
+            _check_shape("margin", margin, chosen_scores.shape, "chosen_scores")
+        diff = diff - margin
+    return -F.logsigmoid(diff).mean()
+
+
+# ----------------------------------------------------------------------------- GRPO family
+def completion_mask(
+    completion_mask: Tensor, truncated: Tensor | None = None, mask_truncated: bool = True
+) -> Tensor:
+    """Bool ``(B, T)`` mask of the completion tokens the policy loss should see.
+
+    ``truncated`` ``(B,)`` marks completions cut at the length limit before their EOS; with
+    ``mask_truncated`` they are dropped whole (DAPO's overlong filtering: their reward judges an
+    unfinished answer). Empty completions have no token and stay empty rows, which
+    :func:`aggregate_loss` skips.
+    """
+    if completion_mask.dim() != 2:
+        raise ValueError(
+            f"completion_mask must be (batch, seq), got shape {tuple(completion_mask.shape)}"
+        )
+    mask = _float_mask(completion_mask, completion_mask, "completion_mask").bool()
+    if truncated is not None and mask_truncated:
+        _check_shape("truncated", truncated, completion_mask.shape[:1], "completion_mask[:, 0]")
+        mask = mask & ~truncated.bool()[:, None]
+    return mask
+
+
+def group_advantages(
+    rewards: Tensor,
+    group_size: int,
+    *,
+    scale: Literal["group", "batch"] | None = "group",
+    leave_one_out: bool = False,
+    eps: float = 1e-6,
+) -> Tensor:
+    """Group-relative advantages for ``rewards`` ``(num_groups * group_size,)``, groups contiguous.
+
+    Each reward minus its group's mean (GRPO) or, with ``leave_one_out``, minus the mean of the
+    *other* members (RLOO), then divided by ``std + eps``: the group's std (GRPO), the whole
+    batch's std (``"batch"``, as TRL's ``scale_rewards="batch"``), or not at all (``None``,
+    Dr.GRPO). Stds use Bessel's correction, as TRL and verl do. Returns ``(B,)``.
+    """
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D (batch,), got shape {tuple(rewards.shape)}")
+    if not isinstance(group_size, int) or group_size < 2:
+        raise ValueError(f"group_size must be an int >= 2, got {group_size!r}")
+    if rewards.numel() == 0 or rewards.numel() % group_size:
+        raise ValueError(
+            f"rewards has {rewards.numel()} entries, not a positive multiple of "
+            f"group_size={group_size}"
+        )
+    if scale not in ("group", "batch", None):
+        raise ValueError(f"scale must be 'group', 'batch' or None, got {scale!r}")
+    if not torch.isfinite(rewards).all():
+        bad = (~torch.isfinite(rewards)).nonzero()[0].item()
+        raise ValueError(f"rewards[{bad}] is {rewards[bad].item()}: rewards must be finite")
+    r = rewards.to(_compute_dtype(rewards.dtype)).view(-1, group_size)
+    if leave_one_out:
+        baseline = (r.sum(1, keepdim=True) - r) / (group_size - 1)
+    else:
+        baseline = r.mean(1, keepdim=True)
+    advantages = r - baseline
+    if scale == "group":
+        advantages = advantages / (r.std(1, keepdim=True) + eps)
+    elif scale == "batch":
+        advantages = advantages / (r.std() + eps)
+    return advantages.reshape(-1)
+
+
+def groups_with_signal(rewards: Tensor, group_size: int) -> Tensor:
+    """Bool ``(B,)``: True where the rollout's group has differing rewards (non-zero advantages).
+
+    Groups whose rewards are all equal give zero advantage to every member; filter them out to
+    fill batches with learning signal (DAPO's dynamic sampling).
+    """
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(
+            f"rewards must be 1-D with a multiple of group_size={group_size} entries, "
+            f"got shape {tuple(rewards.shape)}"
+        )
+    r = rewards.view(-1, group_size)
+    return (r != r[:, :1]).any(1).repeat_interleave(group_size)
+
+
+def kl_estimate(
+    logprobs: Tensor, ref_logprobs: Tensor, estimator: Literal["k1", "k2", "k3"] = "k3"
+) -> Tensor:
+    """Per-token estimate of KL(policy || reference) from tokens sampled by the policy.
+
+    Schulman's estimators with ``d = logprobs - ref_logprobs``: k1 = ``d`` (unbiased, noisy,
+    can be negative), k2 = ``d**2 / 2`` (biased, low variance), k3 = ``exp(-d) - 1 + d``
+    (unbiased, always >= 0; ``d`` clamped to +-20 so ``exp`` stays finite).
+    """
+    _check_shape("ref_logprobs", ref_logprobs, logprobs.shape, "logprobs")
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+    d = logprobs - ref_logprobs
+    if estimator == "k1":
+        return d
+    if estimator == "k2":
+        return 0.5 * d.square()
+    d = d.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    return torch.expm1(-d) + d
+
+
+def aggregate_loss(
+    per_token: Tensor,
+    mask: Tensor,
+    mode: LossAggMode = "token_mean",
+    *,
+    max_tokens: int | None = None,
+    num_items_in_batch: int | float | Tensor | None = None,
+) -> Tensor:
+    """Reduce a ``(B, T)`` per-token loss to a scalar, the way each GRPO variant does.
+
+    - ``token_mean`` (DAPO): sum over all masked tokens / their number; long answers weigh more.
+    - ``seq_mean_token_mean`` (GRPO paper): mean over tokens in each sequence, then over the
+      sequences that have tokens.
+    - ``seq_mean_token_sum_norm`` (Dr.GRPO): each sequence's token sum / ``max_tokens`` (a
+      constant, default ``T``: pass the generation limit), then mean over all ``B`` sequences.
+
+    Under gradient accumulation or data parallelism pass ``num_items_in_batch``: the global
+    number of tokens (``token_mean``) or sequences (``seq_*``) to divide by instead of this
+    batch's own count. Without it an empty mask is an error.
+    """
+    if per_token.dim() != 2:
+        raise ValueError(f"per_token must be (batch, seq), got shape {tuple(per_token.shape)}")
+    if mode not in LOSS_AGG_MODES:
+        raise ValueError(f"mode must be one of {LOSS_AGG_MODES}, got {mode!r}")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ValueError(f"max_tokens must be a positive int or None, got {max_tokens!r}")
+    m = _float_mask(mask, per_token).bool()
+    if num_items_in_batch is None and not m.any():
+        raise ValueError("mask selects no token: nothing to aggregate")
+    values = torch.where(m, per_token, torch.zeros((), dtype=per_token.dtype))
+    if mode == "token_mean":
+        total, count = values.sum(), m.sum()
+    elif mode == "seq_mean_token_mean":
+        seq_tokens = m.sum(-1)
+        total = (values.sum(-1) / seq_tokens.clamp(min=1)).sum()
+        count = (seq_tokens > 0).sum()
+    else:
+        total = values.sum() / (max_tokens or per_token.shape[-1])
+        count = per_token.shape[0]
+    return total / (count if num_items_in_batch is None else num_items_in_batch)
+
+
+@dataclass
+class GRPOLossConfig:
+    """Knobs of :func:`grpo_loss`. Defaults: DAPO's clip-higher, token-mean, no KL, no bonus."""
+
+    eps_low: float = 0.2
+    """Lower clip: the ratio may not fall below ``1 - eps_low`` for negative advantages."""
+    eps_high: float = 0.28
+    """Upper clip: the ratio may not rise above ``1 + eps_high`` for positive advantages (DAPO)."""
+    dual_clip: float | None = None
+    """Dual clip ``c > 1`` (Ye et al. 2020): caps the loss of negative advantages at ``-A * c``."""
+    loss_agg_mode: LossAggMode = "token_mean"
+    """``token_mean`` (DAPO), ``seq_mean_token_mean`` (GRPO), ``seq_mean_token_sum_norm`` (Dr.GRPO)."""
+    kl_coef: float = 0.0
+    """Weight of the KL-to-reference penalty; 0 disables it (needs ``ref_logprobs`` when > 0)."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Per-token KL estimator, see :func:`kl_estimate`."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight: the loss subtracts ``entropy_coef * entropy`` (needs ``entropy``)."""
+    tis_cap: float | None = None
+    """Truncated importance sampling: weight tokens by ``min(pi_old / pi_rollout, tis_cap)``."""
+    max_tokens: int | None = None
+    """Dr.GRPO's constant normaliser (the generation limit); default: the batch's length."""
+
+    def __post_init__(self) -> None:
+        def number(v: object) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def none_or_above(v: object, low: float) -> bool:
+            return v is None or (number(v) and v > low)
+
+        positive_int = isinstance(self.max_tokens, int) and self.max_tokens >= 1
+        rules = (
+            ("eps_low", number(self.eps_low) and 0 <= self.eps_low < 1, "a number in [0, 1)"),
+            ("eps_high", number(self.eps_high) and self.eps_high >= 0, "a number >= 0"),
+            ("dual_clip", none_or_above(self.dual_clip, 1), "None or a number > 1"),
+            ("loss_agg_mode", self.loss_agg_mode in LOSS_AGG_MODES, f"one of {LOSS_AGG_MODES}"),
+            ("kl_coef", number(self.kl_coef) and self.kl_coef >= 0, "a number >= 0"),
+            ("kl_estimator", self.kl_estimator in KL_ESTIMATORS, f"one of {KL_ESTIMATORS}"),
+            ("entropy_coef", number(self.entropy_coef), "a finite number"),
+            ("tis_cap", none_or_above(self.tis_cap, 0), "None or a number > 0"),
+            ("max_tokens", self.max_tokens is None or positive_int, "None or a positive int"),
+        )
+        for name, ok, expected in rules:
+            if not ok:
+                raise ValueError(
+                    f"GRPOLossConfig.{name} must be {expected}, got {getattr(self, name)!r}"
+                )
+
+
+def grpo_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    config: GRPOLossConfig | None = None,
+    *,
+    ref_logprobs: Tensor | None = None,
+    entropy: Tensor | None = None,
+    rollout_logprobs: Tensor | None = None,
+    num_items_in_batch: int | float | Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped policy-gradient loss of GRPO / DAPO / Dr.GRPO, plus detached diagnostics.
+
+    Per token, with ``r = exp(logprobs - old_logprobs)`` and advantage ``A``:
+    ``max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))``, capped at ``-A c`` for ``A < 0`` with
+    dual clip, times the TIS weight ``min(exp(old - rollout), tis_cap)`` when set; aggregated by
+    ``config.loss_agg_mode``; plus ``kl_coef * KL(policy || ref)`` and minus
+    ``entropy_coef * entropy``, aggregated the same way.
+
+    Args:
+        logprobs: ``(B, T)`` log-probs of the sampled tokens under the policy being trained.
+        old_logprobs: ``(B, T)`` the same under the policy that sampled (the trainer's
+            weights at rollout time; detached).
+        advantages: ``(B,)`` per sequence or ``(B, T)`` per token.
+        mask: ``(B, T)`` tokens to train on, e.g. from :func:`completion_mask`. An all-empty
+            mask (every completion truncated) gives a zero loss that still reaches the
+            parameters, so data-parallel ranks stay in step.
+        ref_logprobs: ``(B, T)`` reference-model log-probs, for the KL term and the ``kl`` metric.
+        entropy: ``(B, T)`` policy entropy (with grad for the bonus), also the ``entropy`` metric.
+        rollout_logprobs: ``(B, T)`` log-probs reported by the sampler (e.g. vLLM), for TIS.
+        num_items_in_batch: global normaliser, see :func:`aggregate_loss`.
+
+    Returns:
+        ``(loss, metrics)``; metrics are detached scalars: ``pg_loss``, ``clip_frac_low``,
+        ``clip_frac_high``, ``ratio_mean``, ``ratio_min``, ``ratio_max``, ``approx_kl``
+        (k3 of old vs current policy) and, when enabled, ``dual_clip_frac``, ``kl``,
+        ``entropy``, ``tis_weight_mean``, ``tis_clip_frac``.
+    """
+    config = config if config is not None else GRPOLossConfig()
+    if logprobs.dim() != 2:
+        raise ValueError(f"logprobs must be (batch, seq), got shape {tuple(logprobs.shape)}")
+    shape = logprobs.shape
+    _check_shape("old_logprobs", old_logprobs, shape, "logprobs")
+    for name, value in (("ref", ref_logprobs), ("rollout", rollout_logprobs)):
+        if value is not None:
+            _check_shape(f"{name}_logprobs", value, shape, "logprobs")
+    if entropy is not None:
+        _check_shape("entropy", entropy, shape, "logprobs")
+    if advantages.shape not in (shape[:1], shape):
+        raise ValueError(
+            f"advantages has shape {tuple(advantages.shape)}; expected ({shape[0]},) per "
+            f"sequence or {tuple(shape)} per token"
+        )
+    if config.kl_coef > 0 and ref_logprobs is None:
+        raise ValueError("config.kl_coef > 0 needs ref_logprobs")
+    if config.entropy_coef != 0 and entropy is None:
+        raise ValueError("config.entropy_coef != 0 needs entropy")
+    if config.tis_cap is not None and rollout_logprobs is None:
+        raise ValueError("config.tis_cap is set but rollout_logprobs were not given")
+    m = _float_mask(mask, logprobs).bool()
+    adv = advantages.to(logprobs.dtype)
+    adv = adv[:, None].expand(shape) if adv.dim() == 1 else adv
+    old = old_logprobs.detach()
+
+    log_ratio = (logprobs - old).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    ratio = log_ratio.exp()
+    clipped = ratio.clamp(1.0 - config.eps_low, 1.0 + config.eps_high)
+    per_token = torch.maximum(-adv * ratio, -adv * clipped)
+    if config.dual_clip is not None:
+        per_token = torch.where(
+            adv < 0, torch.minimum(per_token, -adv * config.dual_clip), per_token
+        )
+    tis_weight = None
+    if config.tis_cap is not None:
+        tis_log = (old - rollout_logprobs.detach()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+        tis_weight = tis_log.exp().clamp(max=config.tis_cap)
+        per_token = per_token * tis_weight
+
+    empty = num_items_in_batch is None and not m.any()
+
+    def agg(values: Tensor) -> Tensor:
+        if empty:  # zero, but connected to the graph
+            return torch.where(m, values, torch.zeros((), dtype=values.dtype)).sum()
+        return aggregate_loss(
+            values,
+            m,
+            config.loss_agg_mode,
+            max_tokens=config.max_tokens,
+            num_items_in_batch=num_items_in_batch,
+        )
+
+    pg_loss = agg(per_token)
+    loss = pg_loss
+    kl = None
+    if ref_logprobs is not None:
+        kl = kl_estimate(logprobs, ref_logprobs, config.kl_estimator)
+        if config.kl_coef > 0:
+            loss = loss + config.kl_coef * agg(kl)
+    if entropy is not None and config.entropy_coef != 0:
+        loss = loss - config.entropy_coef * agg(entropy)
+
+    with torch.no_grad():
+        tokens = m.sum().clamp(min=1)
+
+        def frac(flags: Tensor) -> Tensor:
+            return (flags & m).sum().to(logprobs.dtype) / tokens
+
+        metrics = {
+            "pg_loss": pg_loss.detach(),
+            "clip_frac_low": frac((adv < 0) & (ratio < 1.0 - config.eps_low)),
+            "clip_frac_high": frac((adv > 0) & (ratio > 1.0 + config.eps_high)),
+            "ratio_mean": masked_mean(ratio, m),
+            "ratio_min": _masked_extreme(ratio, m, largest=False),
+            "ratio_max": _masked_extreme(ratio, m, largest=True),
+            "approx_kl": masked_mean(kl_estimate(old, logprobs.detach(), "k3"), m),
+        }
+        if config.dual_clip is not None:
+            metrics["dual_clip_frac"] = frac((adv < 0) & (ratio > config.dual_clip))
+        if kl is not None:
+            metrics["kl"] = masked_mean(kl.detach(), m)
+        if entropy is not None:
+            metrics["entropy"] = masked_mean(entropy.detach(), m)
+        if tis_weight is not None:
+            metrics["tis_weight_mean"] = masked_mean(tis_weight, m)
+            metrics["tis_clip_frac"] = frac(tis_weight >= config.tis_cap)
+    return loss, metrics
+
+
+def _masked_extreme(values: Tensor, mask: Tensor, *, largest: bool) -> Tensor:
+    if not mask.any():
+        return values.new_zeros(())
+    return values[mask].max() if largest else values[mask].min()
