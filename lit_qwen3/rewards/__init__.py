@@ -33,6 +33,16 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "reward_model",
 )
 
+#: Registry name -> module, so ``build_reward("math")`` imports only what it needs (the judge
+#: and reward model import torch). Names missing here are found by importing every module above.
+_BUILTIN_NAMES: dict[str, str] = {
+    "math": "math_answer",
+    "code": "code",
+    "format": "format",
+    "instructions": "instructions",
+    "judge": "judge",
+}
+
 #: Public classes, importable from this package without importing every reward module.
 _LAZY_EXPORTS = {
     "MathReward": "math_answer",
@@ -44,9 +54,11 @@ _LAZY_EXPORTS = {
 }
 
 
-def load_builtin_rewards() -> None:
-    """Import every built-in reward module so that it registers its rewards."""
-    for module in _BUILTIN_MODULES:
+def load_builtin_rewards(name: str | None = None) -> None:
+    """Import the built-in reward modules so that they register their rewards: only the one
+    that provides ``name`` when it is known, else all of them."""
+    modules = (_BUILTIN_NAMES[name],) if name in _BUILTIN_NAMES else _BUILTIN_MODULES
+    for module in modules:
         qualified = f"{__name__}.{module}"
         try:
             importlib.import_module(qualified)

@@ -186,9 +186,9 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _load_builtin_rewards() -> None:
+def _load_builtin_rewards(name: str | None = None) -> None:
     # Built-in reward modules register themselves on import; the package lists them.
-    importlib.import_module("lit_qwen3.rewards").load_builtin_rewards()
+    importlib.import_module("lit_qwen3.rewards").load_builtin_rewards(name)
 
 
 def available_rewards() -> list[str]:
@@ -201,7 +201,10 @@ def build_reward(name: str, **kwargs: Any) -> Reward:
     """Instantiate the reward registered as ``name`` with ``kwargs``."""
     if not isinstance(name, str):
         raise TypeError(f"reward name must be a str, got {type(name).__name__}")
-    _load_builtin_rewards()
+    if name not in _REGISTRY:
+        _load_builtin_rewards(name)
+    if name not in _REGISTRY:
+        _load_builtin_rewards()
     cls = _REGISTRY.get(name)
     if cls is None:
         raise ValueError(f"unknown reward {name!r}; known rewards: {', '.join(sorted(_REGISTRY))}")
