@@ -1,0 +1,6 @@
+"""Lightning callbacks of the recipe (installed as ``lit_qwen3.callbacks``)."""
+
+from lit_qwen3.callbacks.pass_at_k import PassAtK
+from lit_qwen3.callbacks.thinking_budget import ThinkingBudget
+
+__all__ = ["PassAtK", "ThinkingBudget"]

@@ -213,6 +213,14 @@ class ConversationDataModule(LightningDataModule):
     rows of similar length whose padded size fits the same budget (adds ``attention_mask``).
     Conversations over ``max_length`` tokens are dropped (``overflow="drop"``), truncated or an
     error. ``self.stats`` counts conversations, tokens, dropped examples and packing efficiency.
+
+    Packing pays off with flash-attention's variable-length kernels. With ``sdpa`` or ``eager``
+    a packed row costs attention over the whole row (its block-diagonal mask is still T x T), so
+    for short conversations on CPU ``packing=False`` is several times faster (measured 7.7x on
+    the toy task); the toy configs use it.
+
+    ``verifier`` names how evaluation callbacks check answers (``arithmetic`` for the toy task,
+    else a reward name; default ``math``); ``val_queries`` are the validation prompts and answers.
     """
 
     def __init__(
@@ -236,6 +244,7 @@ class ConversationDataModule(LightningDataModule):
         toy_min_digits: int = 2,
         toy_max_digits: int = 4,
         toy_mul_fraction: float = 0.25,
+        verifier: str | None = None,
     ) -> None:
         super().__init__()
         if max_length < 1 or max_tokens_per_batch < 1:
@@ -256,8 +265,11 @@ class ConversationDataModule(LightningDataModule):
             raise ValueError(f"overflow must be 'truncate', 'drop' or 'error', got {overflow!r}")
         if data is None and toy_size < 1:
             raise ValueError(f"toy_size must be >= 1, got {toy_size}")
-        self.save_hyperparameters(ignore=[] if isinstance(tokenizer, str) else ["tokenizer"])
+        # The tokenizer is the model's: the stage module records it, not the data.
+        self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = load_tokenizer(tokenizer)
+        #: How evaluation callbacks check answers: the toy task's exact check, else math-verify.
+        self.verifier = verifier or ("arithmetic" if data is None else "math")
         self.stats: dict[str, float] = {}
         self.val_queries: list[dict[str, Any]] = []
         self._train: list[list[dict[str, Any]]] | None = None

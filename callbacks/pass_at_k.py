@@ -1,0 +1,172 @@
+"""``PassAtK``: sample n answers per validation query in each thinking mode and log pass@k.
+
+Every ``every_n_steps`` optimizer steps (and at the start and end of fit), the callback samples
+``n_samples`` completions per query with the rollout sampler, verifies them, and logs the
+unbiased pass@k (``1 - C(n-c, k) / C(n, k)``) for each ``k`` and mode, plus mean thinking length
+and the truncation rate, under ``eval/{mode}/...``. A table of sample generations goes to MLflow.
+
+The LightningModule must expose ``model``, ``tokenizer`` and, optionally, ``thinking_budget`` and
+``stop_thinking`` (the budget its sampling uses). Queries come from the callback's ``queries`` or
+the datamodule's ``val_queries``; each rank evaluates its share and the metrics are synced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lit_qwen3.callbacks._evaluation import (
+    default_verifier,
+    evaluation_queries,
+    rank_share,
+    require_sampling_module,
+    synced_mean,
+)
+from lit_qwen3.chat import STOP_THINKING
+from lit_qwen3.evaluation import evaluate_mode
+from lit_qwen3.generation import SamplingConfig
+from lit_qwen3.metrics import PassAtK as PassAtKMetric
+from lit_qwen3.tracking import log_metrics, log_table
+
+MODES = {"think": True, "no_think": False}
+
+
+class PassAtK(Callback):
+    """Log pass@k in thinking and non-thinking mode during and after training.
+
+    Args:
+        ks: the k of pass@k; ``n_samples`` must be at least the largest.
+        n_samples: completions sampled per query.
+        modes: any of ``think`` and ``no_think``.
+        every_n_steps: evaluate every this many optimizer steps (0: only at start and end).
+        on_start / on_end: evaluate before the first step / after the last.
+        num_queries: evaluate the first this many queries (None: all).
+        queries: ``[{"messages": [...], "answer": ...}]``; None: ``datamodule.val_queries``.
+        verifier: ``arithmetic``, a reward name such as ``math``, or None for the datamodule's.
+        max_new_tokens: generation length limit.
+        temperature, top_p, top_k: None uses Qwen3's recommended settings of each mode.
+        batch_size: rows sampled at once.
+        log_samples: completions per mode written to the MLflow samples table.
+        seed: sampling seed (each evaluation is reproducible).
+    """
+
+    def __init__(
+        self,
+        ks: Sequence[int] = (1, 4, 8),
+        n_samples: int = 8,
+        modes: Sequence[str] = ("think", "no_think"),
+        every_n_steps: int = 100,
+        on_start: bool = True,
+        on_end: bool = True,
+        num_queries: int | None = 32,
+        queries: Sequence[dict[str, Any]] | None = None,
+        verifier: str | None = None,
+        max_new_tokens: int = 256,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        batch_size: int = 64,
+        log_samples: int = 16,
+        seed: int = 0,
+    ) -> None:
+        unknown = [m for m in modes if m not in MODES]
+        if unknown or not modes:
+            raise ValueError(
+                f"modes must be a non-empty subset of {list(MODES)}, got {list(modes)}"
+            )
+        if not ks or min(ks) < 1:
+            raise ValueError(f"ks must be positive integers, got {list(ks)}")
+        if n_samples < max(ks):
+            raise ValueError(f"n_samples={n_samples} is smaller than the largest k={max(ks)}")
+        if every_n_steps < 0:
+            raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
+        self.ks = tuple(sorted(set(ks)))
+        self.n_samples = n_samples
+        self.modes = tuple(modes)
+        self.every_n_steps = every_n_steps
+        self.on_start, self.on_end = on_start, on_end
+        self.num_queries = num_queries
+        self.queries = queries
+        self.verifier = verifier
+        self.max_new_tokens = max_new_tokens
+        self.overrides = {
+            k: v
+            for k, v in {"temperature": temperature, "top_p": top_p, "top_k": top_k}.items()
+            if v is not None
+        }
+        self.batch_size = batch_size
+        self.log_samples = log_samples
+        self.seed = seed
+        self.last_step = -1
+        """Global step of the last evaluation (saved in checkpoints: no double run on resume)."""
+
+    def sampling(self, mode: str) -> SamplingConfig:
+        settings = {"max_new_tokens": self.max_new_tokens, **self.overrides}
+        if MODES[mode]:
+            return SamplingConfig.qwen3_thinking(**settings)
+        return SamplingConfig.qwen3_non_thinking(**settings)
+
+    def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+        """Run the evaluation now, log it, and return the metrics (same on every rank)."""
+        require_sampling_module(pl_module, "PassAtK")
+        queries = evaluation_queries(trainer, self.queries, self.num_queries)
+        share = rank_share(queries, trainer)
+        verifier = default_verifier(trainer, self.verifier)
+        metrics: dict[str, float] = {}
+        table = []
+        for mode in self.modes:
+            result = evaluate_mode(
+                pl_module.model,
+                pl_module.tokenizer,
+                share,
+                thinking=MODES[mode],
+                n_samples=self.n_samples,
+                ks=self.ks,
+                verifier=verifier,
+                sampling=self.sampling(mode),
+                thinking_budget=getattr(pl_module, "thinking_budget", None),
+                stop_thinking=getattr(pl_module, "stop_thinking", STOP_THINKING),
+                batch_size=self.batch_size,
+                seed=self.seed + trainer.global_rank,
+            )
+            metrics.update(self._synced(result, mode, pl_module.device))
+            table.extend(result.samples[: self.log_samples])
+        self.last_step = trainer.global_step
+        log_metrics(trainer, metrics)
+        log_table(trainer, table, f"samples/pass_at_k_step{trainer.global_step:06d}.json")
+        return metrics
+
+    def _synced(self, result: Any, mode: str, device: torch.device) -> dict[str, float]:
+        """Merge the ranks' results with torchmetrics (exact: sums of per-query terms)."""
+        pass_at_k = PassAtKMetric(ks=self.ks).to(device)
+        pass_at_k.update(result.correct.to(device))
+        out = {
+            f"eval/{mode}/{k.replace('@', '_at_')}": float(v)
+            for k, v in pass_at_k.compute().items()
+        }
+        for name in ("accuracy", "thinking_tokens", "truncated", "budget_forced"):
+            weight = result.correct.numel()
+            out[f"eval/{mode}/{name}"] = synced_mean(result.metrics[name], weight, device)
+        return out
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.on_start and self.last_step < trainer.global_step:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0 and step != self.last_step:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.on_end and trainer.global_step != self.last_step:
+            self.evaluate(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_step": self.last_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_step = state_dict["last_step"]

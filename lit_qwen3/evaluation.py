@@ -1,0 +1,179 @@
+"""Sample n completions per query in one thinking mode, verify them, and summarise.
+
+The evaluation behind the ``PassAtK`` and ``ThinkingBudget`` callbacks, usable on its own:
+
+    result = evaluate_mode(model, tokenizer, queries, thinking=True, n_samples=8, ks=(1, 8),
+                           verifier="arithmetic")
+    result.metrics  # {"pass_at_1": ..., "pass_at_8": ..., "thinking_tokens": ..., ...}
+
+A query is ``{"messages": [...], "answer": "936", ...}``: the conversation before the reply
+and its reference. The mode is set both ways Qwen3 knows: the ``/think`` or ``/no_think`` flag
+on the last user message and the template's ``enable_thinking`` switch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lit_qwen3.chat import STOP_THINKING, split_thinking
+from lit_qwen3.generation import RolloutSampler, SamplingConfig
+from lit_qwen3.metrics import PassAtK
+
+Query = Mapping[str, Any]
+#: (completion text, query) -> correct?
+Verifier = Callable[[str, Query], bool]
+
+_FLAG = re.compile(r"\s*/(no_)?think\b")
+
+
+def with_thinking_flag(messages: Sequence[Mapping[str, Any]], thinking: bool) -> list[dict]:
+    """A copy whose last user message ends with exactly the flag of the wanted mode."""
+    messages = [dict(m) for m in messages]
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if not users:
+        raise ValueError("an evaluation query needs at least one user message")
+    last = messages[users[-1]]
+    text = _FLAG.sub("", last.get("content") or "").rstrip()
+    last["content"] = f"{text} {'/think' if thinking else '/no_think'}"
+    return messages
+
+
+def _arithmetic_verifier(completion: str, query: Query) -> bool:
+    from lit_qwen3.datamodules.arithmetic import verify
+
+    return verify(split_thinking(completion).answer, query["answer"])
+
+
+def resolve_verifier(verifier: str | Verifier) -> Verifier:
+    """A callable verifier from a name: ``arithmetic`` (the toy task) or any registered reward.
+
+    A reward counts as correct when it scores 1 (math-verify, code tests, ...); the query's
+    ``answer`` is passed as the reward's ``reference``.
+    """
+    if callable(verifier):
+        return verifier
+    if verifier == "arithmetic":
+        return _arithmetic_verifier
+    from lit_qwen3.rewards import Sample, build_reward
+
+    reward = build_reward(verifier)
+
+    def check(completion: str, query: Query) -> bool:
+        metadata = {"reference": query.get("answer"), **query.get("metadata", {})}
+        sample = Sample.from_completion(list(query["messages"]), completion, metadata=metadata)
+        return reward.score(sample).score >= 1.0
+
+    return check
+
+
+@dataclass
+class ModeEvaluation:
+    """Metrics of one (mode, budget) evaluation and its samples (one dict per completion)."""
+
+    metrics: dict[str, float]
+    correct: torch.Tensor
+    """(num_queries, n_samples) bool."""
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def encode_prompts(tokenizer: Any, queries: Sequence[Query], *, thinking: bool) -> list[list[int]]:
+    """Token ids of each query's generation prompt in the given mode."""
+    prompts = []
+    for query in queries:
+        messages = with_thinking_flag(query["messages"], thinking)
+        text = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking
+        )
+        prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return prompts
+
+
+@torch.no_grad()
+def evaluate_mode(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    queries: Sequence[Query],
+    *,
+    thinking: bool,
+    n_samples: int = 1,
+    ks: Sequence[int] = (1,),
+    verifier: str | Verifier = "math",
+    sampling: SamplingConfig | None = None,
+    thinking_budget: int | None = None,
+    stop_thinking: str = STOP_THINKING,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> ModeEvaluation:
+    """Sample ``n_samples`` completions per query and report pass@k and thinking statistics.
+
+    ``sampling`` defaults to Qwen3's recommended settings for the mode. Metrics:
+    ``pass_at_{k}`` (unbiased estimator), ``accuracy`` (share of correct samples),
+    ``thinking_tokens`` (mean), ``budget_forced`` and ``truncated`` (shares of samples).
+    """
+    if not queries:
+        raise ValueError("evaluate_mode() got no queries")
+    if n_samples < max(ks):
+        raise ValueError(f"n_samples={n_samples} is smaller than the largest k={max(ks)}")
+    if sampling is None:
+        sampling = (
+            SamplingConfig.qwen3_thinking() if thinking else SamplingConfig.qwen3_non_thinking()
+        )
+    check = resolve_verifier(verifier)
+    sampler = RolloutSampler(tokenizer, sampling, stop_thinking=stop_thinking)
+    generator = torch.Generator(device=_device(model)).manual_seed(seed)
+
+    prompts = encode_prompts(tokenizer, queries, thinking=thinking)
+    rows = [(q, s) for q in range(len(queries)) for s in range(n_samples)]
+    correct = torch.zeros(len(queries), n_samples, dtype=torch.bool)
+    thinking_tokens, forced, truncated, samples = [], [], [], []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            rollouts = sampler.sample(
+                model,
+                [prompts[q] for q, _ in chunk],
+                thinking_budget=thinking_budget,
+                generator=generator,
+            )
+            texts = rollouts.texts(tokenizer)
+            for i, ((q, s), text) in enumerate(zip(chunk, texts, strict=True)):
+                correct[q, s] = bool(check(text, queries[q]))
+                samples.append(
+                    {
+                        "query": q,
+                        "sample": s,
+                        "mode": "think" if thinking else "no_think",
+                        "budget": -1 if thinking_budget is None else thinking_budget,
+                        "completion": text,
+                        "reference": str(queries[q].get("answer")),
+                        "correct": bool(correct[q, s]),
+                        "thinking_tokens": int(rollouts.thinking_length[i]),
+                    }
+                )
+            thinking_tokens.append(rollouts.thinking_length.float())
+            forced.append(rollouts.budget_forced.float())
+            truncated.append(rollouts.truncated.float())
+    finally:
+        model.train(was_training)
+
+    pass_at_k = PassAtK(ks=ks)
+    pass_at_k.update(correct)
+    metrics = {
+        name.replace("pass@", "pass_at_"): float(v) for name, v in pass_at_k.compute().items()
+    }
+    metrics["accuracy"] = correct.float().mean().item()
+    metrics["thinking_tokens"] = torch.cat(thinking_tokens).mean().item()
+    metrics["budget_forced"] = torch.cat(forced).mean().item()
+    metrics["truncated"] = torch.cat(truncated).mean().item()
+    return ModeEvaluation(metrics, correct, samples)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device

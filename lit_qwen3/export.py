@@ -1,0 +1,54 @@
+"""Write a stage's result as a Hugging Face directory: the next stage's (or vLLM's) input.
+
+Sharded weights (FSDP2 DTensors) are gathered on every rank, written by rank 0 only, into a
+temporary directory that replaces the target in one rename, so a crash never leaves half a model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def _is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """All ranks must call this: gathering sharded parameters is a collective."""
+    if not _is_sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def export_pretrained(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: str | os.PathLike
+) -> Path:
+    """``save_pretrained`` of model, tokenizer and chat template into ``directory`` (replaced)."""
+    directory = Path(directory)
+    state_dict = _full_state_dict(model)
+    if _rank() == 0:
+        partial = directory.with_name(directory.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial, state_dict=state_dict)
+        tokenizer.save_pretrained(partial)
+        if directory.exists():
+            shutil.rmtree(directory)
+        partial.rename(directory)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return directory

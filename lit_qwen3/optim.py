@@ -1,0 +1,77 @@
+"""AdamW with linear warmup and cosine decay: the optimiser every stage configures from YAML."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW and its learning-rate schedule."""
+
+    lr: float = 1e-3
+    """Peak learning rate, reached after the warmup."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay; never applied to norms and biases (1-D parameters)."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    """AdamW's moment coefficients."""
+    eps: float = 1e-8
+    """AdamW's denominator epsilon."""
+    warmup_steps: int = 20
+    """Optimizer steps of linear warmup from 0 to ``lr``."""
+    min_lr_ratio: float = 0.1
+    """The cosine decays to ``lr * min_lr_ratio`` at the last step."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optimizer.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"optimizer.betas must be in [0, 1), got {self.betas}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"optimizer.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"optimizer.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """The learning-rate multiplier at ``step``: linear warmup, then cosine to ``min_lr_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def configure_adamw(
+    model: torch.nn.Module, config: OptimizerConfig, total_steps: int
+) -> dict[str, Any]:
+    """What ``LightningModule.configure_optimizers`` returns: AdamW plus a per-step schedule."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.dim() >= 2 else no_decay).append(parameter)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=config.betas,
+        eps=config.eps,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: warmup_cosine(
+            step,
+            warmup_steps=config.warmup_steps,
+            total_steps=total_steps,
+            min_lr_ratio=config.min_lr_ratio,
+        ),
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

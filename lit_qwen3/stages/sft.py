@@ -1,0 +1,133 @@
+"""Supervised fine-tuning on chat data: the shared system of every SFT stage.
+
+The LightningModule wires pure parts together: ``load_model`` builds the network in
+``configure_model`` (so FSDP2 can shard it at init), ``causal_lm_loss`` trains assistant tokens
+only, ``configure_adamw`` sets AdamW with warmup and cosine decay, and ``export_pretrained``
+writes model, tokenizer and chat template at the end of fit for the next stage.
+
+Evaluation callbacks (``PassAtK``, ``ThinkingBudget``) need only ``self.model``,
+``self.tokenizer``, ``self.thinking_budget`` and ``self.stop_thinking`` (the budget sampling
+uses), so any module with those works with them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+
+from lit_qwen3.chat import STOP_THINKING
+from lit_qwen3.export import export_pretrained
+from lit_qwen3.losses import causal_lm_loss
+from lit_qwen3.models import load_model, load_tokenizer, shard_for_fsdp2
+from lit_qwen3.optim import OptimizerConfig, configure_adamw
+
+
+class SupervisedFineTuning(LightningModule):
+    """Chat SFT with an assistant-only loss on packed batches; writes a HF directory at the end.
+
+    Args:
+        model: a tiny preset (``toy-student``, ``toy-teacher``), a local HF directory (the
+            previous stage's ``output_dir``) or a Qwen3 name / HF id in the local cache.
+        tokenizer: defaults to the model's own (the toy tokenizer for presets).
+        output_dir: where ``save_pretrained`` writes model + tokenizer after fit; None: no export.
+        optimizer: AdamW and schedule settings.
+        dtype: parameter dtype (``float32``, ``bfloat16``); None keeps the checkpoint's.
+        attn_implementation: None picks ``flash_attention_2`` when usable, else ``sdpa``.
+        gradient_checkpointing: recompute activations in backward to save memory.
+        seed: random init of tiny presets.
+        thinking_budget: thinking-token budget of the sampling done with this module
+            (evaluation); ``ThinkingBudget`` sets it; None means unlimited.
+        stop_thinking: the text forced when that budget is reached.
+    """
+
+    stage: ClassVar[str] = "sft"
+
+    def __init__(
+        self,
+        model: str = "toy-student",
+        tokenizer: str | None = None,
+        output_dir: str | None = None,
+        optimizer: OptimizerConfig | None = None,
+        dtype: str | None = None,
+        attn_implementation: str | None = None,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+        thinking_budget: int | None = None,
+        stop_thinking: str = STOP_THINKING,
+    ) -> None:
+        super().__init__()
+        if thinking_budget is not None and thinking_budget < 0:
+            raise ValueError(f"thinking_budget must be >= 0 or None, got {thinking_budget}")
+        self.save_hyperparameters()
+        self.optimizer_config = optimizer or OptimizerConfig()
+        self.tokenizer = load_tokenizer(tokenizer or model)
+        self.thinking_budget = thinking_budget
+        self.stop_thinking = stop_thinking
+        self.model: torch.nn.Module | None = None
+        self._step_start = time.perf_counter()
+
+    def configure_model(self) -> None:
+        """Build (and, under ModelParallelStrategy, shard) the network once."""
+        if self.model is not None:
+            return
+        hp = self.hparams
+        self.model = load_model(
+            hp.model,
+            dtype=hp.dtype,
+            attn_implementation=hp.attn_implementation,
+            gradient_checkpointing=hp.gradient_checkpointing,
+            seed=hp.seed,
+        )
+        if len(self.tokenizer) > self.model.config.vocab_size:
+            raise ValueError(
+                f"tokenizer has {len(self.tokenizer)} tokens but model {hp.model!r} only "
+                f"{self.model.config.vocab_size} embeddings: pass the model's own tokenizer"
+            )
+        mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
+        if mesh is not None:
+            shard_for_fsdp2(self.model, mesh["data_parallel"])
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.model(input_ids=input_ids, use_cache=False, **kwargs).logits
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean loss over trained tokens, number of trained tokens)."""
+        extra = {k: batch[k] for k in ("position_ids", "attention_mask") if k in batch}
+        logits = self(batch["input_ids"], **extra)
+        loss_mask = batch["labels"] != -100
+        loss = causal_lm_loss(
+            logits.float(), batch["input_ids"], loss_mask, position_ids=batch.get("position_ids")
+        )
+        return loss, loss_mask[:, 1:].sum()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, tokens = self._loss(batch)
+        now = time.perf_counter()
+        elapsed, self._step_start = now - self._step_start, now
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(tokens))
+        self.log("train/tokens_per_s", batch["input_ids"].numel() / max(elapsed, 1e-9))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, tokens = self._loss(batch)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=int(tokens))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_adamw(
+            self.model, self.optimizer_config, self.trainer.estimated_stepping_batches
+        )
+
+    def on_fit_end(self) -> None:
+        if self.hparams.output_dir is not None:
+            self.export(self.hparams.output_dir)
+
+    def export(self, directory: str | Path) -> Path:
+        """Write model + tokenizer (with its chat template) as a Hugging Face directory."""
+        path = export_pretrained(self.model, self.tokenizer, directory)
+        rank_zero_info(f"[{self.stage}] model and tokenizer written to {path}")
+        return path
