@@ -189,6 +189,10 @@ def test_bad_input_errors(tmp_path, toy_tokenizer):
         GenerativeJudge(model, toy_tokenizer, batch_size=0)
     with pytest.raises(TypeError, match="model must be a directory or a PreTrainedModel"):
         GenerativeJudge(42)
+    mutated = sample("4")
+    mutated.answer = None  # Sample checks types at construction; the judge checks again
+    with pytest.raises(TypeError, match="sample.answer must be a str, got NoneType"):
+        judge.score(mutated)
     missing = GenerativeJudge(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="nowhere.*local directories only"):
         missing.score(sample("4"))
