@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +219,57 @@ def test_bad_arguments_are_rejected(sandbox):
         sandbox.run_python(b"print(1)")
     with pytest.raises(ValueError, match="plain file name"):
         sandbox.run_python("print(1)", files={"../evil.py": ""})
+
+
+ROOTLESS_SCRIPT = """
+import importlib.util, logging, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="LOG %(message)s")
+# the sandbox module is standard-library only (it is its own launcher): load it by path, so the
+# system Python needs none of the project's dependencies
+spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
+sandbox = sys.modules["sandbox"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sandbox)
+Sandbox, SandboxUnavailable = sandbox.Sandbox, sandbox.SandboxUnavailable
+try:
+    Sandbox().ensure_available()
+except SandboxUnavailable as err:
+    print("REFUSED", err)
+box = Sandbox(user=None, wall_time_s=2.0, max_processes=8)
+probe = (
+    "import os, socket\\n"
+    "open('/tmp/rootless-probe', 'w').write('x')\\n"
+    "try:\\n"
+    "    socket.create_connection(('8.8.8.8', 53), timeout=1)\\n"
+    "except OSError:\\n"
+    "    print('NET-BLOCKED')\\n"
+    "for i in range(30):\\n"
+    "    try:\\n"
+    "        if os.fork() == 0:\\n"
+    "            import time; time.sleep(30)\\n"
+    "    except OSError:\\n"
+    "        print('FORK-BLOCKED'); break\\n"
+)
+print(box.run_python(probe).stdout)
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not (shutil.which("setpriv") and os.path.exists("/usr/bin/python3")),
+    reason="needs root, setpriv and /usr/bin/python3 to drop to an ordinary user",
+)
+def test_ordinary_user_gets_a_refusal_or_the_logged_weaker_mode():
+    module = str(Path(sandbox_module.__file__).resolve())
+    drop = ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups"]
+    run = subprocess.run(
+        [*drop, "/usr/bin/python3", "-c", ROOTLESS_SCRIPT, module],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    out = run.stdout
+    assert run.returncode == 0, run.stderr
+    assert "REFUSED" in out and "needs root" in out  # the default refuses, with the reason
+    assert "LOG sandbox starting as the calling user (user=None)" in out
+    assert "NET-BLOCKED" in out and "FORK-BLOCKED" in out
+    assert not os.path.exists("/tmp/rootless-probe")

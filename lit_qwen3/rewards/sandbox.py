@@ -302,7 +302,7 @@ class Sandbox:
                 "new_net": config.network == "deny",
                 "cpu_s": math.ceil(config.cpu_time_s),
                 "as_bytes": config.memory_mb << 20,
-                "nproc": config.max_processes,
+                "nproc": _nproc_limit(ids, config.max_processes),
                 "fsize_bytes": config.max_file_mb << 20,
                 "nofile": config.max_open_files,
                 "disk_mb": config.disk_mb,
@@ -356,6 +356,33 @@ class Sandbox:
             output_truncated=truncated,
             wall_time_s=time.monotonic() - start,
         )
+
+
+def _nproc_limit(ids: tuple[int, int] | None, max_processes: int) -> int | None:
+    """``RLIMIT_NPROC`` counts every task (process or thread) of the real uid, system-wide.
+
+    With a uid of our own the budget is the sandbox's alone. As the calling user (``user=None``)
+    the count already includes the caller's own tasks, so the limit adds to that. As root with
+    ``user=None`` the limit is not enforced at all: only the wall clock and the PID namespace
+    contain a fork bomb then.
+    """
+    if ids is not None:
+        return max_processes
+    uid = os.getuid()
+    if uid == 0:
+        return None
+    tasks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as handle:
+                fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("Uid", "-1 0").split()[0]) == uid:
+            tasks += int(fields.get("Threads", "1"))
+    return tasks + max_processes
 
 
 def _default_pythons() -> list[str]:
@@ -526,7 +553,7 @@ def _exec_program(spec: dict, status_fd: int) -> None:
         (resource.RLIMIT_NOFILE, spec["nofile"], spec["nofile"]),
         (resource.RLIMIT_CORE, 0, 0),
     ]
-    if spec["ids"]:  # NPROC is ignored for root; counted per uid, so only with a uid of our own
+    if spec["nproc"] is not None:
         limits.append((resource.RLIMIT_NPROC, spec["nproc"], spec["nproc"]))
     for which, soft, hard in limits:
         resource.setrlimit(which, (soft, hard))
