@@ -59,15 +59,15 @@ def tiny_rm(tokenizer, seed: int = 0, **overrides) -> Qwen3ForSequenceClassifica
 # --------------------------------------------------------------------------- scoring
 
 
-def test_render_is_the_chat_template_with_the_answer_only(toy_tokenizer, qwen3_tokenizer):
+@pytest.mark.parametrize("tokenizer", ["toy_tokenizer", "qwen3_tokenizer"])
+def test_render_is_the_chat_template_with_the_answer_only(tokenizer, request):
+    tok = request.getfixturevalue(tokenizer)
     s = sample("<think>\nhmm\n</think>\n\nLightning.")
-    for tok in (toy_tokenizer, qwen3_tokenizer):
-        text = render_for_reward_model(tok, s.prompt, s.answer)
-        # The official template writes an empty think block before the last assistant reply.
-        assert text == (
-            "<|im_start|>user\nName a fast trainer. /no_think<|im_end|>\n"
-            "<|im_start|>assistant\n<think>\n\n</think>\n\nLightning.<|im_end|>\n"
-        )
+    # The official template writes an empty think block before the last assistant reply.
+    assert render_for_reward_model(tok, s.prompt, s.answer) == (
+        "<|im_start|>user\nName a fast trainer. /no_think<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n\n</think>\n\nLightning.<|im_end|>\n"
+    )
 
 
 def test_batched_scores_equal_one_by_one_and_match_the_head(tmp_path, toy_tokenizer):
