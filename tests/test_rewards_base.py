@@ -106,6 +106,12 @@ def test_sample_from_completion_parses_thinking_answer_and_last_flag():
     assert forced.thinking is None and forced.answer == "4" and not forced.well_formed
 
 
+def test_sample_from_completion_when_the_prompt_opened_the_think_block():
+    prompt = [{"role": "user", "content": "2+2?"}]
+    sample = Sample.from_completion(prompt, "2+2=4\n</think>\n\n4", opened_in_prompt=True)
+    assert (sample.thinking, sample.answer, sample.well_formed) == ("2+2=4", "4", True)
+
+
 def test_sample_rejects_non_string_completion_and_bad_prompt():
     with pytest.raises(TypeError, match="completion must be a str.*got list"):
         Sample.from_completion([{"role": "user", "content": "q"}], [1, 2, 3])

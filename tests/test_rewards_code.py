@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import sys
 import time
 
@@ -116,6 +119,36 @@ def test_hostile_programs_score_zero_within_the_time_budget():
     assert elapsed < 3
     bomb = "import os\nwhile True:\n    os.fork()"
     assert reward.score(sample(fenced(bomb), SUM_TESTS[:1])).score == 0.0
+
+
+ATTACKS = {
+    "infinite_loop": "while True:\n    pass",
+    "fork_bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+    "memory_bomb": "hog = [bytearray(64 << 20) for _ in range(64)]",
+    "huge_output": "print('x' * (8 << 20))",
+    "env_secret": "import os\nassert os.environ.get('LIT_QWEN3_TEST_SECRET') == 'hunter2'",
+    "write_outside": "open('/etc/lit-qwen3-pwned', 'w').write('x')",
+    "socket": "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_attacks_score_zero_and_the_parent_is_unharmed(attack, monkeypatch):
+    # Each program would pass its trivial test if the attack worked (or went unchecked).
+    monkeypatch.setenv("LIT_QWEN3_TEST_SECRET", "hunter2")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    program = ATTACKS[attack].format(port=server.getsockname()[1])
+    reward = CodeReward(sandbox={"wall_time_s": 1.0, "cpu_time_s": 1.0, "memory_mb": 256})
+    try:
+        result = reward.score(sample(fenced(program), ["assert True"]))
+    finally:
+        server.close()
+    assert result.score == 0.0, result.info
+    assert os.environ["LIT_QWEN3_TEST_SECRET"] == "hunter2"
+    assert not os.path.exists("/etc/lit-qwen3-pwned")
+    assert subprocess.run(["true"]).returncode == 0
 
 
 @pytest.mark.parametrize(
