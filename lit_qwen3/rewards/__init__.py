@@ -22,8 +22,6 @@ from lit_qwen3.rewards.base import (
 )
 
 #: Modules whose import registers the built-in rewards (relative to this package).
-#: ``instructions``, ``judge`` and ``reward_model`` belong to the rewards part B work; until they
-#: exist they are skipped (only when the module itself is missing, never a missing dependency).
 _BUILTIN_MODULES: tuple[str, ...] = (
     "math_answer",
     "code",
@@ -41,6 +39,7 @@ _BUILTIN_NAMES: dict[str, str] = {
     "format": "format",
     "instructions": "instructions",
     "judge": "judge",
+    "reward_model": "reward_model",
 }
 
 #: Public classes, importable from this package without importing every reward module.
@@ -48,6 +47,9 @@ _LAZY_EXPORTS = {
     "MathReward": "math_answer",
     "CodeReward": "code",
     "FormatReward": "format",
+    "InstructionFollowingReward": "instructions",
+    "GenerativeJudge": "judge",
+    "ScalarRewardModel": "reward_model",
     "Sandbox": "sandbox",
     "SandboxConfig": "sandbox",
     "SandboxResult": "sandbox",
@@ -59,12 +61,7 @@ def load_builtin_rewards(name: str | None = None) -> None:
     that provides ``name`` when it is known, else all of them."""
     modules = (_BUILTIN_NAMES[name],) if name in _BUILTIN_NAMES else _BUILTIN_MODULES
     for module in modules:
-        qualified = f"{__name__}.{module}"
-        try:
-            importlib.import_module(qualified)
-        except ModuleNotFoundError as err:
-            if err.name != qualified:
-                raise
+        importlib.import_module(f"{__name__}.{module}")
 
 
 def __getattr__(name: str) -> Any:
