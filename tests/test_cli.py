@@ -1,0 +1,158 @@
+"""The real CLI on the toy task: configs parse, a short run exports a model and fills MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lit_qwen3.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _plain_argv(monkeypatch):
+    """LightningCLI(args=...) warns when sys.argv also holds pytest's arguments."""
+    monkeypatch.setattr("sys.argv", ["lit-qwen3"])
+
+
+def test_configs_exist():
+    names = {p.relative_to(REPO / "configs").as_posix() for p in CONFIGS}
+    assert {"toy/cold_start.yaml", "qwen3/0.6b/cold_start.yaml"} <= names
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_shipped_config_parses_and_opens_with_its_command(config, capsys):
+    first_lines = config.read_text().splitlines()[:3]
+    assert any(f"--config {config.relative_to(REPO).as_posix()}" in line for line in first_lines)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["model"]["class_path"].startswith("lit_qwen3.stages.")
+    assert "tokenizer" not in resolved["data"]["init_args"]  # linked from the model's
+
+
+def test_bad_config_key_names_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  init_args:\n    learning_rate: 0.1\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "configs/toy/cold_start.yaml"), "--config", str(bad)])
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def _override(tmp_path: Path) -> Path:
+    override = {
+        "trainer": {
+            "max_steps": 6,
+            "val_check_interval": 3,
+            "limit_val_batches": 1,
+            "default_root_dir": str(tmp_path / "cold_start"),
+            "enable_progress_bar": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.MLFlowLogger",
+                "init_args": {
+                    "experiment_name": "cli-test",
+                    "run_name": "cold_start",
+                    "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+                    "artifact_location": str(tmp_path / "artifacts"),
+                },
+            },
+            "callbacks": [
+                {
+                    "class_path": "lit_qwen3.callbacks.PassAtK",
+                    "init_args": {
+                        "ks": [1, 2],
+                        "n_samples": 2,
+                        "every_n_steps": 3,
+                        "num_queries": 4,
+                        "max_new_tokens": 32,
+                        "log_samples": 3,
+                    },
+                },
+                {
+                    "class_path": "lit_qwen3.callbacks.ThinkingBudget",
+                    "init_args": {
+                        "stop_thinking": "\n</think>\n\n",
+                        "sweep": [0, 8],
+                        "num_queries": 4,
+                        "max_new_tokens": 32,
+                    },
+                },
+            ],
+        },
+        "model": {"init_args": {"output_dir": str(tmp_path / "export")}},
+        "data": {"init_args": {"toy_size": 400, "val_size": 16, "max_tokens_per_batch": 1024}},
+    }
+    path = tmp_path / "override.yaml"
+    path.write_text(yaml.safe_dump(override))
+    return path
+
+
+def test_cli_run_exports_a_model_and_fills_mlflow(tmp_path):
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs/toy/cold_start.yaml"),
+            "--config",
+            str(_override(tmp_path)),
+        ]
+    )
+
+    export = tmp_path / "export"
+    model = AutoModelForCausalLM.from_pretrained(export)
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "12+34 /think"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    assert model(**prompt).logits.shape[-1] == model.config.vocab_size
+    assert "<think>" in tokenizer.get_vocab() and tokenizer.chat_template
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("cli-test")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["stage"] == "cold_start"
+    assert run.data.tags["model"] == "toy-student"
+    assert run.data.tags["dataset"] == "toy-arithmetic"
+    assert run.data.params["config.model.class_path"] == "lit_qwen3.stages.ColdStartSFT"
+    assert run.data.params["config.trainer.max_steps"] == "6"
+    metrics = run.data.metrics
+    for key in (
+        "train/loss",
+        "val/loss",
+        "eval/think/pass_at_1",
+        "eval/think/pass_at_2",
+        "eval/no_think/pass_at_1",
+        "budget/0/accuracy",
+        "budget/8/accuracy",
+    ):
+        assert key in metrics, key
+    history = client.get_metric_history(run.info.run_id, "eval/think/pass_at_1")
+    assert sorted(m.step for m in history) == [0, 3, 6]
+    losses = [m.value for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "samples", "budget_sweep"} <= artifacts
+    config = yaml.safe_load(
+        Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text()
+    )
+    assert config["trainer"]["max_steps"] == 6
+    table_path = client.download_artifacts(
+        run.info.run_id, "samples/pass_at_k_step000006.json", str(tmp_path)
+    )
+    table = json.loads(Path(table_path).read_text())
+    assert set(table["columns"]) >= {"mode", "completion", "reference", "correct"}
+    assert {row[table["columns"].index("mode")] for row in table["data"]} == {"think", "no_think"}

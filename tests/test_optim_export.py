@@ -1,0 +1,68 @@
+"""Learning-rate schedule, AdamW groups, and the atomic Hugging Face export."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from lit_qwen3.export import export_pretrained
+from lit_qwen3.models import load_model
+from lit_qwen3.optim import OptimizerConfig, configure_adamw, warmup_cosine
+
+
+def test_warmup_cosine_by_hand():
+    kw = dict(warmup_steps=4, total_steps=14, min_lr_ratio=0.1)
+    # warmup: (step + 1) / (warmup + 1) -> 0.2, 0.4, 0.6, 0.8
+    assert [warmup_cosine(s, **kw) for s in range(4)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    # decay over 10 steps: 0.1 + 0.9 * 0.5 * (1 + cos(pi * p))
+    assert warmup_cosine(4, **kw) == pytest.approx(1.0)
+    assert warmup_cosine(9, **kw) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert warmup_cosine(14, **kw) == pytest.approx(0.1)
+    assert warmup_cosine(99, **kw) == pytest.approx(0.1)  # clamped after the schedule
+
+
+def test_adamw_skips_decay_on_norms_and_follows_the_schedule():
+    model = load_model("toy-student")
+    config = OptimizerConfig(lr=1e-2, warmup_steps=1, min_lr_ratio=0.0)
+    setup = configure_adamw(model, config, total_steps=3)
+    optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    decay, no_decay = optimizer.param_groups
+    assert all(p.dim() >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.01
+    assert all(p.dim() == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    lrs = []
+    for _ in range(3):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([5e-3, 1e-2, 5e-3])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lr", 0.0, "optimizer.lr must be > 0"),
+        ("betas", (0.9, 1.0), "optimizer.betas"),
+        ("warmup_steps", -1, "warmup_steps must be >= 0"),
+        ("min_lr_ratio", 2.0, "min_lr_ratio"),
+    ],
+)
+def test_bad_optimizer_settings_name_the_key(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        OptimizerConfig(**{field: value})
+
+
+def test_export_replaces_the_directory_atomically(tmp_path, toy_tokenizer):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "stale.txt").write_text("from an older run")
+    model = load_model("toy-student", seed=2)
+    export_pretrained(model, toy_tokenizer, target)
+    assert not (target / "stale.txt").exists()
+    assert not (tmp_path / "model.partial").exists()
+    reloaded = AutoModelForCausalLM.from_pretrained(target)
+    ids = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(reloaded(ids).logits, model(ids).logits)
+    assert (target / "tokenizer_config.json").exists()
