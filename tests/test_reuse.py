@@ -1,0 +1,101 @@
+"""ColdStartSFT, PassAtK and ThinkingBudget in a plain Lightning script with the user's own data."""
+
+from __future__ import annotations
+
+import csv
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from lit_qwen3.callbacks import PassAtK, ThinkingBudget
+from lit_qwen3.datamodules.arithmetic import ArithmeticTask
+from lit_qwen3.stages import ColdStartSFT
+
+
+class MyChatData(L.LightningDataModule):
+    """A user's datamodule: right-padded rows, loss on everything after the prompt."""
+
+    def __init__(self, tokenizer, rows):
+        super().__init__()
+        self.tokenizer, self.rows = tokenizer, rows
+
+    def _encode(self, row):
+        full = self.tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        prompt = self.tokenizer.apply_chat_template(
+            row["messages"][:-1], tokenize=False, add_generation_prompt=True
+        )
+        ids = self.tokenizer(full, add_special_tokens=False)["input_ids"]
+        n_prompt = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return ids, [-100] * n_prompt + ids[n_prompt:]
+
+    def _collate(self, rows):
+        encoded = [self._encode(r) for r in rows]
+        width = max(len(ids) for ids, _ in encoded)
+        pad = self.tokenizer.pad_token_id
+        batch = {"input_ids": [], "labels": [], "attention_mask": []}
+        for ids, labels in encoded:
+            fill = width - len(ids)
+            batch["input_ids"].append(ids + [pad] * fill)
+            batch["labels"].append(labels + [-100] * fill)
+            batch["attention_mask"].append([1] * len(ids) + [0] * fill)
+        return {k: torch.tensor(v) for k, v in batch.items()}
+
+    def train_dataloader(self):
+        return DataLoader(self.rows, batch_size=16, shuffle=True, collate_fn=self._collate)
+
+
+def test_stage_and_callbacks_work_in_a_plain_trainer(tmp_path):
+    task = ArithmeticTask(seed=1)
+    queries = [
+        {"messages": task.prompt(p), "answer": str(p.answer)} for p in task.problems(4, "val")
+    ]
+    module = ColdStartSFT(model="toy-student", output_dir=str(tmp_path / "model"))
+    data = MyChatData(module.tokenizer, task.conversations(64))
+    pass_at_k = PassAtK(
+        ks=[1, 2],
+        n_samples=2,
+        every_n_steps=2,
+        queries=queries,
+        verifier="arithmetic",
+        max_new_tokens=24,
+    )
+    budget = ThinkingBudget(
+        budget=6,
+        stop_thinking="\n</think>\n\n",
+        sweep=[0, 4],
+        queries=queries,
+        verifier="arithmetic",
+        max_new_tokens=24,
+    )
+    trainer = L.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        callbacks=[pass_at_k, budget],
+        log_every_n_steps=1,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path, name="user"),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+
+    assert module.thinking_budget == 6  # set by ThinkingBudget, used by PassAtK's sampling
+    assert (tmp_path / "model" / "config.json").exists()
+    with open(tmp_path / "user" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    logged = {k for row in rows for k, v in row.items() if v}
+    assert {
+        "train/loss",
+        "eval/think/pass_at_2",
+        "eval/no_think/pass_at_1",
+        "budget/0/accuracy",
+        "budget/4/thinking_tokens",
+        "budget/no_think/accuracy",
+    } <= logged
+    steps_with_eval = sorted({int(r["step"]) for r in rows if r.get("eval/think/pass_at_1")})
+    assert steps_with_eval == [0, 2, 4]
+    forced = [
+        float(r["eval/think/thinking_tokens"]) for r in rows if r.get("eval/think/thinking_tokens")
+    ]
+    assert max(forced) <= 6  # the budget caps thinking in PassAtK's evaluation
