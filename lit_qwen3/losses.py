@@ -128,29 +128,31 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
     """``log_softmax((h W^T + b) / T)[label]`` and entropy, ``chunk`` rows of logits at a time.
 
     Saves only the inputs plus two floats per token (logsumexp and entropy) and recomputes each
-    chunk's logits in backward, so neither pass ever holds more than ``chunk x V`` logits (the
-    same idea as Liger's fused linear cross-entropy). With ``z`` the scaled logits and ``p`` the
-    softmax: ``d logp / dz = onehot - p`` and ``d H / dz = -p (z - E_p[z])``, ``E_p[z] = lse - H``.
+    chunk's logits in backward, so neither pass holds more than two ``chunk x V`` buffers (reused
+    across chunks; the idea of Liger's fused linear cross-entropy). With ``z`` the scaled logits
+    and ``p = softmax(z)``: ``d logp / dz = onehot - p`` and ``d H / dz = -p (log p + H)``.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, temperature, chunk_size, ignore_index):
-        n = hidden.shape[0]
-        cdt = _compute_dtype(hidden.dtype)
+        n, cdt = hidden.shape[0], _compute_dtype(hidden.dtype)
         valid = labels != ignore_index
-        safe = labels.masked_fill(~valid, 0).long()
-        logprobs = torch.empty(n, dtype=cdt, device=hidden.device)
-        entropy = torch.empty(n, dtype=cdt, device=hidden.device)
-        lse_all = torch.empty(n, dtype=cdt, device=hidden.device)
+        safe = labels.masked_fill(~valid, 0).long()[:, None]
+        logprobs, entropy, lse_all = (hidden.new_empty(n, dtype=cdt) for _ in range(3))
+        z_buf, p_buf = _chunk_buffers(hidden, weight, chunk_size, cdt, 2)
         for start in range(0, n, chunk_size):
             rows = slice(start, start + chunk_size)
-            z = _scaled_logits(hidden[rows], weight, bias, temperature, cdt)
-            lse = torch.logsumexp(z, dim=-1)
-            logprobs[rows] = z.gather(-1, safe[rows, None]).squeeze(-1) - lse
-            p = (z - lse[:, None]).exp_()
-            entropy[rows] = lse - p.mul_(z).sum(-1)
+            z = _scaled_logits(z_buf, hidden[rows], weight, bias, temperature)
+            top = z.amax(-1, keepdim=True)
+            chosen = z.gather(-1, safe[rows]).squeeze(-1)
+            z.sub_(top)
+            p = torch.exp(z, out=p_buf[: z.shape[0]])  # unnormalised
+            total = p.sum(-1)
+            log_total = total.log()
+            lse = top.squeeze(-1) + log_total
+            logprobs[rows] = chosen - lse
+            entropy[rows] = log_total - p.mul_(z).sum(-1) / total  # H = lse - E_p[z]
             lse_all[rows] = lse
-            del z, p
         logprobs.mul_(valid)
         ctx.save_for_backward(hidden, weight, bias, safe, valid, lse_all, entropy)
         ctx.temperature, ctx.chunk_size = temperature, chunk_size
@@ -163,52 +165,65 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         if grad_logprobs is None and grad_entropy is None:
             return (None,) * 7
-        temperature, cdt = ctx.temperature, lse_all.dtype
+        cdt, inv_t = lse_all.dtype, 1.0 / ctx.temperature
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=cdt, device=weight.device) if need_w else None
         grad_b = torch.zeros(bias.shape, dtype=cdt, device=bias.device) if need_b else None
-        g_lp = grad_logprobs.to(cdt) * valid if grad_logprobs is not None else None
-        g_ent = grad_entropy.to(cdt) if grad_entropy is not None else None
+        # 1/T of dz/dlogits folded into the per-token coefficients
+        g_lp = grad_logprobs.to(cdt) * valid * inv_t if grad_logprobs is not None else None
+        g_ent = grad_entropy.to(cdt) * inv_t if grad_entropy is not None else None
+        bufs = _chunk_buffers(hidden, weight, ctx.chunk_size, cdt, 1 if g_ent is None else 2)
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             rows = slice(start, start + ctx.chunk_size)
-            z = _scaled_logits(hidden[rows], weight, bias, temperature, cdt)
-            lse = lse_all[rows, None]
-            p = (z - lse).exp()
-            # grad_z = -p * (g_lp + g_ent * (z - E[z])), built in place in z's buffer
-            if g_ent is not None:
-                expected_z = lse - entropy[rows, None]
-                grad_z = z.sub_(expected_z).mul_(g_ent[rows, None])
+            z = _scaled_logits(bufs[0], hidden[rows], weight, bias, ctx.temperature)
+            log_p = z.sub_(lse_all[rows, None])
+            if g_ent is None:  # grad_z = -g_lp p (+ g_lp at the label)
+                grad_z = log_p.exp_().mul_(-g_lp[rows, None])
+            else:  # grad_z = -p (g_lp + g_ent (log p + H)) (+ g_lp at the label)
+                p = torch.exp(log_p, out=bufs[1][: z.shape[0]])
+                g_e = g_ent[rows, None]
+                offset = g_e * entropy[rows, None]
                 if g_lp is not None:
-                    grad_z.add_(g_lp[rows, None])
-            else:
-                grad_z = z.copy_(g_lp[rows, None].expand_as(z))
-            grad_z.mul_(p).neg_()
-            del p
+                    offset = offset + g_lp[rows, None]
+                grad_z = log_p.mul_(g_e).add_(offset).mul_(p).neg_()
             if g_lp is not None:
-                grad_z.scatter_add_(1, safe[rows, None], g_lp[rows, None])
-            grad_z.div_(temperature)
+                grad_z.scatter_add_(1, safe[rows], g_lp[rows, None])
             if grad_b is not None:
                 grad_b += grad_z.sum(0)
-            grad_z = grad_z.to(weight.dtype)
             if grad_h is not None:
-                grad_h[rows] = (grad_z @ weight).to(hidden.dtype)
+                grad_h[rows] = (grad_z.to(weight.dtype) @ weight).to(hidden.dtype)
             if grad_w is not None:
-                grad_w += (grad_z.T @ hidden[rows].to(weight.dtype)).to(cdt)
-            del grad_z
+                h_rows = hidden[rows].to(cdt)
+                if weight.dtype == cdt:
+                    grad_w.addmm_(grad_z.T, h_rows)
+                else:  # low-precision weights: matmul in their dtype, accumulate in float32
+                    grad_w += (grad_z.to(weight.dtype).T @ h_rows.to(weight.dtype)).to(cdt)
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
         grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
         return grad_h, grad_w, grad_b, None, None, None, None
 
 
-def _scaled_logits(
-    hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float, dtype: torch.dtype
-) -> Tensor:
-    z = (hidden.to(weight.dtype) @ weight.T).to(dtype)
-    if bias is not None:
-        z += bias.to(dtype)
+def _chunk_buffers(hidden, weight, chunk_size, dtype, count) -> list[Tensor]:
+    """``count`` reusable ``(chunk, V)`` buffers: CPU allocators do not cache large blocks."""
+    rows = min(chunk_size, hidden.shape[0])
+    return [hidden.new_empty(rows, weight.shape[0], dtype=dtype) for _ in range(count)]
+
+
+def _scaled_logits(buf: Tensor, hidden: Tensor, weight: Tensor, bias, temperature) -> Tensor:
+    """``(hidden W^T + bias) / temperature`` written into the leading rows of ``buf``."""
+    out = buf[: hidden.shape[0]]
+    if weight.dtype == buf.dtype and hidden.dtype == buf.dtype:
+        if bias is None:
+            torch.mm(hidden, weight.T, out=out)
+        else:
+            torch.addmm(bias.to(buf.dtype), hidden, weight.T, out=out)
+    else:  # e.g. bf16 weights: the matmul in their dtype, softmax maths in float32
+        out.copy_(hidden.to(weight.dtype) @ weight.T)
+        if bias is not None:
+            out += bias.to(buf.dtype)
     if temperature != 1.0:
-        z /= temperature
-    return z
+        out.div_(temperature)
+    return out
 
 
 def chunked_logprobs_and_entropy(

@@ -291,3 +291,12 @@ def test_grpo_loss_bad_inputs():
         grpo_loss(logprobs, old, adv, mask, GRPOLossConfig(entropy_coef=0.1))
     with pytest.raises(ValueError, match="rollout_logprobs"):
         grpo_loss(logprobs, old, adv, mask, GRPOLossConfig(tis_cap=2.0))
+
+
+def test_masked_mean():
+    from lit_qwen3.losses import masked_mean
+
+    # row means (1 + 2 + 3) / 3 = 2 and 5 / 1 = 5; empty row -> 0, not NaN; overall 11 / 4
+    assert_close(masked_mean(PER_TOKEN, MASK, dim=-1), torch.tensor([2.0, 5.0, 0.0]))
+    assert_close(masked_mean(PER_TOKEN, MASK), torch.tensor(2.75))
+    assert masked_mean(PER_TOKEN, torch.zeros(3, 4)).item() == 0.0
