@@ -114,6 +114,8 @@ def token_entropy(logits: Tensor, temperature: float = 1.0, *, chunk_size: int =
 
 def _by_rows(logits: Tensor, temperature: float, chunk_size: int, fn) -> Tensor:
     """Apply ``fn(scaled_logits_chunk, rows)`` to ``chunk_size`` rows at a time."""
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     flat = logits.reshape(-1, logits.shape[-1])
     cdt = _compute_dtype(logits.dtype)
     pieces = [
@@ -436,6 +438,8 @@ def groups_with_signal(rewards: Tensor, group_size: int) -> Tensor:
     Groups whose rewards are all equal give zero advantage to every member; filter them out to
     fill batches with learning signal (DAPO's dynamic sampling).
     """
+    if not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
     if rewards.dim() != 1 or rewards.numel() % group_size:
         raise ValueError(
             f"rewards must be 1-D with a multiple of group_size={group_size} entries, "

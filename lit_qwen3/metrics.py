@@ -183,6 +183,8 @@ class MeanTokenEntropy(Metric):
             raise ValueError(
                 f"mask has shape {tuple(mask.shape)} but entropy has {tuple(entropy.shape)}"
             )
+        if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+            raise ValueError("mask must be boolean or hold only 0 and 1")
         m = mask.bool()
         self.entropy_sum += entropy.detach().to(torch.float64)[m].sum()
         self.num_tokens += m.sum()

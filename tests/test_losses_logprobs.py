@@ -169,9 +169,9 @@ def test_chunked_on_a_qwen3_model_matches_its_logits_and_learns():
     assert_close(ent, token_entropy(logits), atol=1e-5, rtol=1e-5)
 
     # maximise the sequence log-likelihood through the chunked kernel: it must go up
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
     first = None
-    for _ in range(15):
+    for _ in range(8):
         hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
         lp, _ = chunked_logprobs_and_entropy(hidden, model.lm_head.weight, ids[:, 1:], chunk_size=7)
         loss = -lp.mean()
@@ -179,7 +179,7 @@ def test_chunked_on_a_qwen3_model_matches_its_logits_and_learns():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert loss.item() < 0.5 * first
+    assert loss.item() < 0.7 * first  # ln 64 = 4.16 at the start
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -200,5 +200,7 @@ def test_bad_inputs_raise_clear_errors():
         chunked_logprobs_and_entropy(hidden, weight, torch.zeros(2, 3).long(), bias=torch.zeros(9))
     with pytest.raises(ValueError, match="labels has shape"):
         token_logprobs(torch.randn(2, 3, 5), torch.zeros(3, 2).long())
+    with pytest.raises(ValueError, match="chunk_size"):
+        token_entropy(torch.randn(2, 3, 5), chunk_size=0)
     with pytest.raises(ValueError, match="id -3"):
         token_logprobs(torch.randn(2, 3, 5), torch.full((2, 3), -3))

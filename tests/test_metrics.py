@@ -128,6 +128,8 @@ def test_mean_token_entropy():
     assert metric.compute().item() == pytest.approx(2.0)  # (1 + 2 + 3) / 3
     with pytest.raises(ValueError, match="mask has shape"):
         metric.update(torch.ones(2, 3), torch.ones(2, 2))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        metric.update(torch.ones(2, 3), torch.full((2, 3), 0.5))
 
 
 # ----------------------------------------------------------------------------- DDP sync
