@@ -1,0 +1,669 @@
+"""Rollout sampler: batched sampling with a KV cache and a per-row thinking budget.
+
+RL and on-policy distillation sample many completions per step; this module turns a batch of
+prompts into a ``Rollouts`` record with everything the losses need: completion ids and masks,
+the log-prob of each sampled token under the raw policy and under the truncated distribution it
+was drawn from (top-k/top-p/min-p), which tokens the budget forced (not to be trained on), the
+thinking length, and whether the budget or ``max_new_tokens`` cut the row.
+
+Thinking budget (Qwen3 report, section 4.3; Qwen docs' two-phase form): inside an open
+``<think>`` block (opened by the prompt or by the model) the sampler counts the thinking tokens it
+generates; when the count reaches the row's budget without ``</think>``, the
+stop-thinking text (ending in ``</think>`` and what follows it) is teacher-forced one token per
+step, then the answer is sampled freely. Budget 0 means no thinking: the block is closed at once
+with the empty form ``\\n\\n</think>\\n\\n``. Rows whose thinking already ended are untouched.
+``ThinkingBudgetLogitsProcessor`` is the same rule, stateless, for ``model.generate``.
+
+Why not ``model.generate``: it returns neither truncated-distribution log-probs nor budget
+bookkeeping, and for small models its per-step logits processors, stopping criteria and
+cache/mask bookkeeping cost as much as the forward itself. Here the loop is vectorised over the
+batch (no Python per row), the KV cache is preallocated (no ``torch.cat`` per step), the
+attention mask is built once, the draw is one uniform number per row, rows that finished are
+dropped from the batch and cache once half of it is done, and plain float32 Qwen3 models on CPU
+take a lean decode step with the same numerics as their forward (``_Qwen3Decode``).
+``benchmarks/bench_sampler.py`` measures it against ``model.generate``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import transformers
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from lit_qwen3.chat import STOP_THINKING, ThinkTokens
+from lit_qwen3.sampling import (
+    CLOSE_EMPTY_THINKING,
+    BudgetState,
+    ThinkingBudgetLogitsProcessor,
+    encode_stop_text,
+    forced_table,
+    resolve_thinking_budget,
+    sample_next_tokens,
+)
+
+__all__ = [
+    "QWEN3_NON_THINKING",
+    "QWEN3_THINKING",
+    "RolloutSampler",
+    "Rollouts",
+    "SamplingConfig",
+    "ThinkingBudgetLogitsProcessor",
+    "left_pad",
+]
+
+_TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+
+
+@dataclass
+class SamplingConfig:
+    """How the sampler draws tokens (Hugging Face semantics and warper order)."""
+
+    max_new_tokens: int = 256
+    """Most tokens generated per row, forced stop-thinking tokens included."""
+    temperature: float = 1.0
+    """Softmax temperature; must be > 0 when sampling. Raw log-probs use it too."""
+    top_p: float = 1.0
+    """Nucleus sampling mass in (0, 1]; 1 disables it."""
+    top_k: int = 0
+    """Keep only the k most likely tokens; 0 disables it."""
+    min_p: float = 0.0
+    """Drop tokens below min_p x the top probability, in [0, 1); 0 disables it."""
+    do_sample: bool = True
+    """False: greedy decoding (argmax), token for token what ``model.generate`` gives."""
+    ignore_eos: bool = False
+    """Keep generating after end-of-sequence tokens (benchmarks at a fixed length)."""
+
+    def __post_init__(self) -> None:
+        for name in ("do_sample", "ignore_eos"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(
+                    f"SamplingConfig.{name} must be a bool, got {getattr(self, name)!r}"
+                )
+        for name in ("max_new_tokens", "top_k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"SamplingConfig.{name} must be an int, got {value!r}")
+        for name in ("temperature", "top_p", "min_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"SamplingConfig.{name} must be a number, got {value!r}")
+        if self.max_new_tokens < 1:
+            raise ValueError(
+                f"SamplingConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}"
+            )
+        if self.top_k < 0:
+            raise ValueError(f"SamplingConfig.top_k must be >= 0 (0 disables), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"SamplingConfig.top_p must be in (0, 1], got {self.top_p}")
+        if not 0.0 <= self.min_p < 1.0:
+            raise ValueError(f"SamplingConfig.min_p must be in [0, 1), got {self.min_p}")
+        if not self.temperature >= 0.0 or self.temperature == float("inf"):
+            raise ValueError(
+                f"SamplingConfig.temperature must be finite and >= 0, got {self.temperature}"
+            )
+        if self.do_sample and self.temperature <= 0.0:
+            raise ValueError(
+                f"SamplingConfig.temperature must be > 0 when do_sample=True, got {self.temperature}"
+                " (use do_sample=False for greedy decoding)"
+            )
+
+    @classmethod
+    def qwen3_thinking(cls, **overrides: Any) -> SamplingConfig:
+        """Qwen3's recommended thinking-mode settings (T=0.6, top-p 0.95, top-k 20)."""
+        return cls(**{**QWEN3_THINKING, **overrides})
+
+    @classmethod
+    def qwen3_non_thinking(cls, **overrides: Any) -> SamplingConfig:
+        """Qwen3's recommended non-thinking settings (T=0.7, top-p 0.8, top-k 20)."""
+        return cls(**{**QWEN3_NON_THINKING, **overrides})
+
+
+#: Qwen3 model cards' recommended sampling (greedy is discouraged for thinking mode).
+QWEN3_THINKING: dict[str, Any] = {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0}
+QWEN3_NON_THINKING: dict[str, Any] = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.0}
+
+
+@dataclass
+class Rollouts:
+    """Sampled completions of a batch of prompts: a plain dataclass of tensors, B rows.
+
+    ``completion_mask`` is 1 for generated tokens (the end-of-sequence token included) and 0 for
+    padding after it. ``forced_mask`` marks tokens the thinking budget teacher-forced: RL must not
+    train on them (their ``logprobs`` are still filled; their ``sampling_logprobs`` are 0, as
+    they came from a point mass). ``thinking_length`` counts the generated thinking tokens of
+    the last block (forced ones excluded), so it never exceeds the row's budget.
+    """
+
+    prompt_ids: torch.Tensor
+    """(B, P) left-padded prompt token ids."""
+    prompt_mask: torch.Tensor
+    """(B, P) 1 on prompt tokens, 0 on left padding."""
+    completion_ids: torch.Tensor
+    """(B, T) generated token ids, right-padded with the pad id."""
+    completion_mask: torch.Tensor
+    """(B, T) 1 on generated tokens (end of sequence included), 0 after."""
+    logprobs: torch.Tensor
+    """(B, T) log-prob of each token under the raw policy, log_softmax(logits / temperature)."""
+    sampling_logprobs: torch.Tensor
+    """(B, T) log-prob under the truncated distribution actually sampled from."""
+    forced_mask: torch.Tensor
+    """(B, T) 1 where the thinking budget forced the token."""
+    thinking_length: torch.Tensor
+    """(B,) generated thinking tokens between ``<think>`` and ``</think>`` (0 when none)."""
+    budget_forced: torch.Tensor
+    """(B,) bool: the thinking budget cut this row's thinking."""
+    truncated: torch.Tensor
+    """(B,) bool: the row hit max_new_tokens without an end-of-sequence token."""
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    def sequences(self) -> torch.Tensor:
+        """(B, P + T) prompt and completion ids, for re-scoring with the policy or a teacher."""
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+
+    def attention_mask(self) -> torch.Tensor:
+        """(B, P + T) the mask that goes with ``sequences()``."""
+        return torch.cat([self.prompt_mask, self.completion_mask.to(self.prompt_mask.dtype)], dim=1)
+
+    def completion_lengths(self) -> torch.Tensor:
+        """(B,) number of generated tokens per row."""
+        return self.completion_mask.sum(dim=-1)
+
+    def to(self, device: torch.device | str) -> Rollouts:
+        """A copy with every tensor on ``device``."""
+        return Rollouts(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def texts(self, tokenizer: Any, *, skip_special_tokens: bool = True) -> list[str]:
+        """Completion texts (``<think>`` tags kept: they are not special tokens in Qwen3)."""
+        ids = [
+            row[mask.bool()].tolist()
+            for row, mask in zip(self.completion_ids, self.completion_mask, strict=True)
+        ]
+        return tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token-id lists into (ids, mask), both (B, max length) int64."""
+    if len(sequences) == 0:
+        raise ValueError("prompts is empty: pass at least one prompt")
+    lengths = [len(seq) for seq in sequences]
+    for row, length in enumerate(lengths):
+        if length == 0:
+            raise ValueError(f"prompts[{row}] is empty: every prompt needs at least one token")
+    width = max(lengths)
+    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+class RolloutSampler:
+    """Samples ``Rollouts`` from any Hugging Face causal LM, with an optional thinking budget.
+
+    ``tokenizer_or_think_tokens``: a tokenizer (token ids and the stop texts are resolved from
+    it) or a ``ThinkTokens`` (then ``stop_thinking`` and ``close_empty`` must be token ids).
+    ``stop_thinking`` is forced when a budget > 0 runs out; it must hold ``</think>`` once,
+    followed by what the answer starts with (e.g. "\\n\\n"). ``close_empty`` closes the block
+    at budget 0. ``fast_path``: decode plain float32 ``Qwen3ForCausalLM`` models on CPU with
+    a lean step that matches their forward (see ``_Qwen3Decode``); False always calls the
+    model's own forward.
+    """
+
+    def __init__(
+        self,
+        tokenizer_or_think_tokens: Any,
+        config: SamplingConfig | None = None,
+        stop_thinking: str | Sequence[int] = STOP_THINKING,
+        close_empty: str | Sequence[int] = CLOSE_EMPTY_THINKING,
+        *,
+        fast_path: bool = True,
+    ) -> None:
+        if isinstance(tokenizer_or_think_tokens, ThinkTokens):
+            self.think_tokens, tokenizer = tokenizer_or_think_tokens, None
+        else:
+            tokenizer = tokenizer_or_think_tokens
+            self.think_tokens = ThinkTokens.from_tokenizer(tokenizer)
+        if config is None:
+            config = SamplingConfig()
+        if not isinstance(config, SamplingConfig):
+            raise TypeError(f"config must be a SamplingConfig, got {type(config).__name__}")
+        self.config = config
+        self.fast_path = fast_path
+        end_id = self.think_tokens.think_end_id
+        self.stop_ids = encode_stop_text(stop_thinking, tokenizer, end_id, "stop_thinking")
+        self.empty_ids = encode_stop_text(close_empty, tokenizer, end_id, "close_empty")
+        self._table = forced_table(self.stop_ids, self.empty_ids, self.think_tokens.pad_token_id)
+        self._lengths = torch.tensor([len(self.stop_ids), len(self.empty_ids)])
+        self._eos = torch.tensor(self.think_tokens.eos_token_ids, dtype=torch.long)
+
+    def sample(
+        self,
+        model: torch.nn.Module,
+        prompts: Sequence[Sequence[int]] | torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        thinking_budget: int | Sequence[int | None] | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Rollouts:
+        """Sample one completion per prompt.
+
+        ``prompts``: token-id lists, or a (B, P) left-padded tensor with its ``attention_mask``.
+        ``thinking_budget``: None (unlimited), one int for all rows, or one int/None per row.
+        ``generator`` (on the model's device) makes sampling reproducible. The model runs in
+        eval mode (its mode is restored after) and without autograd.
+        """
+        device = _model_device(model)
+        prompt_ids, prompt_mask = self._prompts(prompts, attention_mask, device)
+        budget = resolve_thinking_budget(thinking_budget, prompt_ids.shape[0])
+        was_training = model.training
+        model.eval()
+        try:
+            # Inference mode trims per-op overhead; the clone hands back ordinary tensors that
+            # the training step may use in autograd graphs.
+            with torch.inference_mode():
+                state = BudgetState(
+                    prompt_ids, prompt_mask, budget, self.think_tokens, self._table, self._lengths
+                )
+                rollouts = self._loop(model, prompt_ids, prompt_mask, state, generator)
+        finally:
+            model.train(was_training)
+        return Rollouts(**{f.name: getattr(rollouts, f.name).clone() for f in fields(rollouts)})
+
+    def _prompts(
+        self, prompts: Any, attention_mask: torch.Tensor | None, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(prompts, torch.Tensor):
+            if prompts.ndim != 2 or prompts.is_floating_point():
+                raise ValueError(
+                    f"prompts tensor must be (B, P) token ids, got {tuple(prompts.shape)} {prompts.dtype}"
+                )
+            if prompts.shape[0] == 0 or prompts.shape[1] == 0:
+                raise ValueError(f"prompts tensor is empty: {tuple(prompts.shape)}")
+            if attention_mask is None:
+                attention_mask = torch.ones_like(prompts)
+            if attention_mask.shape != prompts.shape:
+                raise ValueError(
+                    f"attention_mask shape {tuple(attention_mask.shape)} != prompts shape {tuple(prompts.shape)}"
+                )
+            mask = attention_mask.long()
+            if bool((mask[:, 1:] < mask[:, :-1]).any()) or bool((mask[:, -1] == 0).any()):
+                raise ValueError(
+                    "prompts must be left-padded: each attention_mask row is 0...0 1...1 "
+                    "and ends with a prompt token"
+                )
+            return prompts.long().to(device), mask.to(device)
+        if attention_mask is not None:
+            raise ValueError("attention_mask is only for a prompts tensor, not token-id lists")
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+            raise TypeError(
+                f"prompts must be a list of token-id lists or a (B, P) tensor, got {type(prompts).__name__}"
+            )
+        return left_pad(prompts, self.think_tokens.pad_token_id, device)
+
+    def _loop(
+        self,
+        model: torch.nn.Module,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        state: BudgetState,
+        generator: torch.Generator | None,
+    ) -> Rollouts:
+        cfg = self.config
+        batch, width = prompt_ids.shape
+        device = prompt_ids.device
+        eos = self._eos.to(device)
+        steps = _StepRecorder(batch, cfg.max_new_tokens, device)
+        stepper = _ModelStepper(model, prompt_mask, width + cfg.max_new_tokens, self.fast_path)
+        logits = stepper.prefill(prompt_ids)
+        alive = torch.ones(batch, dtype=torch.bool, device=device)
+        for step in range(cfg.max_new_tokens):
+            forcing, forced_ids = state.next_forced()
+            draw = sample_next_tokens(
+                logits,
+                temperature=cfg.temperature,
+                top_k=cfg.top_k,
+                top_p=cfg.top_p,
+                min_p=cfg.min_p,
+                do_sample=cfg.do_sample,
+                generator=generator,
+                forced_tokens=forced_ids,
+                forced=forcing,
+            )
+            tokens = draw.tokens
+            steps.append(tokens, alive, draw.logprobs, draw.sampling_logprobs, forcing)
+            if not cfg.ignore_eos:
+                alive = alive & ~torch.isin(tokens, eos)
+            state.advance(tokens, forcing, alive)
+            if step + 1 == cfg.max_new_tokens:
+                break
+            if not cfg.ignore_eos:  # one host sync per step, only when rows can finish
+                n_alive = int(alive.sum())
+                if n_alive == 0:
+                    break
+                if n_alive <= alive.shape[0] // 2:  # drop finished rows from batch and cache
+                    steps.finish_rows(state, alive)
+                    keep = alive.nonzero().squeeze(-1)
+                    steps.select(keep)
+                    stepper.select(keep)
+                    state.select(keep)
+                    alive, tokens = alive[keep], tokens[keep]
+            logits = stepper.decode(tokens)
+        steps.finish_rows(state, alive)
+        return steps.rollouts(prompt_ids, prompt_mask, self.think_tokens.pad_token_id)
+
+
+class _StepRecorder:
+    """Collects per-step outputs of the active rows and writes them out in blocks.
+
+    Appending to lists costs nothing per step; the blocks are stacked into the (B, T) outputs
+    when rows are dropped and at the end, and padding is applied once.
+    """
+
+    def __init__(self, batch: int, max_new_tokens: int, device: torch.device) -> None:
+        self.rows = torch.arange(batch, device=device)  # active row -> output row
+        self.written = 0  # columns already flushed
+        self.pending: list[tuple[torch.Tensor, ...]] = []
+        shape = (batch, max_new_tokens)
+        self.ids = torch.zeros(shape, dtype=torch.long, device=device)
+        self.mask = torch.zeros(shape, dtype=torch.bool, device=device)
+        self.forced = torch.zeros(shape, dtype=torch.bool, device=device)
+        self.logp = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.slogp = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.thinking_length = torch.zeros(batch, dtype=torch.long, device=device)
+        self.budget_forced = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.truncated = torch.zeros(batch, dtype=torch.bool, device=device)
+
+    def append(
+        self,
+        tokens: torch.Tensor,
+        alive: torch.Tensor,
+        logp: torch.Tensor,
+        slogp: torch.Tensor,
+        forcing: torch.Tensor | None,
+    ) -> None:
+        self.pending.append((tokens, alive, logp, slogp, forcing))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        start, end = self.written, self.written + len(self.pending)
+        outputs = (self.ids, self.mask, self.logp, self.slogp, self.forced)
+        for out, column in zip(outputs, zip(*self.pending, strict=True), strict=True):
+            if column[0] is not None:  # forcing is None for a whole run without budgets
+                out[self.rows, start:end] = torch.stack(column, dim=1)
+        self.written, self.pending = end, []
+
+    def finish_rows(self, state: BudgetState, alive: torch.Tensor) -> None:
+        """Record the per-row results of every active row (final for rows that are done)."""
+        self.flush()
+        self.thinking_length[self.rows] = state.count
+        self.budget_forced[self.rows] = state.forced_any
+        self.truncated[self.rows] = alive
+
+    def select(self, index: torch.Tensor) -> None:
+        self.rows = self.rows[index]
+
+    def rollouts(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, pad: int) -> Rollouts:
+        self.flush()
+        length = self.written
+        mask = self.mask[:, :length]
+        return Rollouts(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            completion_ids=self.ids[:, :length].masked_fill(~mask, pad),
+            completion_mask=mask.long(),
+            logprobs=self.logp[:, :length].masked_fill(~mask, 0.0),
+            sampling_logprobs=self.slogp[:, :length].masked_fill(~mask, 0.0),
+            forced_mask=(self.forced[:, :length] & mask).long(),
+            thinking_length=self.thinking_length,
+            budget_forced=self.budget_forced,
+            truncated=self.truncated,
+        )
+
+
+def _full_attention(config: Any) -> bool:
+    """Every layer attends to the whole past (no sliding windows): one mask fits all layers."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        return all(kind == "full_attention" for kind in layer_types)
+    return getattr(config, "sliding_window", None) is None
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A ``DynamicLayer`` that writes into buffers sized once instead of ``torch.cat`` per step.
+
+    ``DynamicCache`` copies the whole cache at every step (quadratic in the length); here each
+    step copies only the new token's keys and values, and attention reads a view.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        batch, heads, _, dim = key_states.shape
+        self.device = key_states.device
+        self._keys = key_states.new_empty((batch, heads, self.capacity, dim))
+        self._values = value_states.new_empty((batch, heads, self.capacity, value_states.shape[-1]))
+        self.keys, self.values = self._keys[:, :, :0], self._values[:, :, :0]
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, end = self.length, self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache capacity {self.capacity} exceeded ({end} tokens)")
+        self._keys[:, :, start:end] = key_states
+        self._values[:, :, start:end] = value_states
+        self.length = end
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self.keys = self._keys[:, :, : self.length]
+            self.values = self._values[:, :, : self.length]
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("the sampler's KV cache is never cropped")
+
+
+class _ModelStepper:
+    """The model's own forward, one step at a time on a KV cache, with little bookkeeping.
+
+    Positions come from the left-padded mask as ``model.generate`` computes them. With
+    transformers 5 and SDPA attention, the 4D boolean mask SDPA wants is built once and sliced
+    per step (transformers passes a prepared 4D mask through); otherwise the 2D mask is passed
+    and the model builds its own. Full-attention cache layers are preallocated.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        prompt_mask: torch.Tensor,
+        capacity: int,
+        fast_path: bool = True,
+    ) -> None:
+        self.model = model
+        params = inspect.signature(model.forward).parameters
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.keep_last = "logits_to_keep" in params
+        config = getattr(model, "config", None)
+        batch, self.width = prompt_mask.shape
+        self.mask = torch.ones(
+            (batch, capacity), dtype=prompt_mask.dtype, device=prompt_mask.device
+        )
+        self.mask[:, : self.width] = prompt_mask
+        attn = getattr(config, "_attn_implementation", None)
+        self.bool_mask = _TRANSFORMERS_MAJOR >= 5 and attn == "sdpa" and _full_attention(config)
+        self.mask4d = self.mask.bool()[:, None, None, :] if self.bool_mask else None
+        self.positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        self.next_position = self.positions[:, -1:] + 1
+        self.length = self.width
+        try:
+            self.cache = DynamicCache(config=config)
+        except TypeError:  # transformers 4.x
+            self.cache = DynamicCache()
+        layers = getattr(self.cache, "layers", None)
+        if layers:
+            self.cache.layers = [
+                _PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer
+                for layer in layers
+            ]
+        self.fast = _Qwen3Decode.build(model, self.cache, capacity) if fast_path else None
+        if self.fast is not None and not self.bool_mask:
+            self.fast = None
+
+    def _call(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any):
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            use_cache=True,
+            **{self.cache_kw: self.cache},
+            **extra,
+        )
+        return out.logits[:, -1, :]
+
+    def prefill(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        extra: dict[str, Any] = {"position_ids": self.positions}
+        if self.keep_last:
+            extra["logits_to_keep"] = 1
+        return self._call(prompt_ids, self.mask[:, : self.width], **extra)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.length += 1
+        if self.bool_mask:
+            mask = self.mask4d[..., : self.length]
+        else:
+            mask = self.mask[:, : self.length]
+        if self.fast is not None:
+            logits = self.fast.step(tokens, self.next_position[:, 0], mask)
+        else:
+            logits = self._call(tokens[:, None], mask, position_ids=self.next_position)
+        self.next_position = self.next_position + 1
+        return logits
+
+    def select(self, index: torch.Tensor) -> None:
+        self.cache.batch_select_indices(index)
+        self.mask, self.next_position = self.mask[index], self.next_position[index]
+        if self.bool_mask:
+            self.mask4d = self.mask.bool()[:, None, None, :]
+
+
+class _Qwen3Decode:
+    """One decode step of a plain float32 ``Qwen3ForCausalLM`` on CPU, as few ops as possible.
+
+    At toy sizes the Hugging Face forward is bound by per-op and per-module Python overhead,
+    not arithmetic; this step runs the same operations in the same order on the model's own
+    weights and KV cache (so logits match the HF forward), without module calls, output
+    objects, mask building or per-step rotary tables. Anything else (other architectures,
+    GPUs, half precision, hooks, adapters, sharded or quantised weights) uses the HF forward.
+    """
+
+    def __init__(self, model: Any, caches: list[_PreallocatedLayer], capacity: int) -> None:
+        inner, config = model.model, model.config
+        self.layers = list(inner.layers[: config.num_hidden_layers])
+        self.caches = caches
+        self.embed, self.norm, self.head = inner.embed_tokens, inner.norm, model.lm_head
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        position = torch.arange(capacity, device=self.head.weight.device)[None]
+        cos, sin = inner.rotary_emb(self.head.weight[:1][None], position)
+        self.cos, self.sin = cos[0], sin[0]  # (capacity, head_dim), as the HF forward computes
+
+    @classmethod
+    def build(cls, model: Any, cache: Any, capacity: int) -> _Qwen3Decode | None:
+        from transformers import Qwen3ForCausalLM
+
+        if type(model) is not Qwen3ForCausalLM:
+            return None
+        config = model.config
+        plain_config = (
+            getattr(config, "_attn_implementation", None) == "sdpa"
+            and not getattr(config, "attention_bias", False)
+            and config.hidden_act == "silu"
+            and _full_attention(config)
+            and getattr(model.model.rotary_emb, "rope_type", "default") != "dynamic"
+        )
+        caches = getattr(cache, "layers", [])
+        plain_model = (
+            all(type(c) is _PreallocatedLayer for c in caches)
+            and len(caches) == config.num_hidden_layers
+            and all(
+                p.device.type == "cpu" and p.dtype == torch.float32 and type(p.data) is torch.Tensor
+                for p in model.parameters()
+            )
+            and all(
+                not (m._forward_hooks or m._forward_pre_hooks)
+                and (type(m) is not torch.nn.Linear or m.bias is None)
+                for m in model.modules()
+            )
+            and all(
+                type(getattr(layer.self_attn, name)) is torch.nn.Linear
+                for layer in model.model.layers
+                for name in ("q_proj", "k_proj", "v_proj", "o_proj")
+            )
+            and all(
+                type(getattr(layer.mlp, name)) is torch.nn.Linear
+                for layer in model.model.layers
+                for name in ("gate_proj", "up_proj", "down_proj")
+            )
+        )
+        return cls(model, caches, capacity) if plain_config and plain_model else None
+
+    def step(
+        self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (B, V) of the next token after ``tokens`` (B,) at ``positions`` (B,)."""
+        batch, heads, kv_heads, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
+        half = dim // 2
+        cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]
+        hidden = F.embedding(tokens, self.embed.weight)
+        width = (hidden.shape[-1],)
+        for layer, cache in zip(self.layers, self.caches, strict=True):
+            attn, mlp = layer.self_attn, layer.mlp
+            ln = layer.input_layernorm
+            x = F.rms_norm(hidden, width, ln.weight, ln.variance_epsilon)
+            q = F.linear(x, attn.q_proj.weight).view(batch, heads, dim)
+            k = F.linear(x, attn.k_proj.weight).view(batch, kv_heads, dim)
+            v = F.linear(x, attn.v_proj.weight).view(batch, kv_heads, 1, dim)
+            q = F.rms_norm(q, (dim,), attn.q_norm.weight, attn.q_norm.variance_epsilon)
+            k = F.rms_norm(k, (dim,), attn.k_norm.weight, attn.k_norm.variance_epsilon)
+            qk = torch.cat([q, k], dim=1)
+            qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
+            keys, values = cache.update(qk[:, heads:, None, :], v)
+            query = qk[:, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
+            out = F.scaled_dot_product_attention(
+                query, keys, values, attn_mask=mask, scale=attn.scaling
+            )
+            hidden = hidden + F.linear(out.reshape(batch, heads * dim), attn.o_proj.weight)
+            ln = layer.post_attention_layernorm
+            x = F.rms_norm(hidden, width, ln.weight, ln.variance_epsilon)
+            gated = F.silu(F.linear(x, mlp.gate_proj.weight)) * F.linear(x, mlp.up_proj.weight)
+            hidden = hidden + F.linear(gated, mlp.down_proj.weight)
+        hidden = F.rms_norm(hidden, width, self.norm.weight, self.norm.variance_epsilon)
+        return F.linear(hidden, self.head.weight)

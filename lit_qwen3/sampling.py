@@ -1,0 +1,416 @@
+"""Pure sampling rules of the rollout sampler: logits warpers, the draw, the thinking budget.
+
+No model and no Lightning here, only tensors, so every rule is tested exactly.
+
+Warpers follow Hugging Face's order: temperature, then top-k, then top-p, then min-p, each on
+the distribution the previous one left (renormalised). Besides the token, every draw returns two
+log-probabilities: under the *raw policy* ``log_softmax(logits / T)`` (what RL recomputes on the
+training side) and under the *truncated* distribution actually sampled from. They differ whenever
+top-k/top-p/min-p cut the tail, and an importance ratio built from the first one is biased for
+such rollouts (huggingface/trl#6789).
+
+Speed notes (small vocabularies on CPU are the test and toy setting, big ones on GPU the real
+one): top-k works on the ``k`` candidates only, so top-p after top-k sorts ``k`` values instead
+of the vocabulary; a full sort happens only for top-p without top-k; the draw itself is an
+inverse-CDF search with one uniform number per row.
+
+The thinking budget is a per-row state machine (``BudgetState``, used by the sampler) and the
+same rule without state (``ThinkingBudgetLogitsProcessor``, for ``model.generate``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor
+
+from lit_qwen3.chat import EMPTY_THINKING, STOP_THINKING, THINK_END, THINK_START, ThinkTokens
+
+__all__ = [
+    "CLOSE_EMPTY_THINKING",
+    "BudgetState",
+    "SampledTokens",
+    "ThinkingBudgetLogitsProcessor",
+    "encode_stop_text",
+    "forced_table",
+    "inverse_cdf_sample",
+    "resolve_thinking_budget",
+    "sample_next_tokens",
+    "truncation_mask",
+    "warp_logits",
+]
+
+#: What the budget forces at budget 0: the template's empty block without its ``<think>``.
+CLOSE_EMPTY_THINKING = EMPTY_THINKING[len(THINK_START) :]
+#: Budget of rows without one (a count never reaches it).
+UNLIMITED = torch.iinfo(torch.int64).max
+
+
+@dataclass
+class SampledTokens:
+    """One step's draw: token ids ``(B,)`` and their two log-probabilities ``(B,)``."""
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    """log-prob under the raw policy ``log_softmax(logits / temperature)``."""
+    sampling_logprobs: torch.Tensor
+    """log-prob under the truncated, renormalised distribution the token was drawn from."""
+
+
+def inverse_cdf_sample(
+    probs: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw one index per row of ``probs`` (B, N), unnormalised rows allowed.
+
+    One uniform number per row and a binary search over the cumulative sum: on CPU this is
+    several times cheaper than ``torch.multinomial`` or the exponential (Gumbel) trick, which
+    draw one random number per vocabulary entry.
+    """
+    cdf = probs.cumsum(-1)
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
+    total = cdf[:, -1:]
+    # u * total can round up to the total itself; the float just below it still lands on the
+    # last entry with mass, never on a zero-mass tail entry.
+    target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
+
+
+def truncation_mask(
+    sorted_logits: torch.Tensor, *, top_p: float = 1.0, min_p: float = 0.0
+) -> torch.Tensor:
+    """Which entries of descending-sorted logits (B, N) top-p then min-p keep (bool, B x N).
+
+    Top-p keeps the smallest prefix whose mass reaches ``top_p`` (an entry stays when the mass
+    strictly before it is below ``top_p``, so the first entry always stays). Min-p keeps entries
+    whose probability is at least ``min_p`` times the largest one; as a ratio to the maximum it
+    does not depend on renormalisation, hence on the order of the two.
+    """
+    keep = torch.ones_like(sorted_logits, dtype=torch.bool)
+    if top_p < 1.0:
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = probs.cumsum(-1) - probs
+        keep &= mass_before < top_p
+    if min_p > 0.0:
+        keep &= sorted_logits >= sorted_logits[:, :1] + math.log(min_p)
+    return keep
+
+
+def warp_logits(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+) -> torch.Tensor:
+    """Full-vocabulary logits (B, V) of the truncated distribution: ``-inf`` outside the kept set.
+
+    The reference form of what ``sample_next_tokens`` samples from; handy for tests and for
+    users who want the sampling distribution itself.
+    """
+    scores = logits.float() / temperature
+    vocab = scores.shape[-1]
+    if top_k > 0 and top_k < vocab:
+        kth = scores.topk(top_k, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0 or min_p > 0.0:
+        sorted_scores, order = scores.sort(dim=-1, descending=True)
+        keep_sorted = truncation_mask(sorted_scores, top_p=top_p, min_p=min_p)
+        keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    return scores
+
+
+def sample_next_tokens(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    do_sample: bool = True,
+    generator: torch.Generator | None = None,
+    forced_tokens: torch.Tensor | None = None,
+    forced: torch.Tensor | None = None,
+) -> SampledTokens:
+    """Draw the next token of every row from last-position ``logits`` (B, V).
+
+    ``do_sample=False`` is greedy (argmax of the raw logits, as ``model.generate``); its
+    sampling distribution is a point mass, so ``sampling_logprobs`` is 0. Rows where the bool
+    ``forced`` (B,) is set take ``forced_tokens`` (B,) instead of a draw: their raw log-prob is
+    still the policy's, and their sampling log-prob is 0 (they came from a point mass too).
+    Temperature ``<= 0`` is only meaningful for greedy; raw log-probs then use temperature 1.
+    """
+    scores = logits.float()
+    if temperature > 0 and temperature != 1.0:
+        scores = scores / temperature
+    logp = torch.log_softmax(scores, dim=-1)
+    zeros = torch.zeros(scores.shape[0], device=scores.device, dtype=logp.dtype)
+    if not do_sample:
+        tokens = scores.argmax(dim=-1)
+        sampling_logprobs = zeros
+    else:
+        tokens, sampling_logprobs = _draw(logp, top_k, top_p, min_p, generator)
+    if forced is not None:
+        if forced_tokens is None:
+            raise ValueError("sample_next_tokens: `forced` needs `forced_tokens`")
+        tokens = torch.where(forced, forced_tokens, tokens)
+        sampling_logprobs = torch.where(forced, zeros, sampling_logprobs)
+    logprobs = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return SampledTokens(tokens, logprobs, sampling_logprobs)
+
+
+def _draw(
+    logp: torch.Tensor,
+    top_k: int,
+    top_p: float,
+    min_p: float,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample from tempered log-probs (B, V) after truncation: (tokens, truncated log-probs)."""
+    vocab = logp.shape[-1]
+    if 0 < top_k < vocab or top_p < 1.0:
+        # Work on candidates in descending order: the top k, or the whole sorted vocabulary.
+        if 0 < top_k < vocab:
+            cand, index = logp.topk(top_k, dim=-1)
+        else:
+            cand, index = logp.sort(dim=-1, descending=True)
+        keep = truncation_mask(cand, top_p=top_p, min_p=min_p)
+        cand_logp = torch.log_softmax(cand.masked_fill(~keep, float("-inf")), dim=-1)
+        choice = inverse_cdf_sample(cand_logp.exp(), generator)
+        tokens = index.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+        return tokens, cand_logp.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+    if min_p > 0.0:
+        # Min-p alone needs no sort: a threshold relative to each row's maximum.
+        keep = logp >= logp.max(dim=-1, keepdim=True).values + math.log(min_p)
+        trunc_logp = torch.log_softmax(logp.masked_fill(~keep, float("-inf")), dim=-1)
+    else:
+        trunc_logp = logp
+    tokens = inverse_cdf_sample(trunc_logp.exp(), generator)
+    return tokens, trunc_logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def resolve_thinking_budget(
+    thinking_budget: int | Sequence[int | None] | torch.Tensor | None, batch_size: int
+) -> torch.Tensor:
+    """Per-row budgets as int64 (B,), unlimited rows (None) as a huge number; checks input."""
+    if thinking_budget is None:
+        return torch.full((batch_size,), UNLIMITED, dtype=torch.long)
+    if isinstance(thinking_budget, torch.Tensor):
+        if thinking_budget.is_floating_point() or thinking_budget.dtype == torch.bool:
+            raise TypeError(
+                f"thinking_budget tensor must hold integers, got {thinking_budget.dtype}"
+            )
+        budgets: list[int | None] = thinking_budget.reshape(-1).tolist()
+        if thinking_budget.ndim == 0:
+            budgets = budgets * batch_size
+    elif isinstance(thinking_budget, (bool, str)) or not isinstance(
+        thinking_budget, (Integral, Sequence)
+    ):
+        raise TypeError(
+            "thinking_budget must be None, an int, or one int/None per row, "
+            f"got {type(thinking_budget).__name__}"
+        )
+    elif isinstance(thinking_budget, Integral):
+        budgets = [int(thinking_budget)] * batch_size
+    else:
+        budgets = list(thinking_budget)
+    if len(budgets) != batch_size:
+        raise ValueError(
+            f"thinking_budget has {len(budgets)} entries but the batch has {batch_size} prompts"
+        )
+    out = []
+    for row, budget in enumerate(budgets):
+        if budget is None:
+            out.append(UNLIMITED)
+            continue
+        if isinstance(budget, bool) or not isinstance(budget, Integral):
+            raise TypeError(f"thinking_budget[{row}] must be an int or None, got {budget!r}")
+        budget = int(budget)
+        if budget < 0:
+            raise ValueError(f"thinking_budget[{row}] must be >= 0 (0 = no thinking), got {budget}")
+        out.append(budget)
+    return torch.tensor(out, dtype=torch.long)
+
+
+def encode_stop_text(
+    text_or_ids: str | Sequence[int], tokenizer: Any | None, think_end_id: int, name: str
+) -> list[int]:
+    """Token ids of a budget's forced text; it must hold exactly one ``</think>``."""
+    if isinstance(text_or_ids, str):
+        if text_or_ids.count(THINK_END) != 1:
+            raise ValueError(f"{name} must contain {THINK_END!r} exactly once, got {text_or_ids!r}")
+        if tokenizer is None:
+            raise TypeError(
+                f"{name} is text but no tokenizer was given: pass a tokenizer, or token ids"
+            )
+        ids = list(tokenizer.encode(text_or_ids, add_special_tokens=False))
+    else:
+        ids = [int(i) for i in text_or_ids]
+    if ids.count(think_end_id) != 1:
+        raise ValueError(
+            f"{name} must tokenize to exactly one </think> (id {think_end_id}), got {ids}"
+        )
+    return ids
+
+
+def forced_table(stop_ids: Sequence[int], empty_ids: Sequence[int], pad: int) -> torch.Tensor:
+    """(2, L) rows: 0 = the stop-thinking sequence, 1 = the budget-0 empty block, pad-filled."""
+    width = max(len(stop_ids), len(empty_ids))
+    table = torch.full((2, width), pad, dtype=torch.long)
+    table[0, : len(stop_ids)] = torch.tensor(stop_ids)
+    table[1, : len(empty_ids)] = torch.tensor(empty_ids)
+    return table
+
+
+class BudgetState:
+    """Vectorised thinking-budget state machine over a batch: no Python loop per row.
+
+    Per row: ``thinking`` (inside an open block, not forcing), ``count`` (thinking tokens in the
+    current block), ``force_pos`` (next index into the forced sequence, -1 when not forcing),
+    ``force_kind`` (0 = stop text, 1 = empty block for budget 0), ``forced_any``.
+    """
+
+    def __init__(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        budget: torch.Tensor,
+        tokens: ThinkTokens,
+        table: torch.Tensor,
+        lengths: torch.Tensor,
+    ) -> None:
+        device = prompt_ids.device
+        width = prompt_ids.shape[1]
+        position = torch.arange(width, device=device)
+        real = prompt_mask.bool()
+
+        def last(token_id: int) -> torch.Tensor:
+            hit = (prompt_ids == token_id) & real
+            return torch.where(hit, position, -1).max(dim=-1).values
+
+        last_start, last_end = last(tokens.think_start_id), last(tokens.think_end_id)
+        self.thinking = last_start > last_end
+        self.count = torch.zeros_like(last_start)  # only generated thinking tokens count
+        self.budget = budget.to(device)
+        self.budget_kind = (self.budget == 0).long()
+        #: False when every budget is unlimited: nothing is ever forced, skip that bookkeeping.
+        self.limited = bool((budget < UNLIMITED).any())
+        self.table = table.to(device)
+        self.lengths = lengths.to(device)
+        self.force_pos = torch.full_like(self.count, -1)
+        self.force_kind = torch.zeros_like(self.count)
+        self.forced_any = torch.zeros_like(self.thinking)
+        self.start_id, self.end_id = tokens.think_start_id, tokens.think_end_id
+
+    def next_forced(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Start forcing where the budget is reached: (forcing (B,) bool, forced token ids).
+
+        Both None when no row has a budget.
+        """
+        if not self.limited:
+            return None, None
+        start = self.thinking & (self.count >= self.budget)
+        self.thinking = self.thinking & ~start
+        self.force_kind = torch.where(start, self.budget_kind, self.force_kind)
+        self.force_pos = torch.where(start, 0, self.force_pos)
+        forcing = self.force_pos >= 0
+        return forcing, self.table[self.force_kind, self.force_pos.clamp(min=0)]
+
+    def advance(
+        self, tokens: torch.Tensor, forcing: torch.Tensor | None, active: torch.Tensor
+    ) -> None:
+        """Update with this step's tokens; ``active`` rows emitted a token that is not the end."""
+        sampled = active if forcing is None else active & ~forcing
+        opened = sampled & (tokens == self.start_id)
+        closed = sampled & (tokens == self.end_id)
+        self.count = torch.where(opened, 0, self.count + (self.thinking & sampled & ~closed))
+        self.thinking = (self.thinking & ~closed) | opened
+        if forcing is not None:
+            forcing = forcing & active
+            self.forced_any = self.forced_any | forcing
+            next_pos = self.force_pos + 1
+            finished = next_pos >= self.lengths[self.force_kind]
+            self.force_pos = torch.where(
+                forcing, next_pos.masked_fill(finished, -1), self.force_pos
+            )
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep only the rows in ``index`` (batch compaction)."""
+        for name in ("thinking", "count", "budget", "budget_kind", "force_pos", "force_kind"):
+            setattr(self, name, getattr(self, name)[index])
+        self.forced_any = self.forced_any[index]
+
+
+class ThinkingBudgetLogitsProcessor(LogitsProcessor):
+    """The thinking budget as a stateless ``LogitsProcessor`` for ``model.generate``.
+
+    On each call, per row: find the last ``<think>``; if the generated tokens after it reach
+    the budget without a ``</think>`` of the model's own, force the next token of the
+    stop-thinking text (every other logit -inf) until the text is complete: the same rule as
+    ``RolloutSampler``. ``prompt_length`` is the width of the (left-padded) prompts given to
+    ``generate``, so that thinking tokens a prompt already holds (a template that pre-opens
+    ``<think>``) are not counted, as in the sampler; None counts every token after ``<think>``,
+    which is the same thing for prompts that do not pre-open the block.
+    """
+
+    def __init__(
+        self,
+        tokenizer_or_think_tokens: Any,
+        budget: int | Sequence[int | None],
+        *,
+        prompt_length: int | None = None,
+        stop_thinking: str | Sequence[int] = STOP_THINKING,
+        close_empty: str | Sequence[int] = CLOSE_EMPTY_THINKING,
+    ) -> None:
+        if isinstance(tokenizer_or_think_tokens, ThinkTokens):
+            tokens, tokenizer = tokenizer_or_think_tokens, None
+        else:
+            tokenizer = tokenizer_or_think_tokens
+            tokens = ThinkTokens.from_tokenizer(tokenizer)
+        sized = isinstance(budget, (Sequence, torch.Tensor)) and not isinstance(budget, str)
+        resolve_thinking_budget(budget, len(budget) if sized else 1)  # type and range checks
+        if prompt_length is not None and (
+            isinstance(prompt_length, bool)
+            or not isinstance(prompt_length, int)
+            or prompt_length < 0
+        ):
+            raise ValueError(f"prompt_length must be None or an int >= 0, got {prompt_length!r}")
+        self.budget = budget
+        self.prompt_length = prompt_length or 0
+        self.start_id, self.end_id = tokens.think_start_id, tokens.think_end_id
+        stop_ids = encode_stop_text(stop_thinking, tokenizer, self.end_id, "stop_thinking")
+        empty_ids = encode_stop_text(close_empty, tokenizer, self.end_id, "close_empty")
+        self.table = forced_table(stop_ids, empty_ids, tokens.pad_token_id)
+        self.lengths = torch.tensor([len(stop_ids), len(empty_ids)])
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        batch, length = input_ids.shape
+        device = input_ids.device
+        budget = resolve_thinking_budget(self.budget, batch).to(device).clamp(max=length)
+        table, lengths = self.table.to(device), self.lengths.to(device)
+        kind = (budget == 0).long()
+        width = lengths[kind]
+        position = torch.arange(length, device=device)
+        last_start = torch.where(input_ids == self.start_id, position, -1).max(-1).values
+        counted_from = torch.clamp(last_start + 1, min=self.prompt_length)
+        begin = counted_from + budget  # where the forced text starts
+        emitted = length - begin  # forced tokens already in input_ids
+        offset = position - begin[:, None]
+        thinking = (position > last_start[:, None]) & (offset < 0)
+        own_end = (thinking & (input_ids == self.end_id)).any(-1)
+        expected = table[kind[:, None], offset.clamp(0, table.shape[1] - 1)]
+        in_forced = offset >= 0
+        mismatch = (in_forced & ((offset >= width[:, None]) | (input_ids != expected))).any(-1)
+        force = (last_start >= 0) & ~own_end & ~mismatch & (emitted >= 0) & (emitted < width)
+        if not bool(force.any()):
+            return scores
+        target = table[kind, emitted.clamp(0, table.shape[1] - 1)]
+        forced_scores = torch.full_like(scores, float("-inf"))
+        forced_scores.scatter_(-1, target[:, None], 0.0)
+        return torch.where(force[:, None], forced_scores, scores)

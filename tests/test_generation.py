@@ -1,0 +1,539 @@
+"""Rollout sampler: greedy parity with model.generate, thinking budget, log-probs, bad input.
+
+Model: a tiny random Qwen3ForCausalLM over the real Qwen3 vocabulary (skipped without the
+tokenizer in ../shared). Random models almost never write <think> or </think>, so budget tests
+pre-open the block in the prompt (template + "<think>\\n") as a thinking-mode turn would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import (
+    MinPLogitsWarper,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from lit_qwen3.chat import STOP_THINKING, STOP_THINKING_REPORT, ThinkTokens, render
+from lit_qwen3.generation import (
+    Rollouts,
+    RolloutSampler,
+    SamplingConfig,
+    ThinkingBudgetLogitsProcessor,
+    _Qwen3Decode,
+    left_pad,
+)
+from lit_qwen3.sampling import (
+    BudgetState,
+    forced_table,
+    resolve_thinking_budget,
+    sample_next_tokens,
+    warp_logits,
+)
+
+QUESTIONS = [
+    "hi",
+    "What is 12 + 30? Answer briefly.",
+    "Tell me a story about a cat and a dog who become friends.",
+    "List three prime numbers.",
+    "Why is the sky blue?",
+    "2*3=?",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and the test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model(qwen3_tokenizer):
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=len(qwen3_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        intermediate_size=64,
+        pad_token_id=qwen3_tokenizer.pad_token_id,
+        eos_token_id=qwen3_tokenizer.eos_token_id,
+    )
+    return Qwen3ForCausalLM(config).eval()
+
+
+def chat_prompts(tokenizer, *, suffix: str = "", enable_thinking: bool = True, n: int = 4):
+    """Token ids of chat prompts of mixed lengths (rendered by the lead's Qwen3 template)."""
+    texts = [
+        render(
+            [{"role": "user", "content": q}],
+            add_generation_prompt=True,
+            enable_thinking=enable_thinking,
+        )
+        + suffix
+        for q in QUESTIONS[:n]
+    ]
+    return [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+
+
+def generate(model, tokenizer, prompts, *, eos, **kwargs):
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=list(eos),
+        **kwargs,
+    )
+    return out[:, ids.shape[1] :]
+
+
+# --- greedy parity with model.generate -------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_greedy_equals_generate_token_for_token(qwen3_tokenizer, model, fast_path):
+    prompts = chat_prompts(qwen3_tokenizer)
+    assert len({len(p) for p in prompts}) == len(prompts)  # mixed lengths: real left padding
+    config = SamplingConfig(max_new_tokens=16, do_sample=False)
+    sampler = RolloutSampler(qwen3_tokenizer, config, fast_path=fast_path)
+    ours = sampler.sample(model, prompts)
+    reference = generate(
+        model, qwen3_tokenizer, prompts, eos=sampler.think_tokens.eos_token_ids, max_new_tokens=16
+    )
+    torch.testing.assert_close(ours.completion_ids, reference, rtol=0, atol=0)
+    assert ours.completion_mask.all()  # a random model does not stop in 16 tokens
+    assert ours.truncated.all()
+
+
+def test_fast_decode_is_used_for_plain_qwen3_and_matches_the_hf_forward(qwen3_tokenizer, model):
+    from transformers import DynamicCache
+
+    from lit_qwen3.generation import _ModelStepper
+
+    prompts = chat_prompts(qwen3_tokenizer)
+    ids, mask = left_pad(prompts, qwen3_tokenizer.pad_token_id)
+    logits = {}
+    with torch.inference_mode():
+        for fast in (True, False):
+            stepper = _ModelStepper(model, mask, ids.shape[1] + 8, fast_path=fast)
+            assert (stepper.fast is not None) == fast
+            steps, token = [stepper.prefill(ids)], ids[:, -1]
+            for _ in range(8):
+                steps.append(stepper.decode(token))
+                token = steps[-1].argmax(-1)
+            logits[fast] = torch.stack(steps)
+    torch.testing.assert_close(logits[True], logits[False], rtol=1e-5, atol=1e-6)
+    assert _Qwen3Decode.build(model, DynamicCache(config=model.config), 8) is None  # no buffers
+
+
+def test_rows_stopping_at_different_steps_are_dropped_and_still_match_generate(
+    qwen3_tokenizer, model
+):
+    prompts = chat_prompts(qwen3_tokenizer, n=6)
+    greedy = SamplingConfig(max_new_tokens=16, do_sample=False)
+    base = RolloutSampler(qwen3_tokenizer, greedy).sample(model, prompts).completion_ids
+    # Declare as "end of sequence" a token each of rows 0-3 writes early and rows 4-5 never
+    # write: rows 0-3 stop within a few steps, so the batch is compacted while rows 4-5 go on.
+    others = set(base[4:].flatten().tolist())
+    eos = []
+    for row in range(4):
+        early = [t for t in base[row, 1:8].tolist() if t not in others]
+        assert early, f"row {row}: no early token absent from rows 4-5 (precondition)"
+        eos.append(early[0])
+    tokens = ThinkTokens.from_tokenizer(qwen3_tokenizer)
+    tokens = ThinkTokens(
+        tokens.think_start_id, tokens.think_end_id, tuple(eos), qwen3_tokenizer.pad_token_id
+    )
+    stop_ids = qwen3_tokenizer.encode(STOP_THINKING, add_special_tokens=False)
+    empty_ids = qwen3_tokenizer.encode("\n\n</think>\n\n", add_special_tokens=False)
+    sampler = RolloutSampler(tokens, greedy, stop_thinking=stop_ids, close_empty=empty_ids)
+    ours = sampler.sample(model, prompts)
+    reference = generate(model, qwen3_tokenizer, prompts, eos=eos, max_new_tokens=16)
+    torch.testing.assert_close(ours.completion_ids, reference, rtol=0, atol=0)
+
+    lengths = ours.completion_lengths()
+    assert (lengths[:4] < 9).all() and (lengths[4:] == 16).all()
+    for row in range(4):  # the mask covers the end token itself, padding after it
+        end = int(lengths[row]) - 1
+        assert int(ours.completion_ids[row, end]) in eos
+        assert (ours.completion_ids[row, end + 1 :] == qwen3_tokenizer.pad_token_id).all()
+        assert (ours.logprobs[row, end + 1 :] == 0).all()
+    assert ours.truncated.tolist() == [False] * 4 + [True] * 2
+
+    fixed = RolloutSampler(
+        tokens,
+        SamplingConfig(max_new_tokens=16, do_sample=False, ignore_eos=True),
+        stop_thinking=stop_ids,
+        close_empty=empty_ids,
+    ).sample(model, prompts)
+    assert fixed.completion_mask.all() and fixed.truncated.all()
+    torch.testing.assert_close(fixed.completion_ids, base, rtol=0, atol=0)
+
+
+# --- thinking budget ----------------------------------------------------------------------
+
+
+def test_budget_forces_the_stop_text_at_exactly_the_budget(qwen3_tokenizer, model):
+    prompts = chat_prompts(qwen3_tokenizer, suffix="<think>\n")
+    config = SamplingConfig(max_new_tokens=32)  # T=1, no truncation
+    sampler = RolloutSampler(qwen3_tokenizer, config)
+    stop = qwen3_tokenizer.encode(STOP_THINKING, add_special_tokens=False)
+    empty = qwen3_tokenizer.encode("\n\n</think>\n\n", add_special_tokens=False)
+    assert sampler.stop_ids == stop and sampler.empty_ids == empty
+    budgets = [3, 6, 0, None]
+    generator = torch.Generator().manual_seed(0)
+    r = sampler.sample(model, prompts, thinking_budget=budgets, generator=generator)
+    end_id = sampler.think_tokens.think_end_id
+
+    for row, (budget, forced) in enumerate([(3, stop), (6, stop), (0, empty)]):
+        ids = r.completion_ids[row].tolist()
+        assert end_id not in ids[:budget]  # the model did not close thinking by itself
+        assert ids[budget : budget + len(forced)] == forced
+        expected_mask = [0] * budget + [1] * len(forced)
+        expected_mask += [0] * (r.completion_ids.shape[1] - len(expected_mask))
+        assert r.forced_mask[row].tolist() == expected_mask
+        assert int(r.thinking_length[row]) == budget
+        assert bool(r.budget_forced[row])
+        # Forced tokens keep the policy's log-prob and a point-mass sampling log-prob.
+        assert (r.sampling_logprobs[row, budget : budget + len(forced)] == 0).all()
+        assert (r.logprobs[row, budget : budget + len(forced)] < 0).all()
+    assert (
+        "the solution based on the thinking directly now.\n</think>\n\n"
+        in r.texts(qwen3_tokenizer)[0]
+    )
+
+    unlimited = r.completion_ids[3].tolist()
+    assert not r.forced_mask[3].any() and not bool(r.budget_forced[3])
+    # No budget: every generated token up to </think> (or the end) is thinking.
+    eos = set(sampler.think_tokens.eos_token_ids)
+    length = int(r.completion_lengths()[3])
+    span = unlimited[: unlimited.index(end_id)] if end_id in unlimited else unlimited[:length]
+    assert int(r.thinking_length[3]) == len([t for t in span if t not in eos])
+
+
+def test_budget_counts_thinking_the_model_opens_itself():
+    # Pure state machine, hand-driven: <think>=8, </think>=9, forced text [5, 9, 6], budget 2.
+    tokens = ThinkTokens(think_start_id=8, think_end_id=9, eos_token_ids=(1,), pad_token_id=0)
+    table = forced_table([5, 9, 6], [9, 6], pad=0)
+    prompt = torch.tensor([[3, 4], [3, 4]])
+    state = BudgetState(
+        prompt, torch.ones_like(prompt), torch.tensor([2, 1]), tokens, table, torch.tensor([3, 2])
+    )
+    script = [[7, 7], [8, 8], [7, 7], [7, 9], [7, 7], [7, 7], [7, 7], [7, 7]]
+    emitted, forced = [], []
+    for step in script:
+        forcing, forced_ids = state.next_forced()
+        out = torch.where(forcing, forced_ids, torch.tensor(step))
+        emitted.append(out.tolist())
+        forced.append(forcing.tolist())
+        state.advance(out, forcing, torch.tensor([True, True]))
+    # Row 0: 7 (outside), <think>, 7, 7 (budget 2 reached), then 5 </think> 6 forced, then free.
+    # Row 1 (budget 1): 7, <think>, 7, then its own </think> at the next step is replaced by the
+    # forced text because the budget was reached first: 5 </think> 6, then free.
+    assert [e[0] for e in emitted] == [7, 8, 7, 7, 5, 9, 6, 7]
+    assert [f[0] for f in forced] == [False] * 4 + [True] * 3 + [False]
+    assert [e[1] for e in emitted] == [7, 8, 7, 5, 9, 6, 7, 7]
+    assert [f[1] for f in forced] == [False] * 3 + [True] * 3 + [False] * 2
+    assert state.count.tolist() == [2, 1] and state.forced_any.tolist() == [True, True]
+
+
+def test_rows_that_already_closed_thinking_are_untouched(qwen3_tokenizer, model):
+    prompts = chat_prompts(qwen3_tokenizer, enable_thinking=False)  # ends with an empty block
+    assert qwen3_tokenizer.decode(prompts[0]).endswith("<think>\n\n</think>\n\n")
+    sampler = RolloutSampler(qwen3_tokenizer, SamplingConfig(max_new_tokens=12, do_sample=False))
+    free = sampler.sample(model, prompts)
+    for budget in (0, 2):
+        capped = sampler.sample(model, prompts, thinking_budget=budget)
+        torch.testing.assert_close(capped.completion_ids, free.completion_ids, rtol=0, atol=0)
+        assert not capped.forced_mask.any() and not capped.budget_forced.any()
+        assert (capped.thinking_length == 0).all()
+
+
+def test_logits_processor_forces_the_same_text_at_the_same_place(qwen3_tokenizer, model):
+    prompts = chat_prompts(qwen3_tokenizer, suffix="<think>\n")
+    budgets = [2, 5, 0, None]
+    stop = "\n\nTime is up.\n</think>\n\n"  # short, to keep the test fast
+    config = SamplingConfig(max_new_tokens=14, do_sample=False)
+    sampler = RolloutSampler(qwen3_tokenizer, config, stop_thinking=stop)
+    ours = sampler.sample(model, prompts, thinking_budget=budgets)
+    width = max(len(p) for p in prompts)
+    processor = ThinkingBudgetLogitsProcessor(
+        qwen3_tokenizer, budgets, prompt_length=width, stop_thinking=stop
+    )
+    reference = generate(
+        model,
+        qwen3_tokenizer,
+        prompts,
+        eos=sampler.think_tokens.eos_token_ids,
+        max_new_tokens=14,
+        logits_processor=[processor],
+    )
+    torch.testing.assert_close(ours.completion_ids, reference, rtol=0, atol=0)
+    assert ours.budget_forced.tolist() == [True, True, True, False]
+    assert ours.forced_mask.sum(-1).tolist() == [len(sampler.stop_ids)] * 2 + [3, 0]
+
+
+def test_logits_processor_rule_on_hand_written_ids():
+    tokens = ThinkTokens(think_start_id=8, think_end_id=9, eos_token_ids=(1,), pad_token_id=0)
+    processor = ThinkingBudgetLogitsProcessor(
+        tokens, 2, stop_thinking=[5, 9, 6], close_empty=[9, 6]
+    )
+
+    def forced(ids: list[int]) -> int | None:
+        scores = processor(torch.tensor([ids]), torch.zeros(1, 10))
+        finite = torch.isfinite(scores[0]).nonzero().flatten().tolist()
+        return None if len(finite) == 10 else finite[0]
+
+    assert forced([3, 8, 7]) is None  # 1 thinking token < budget 2
+    assert forced([3, 8, 7, 7]) == 5  # budget reached: first forced token
+    assert forced([3, 8, 7, 7, 5]) == 9  # then the rest, in order
+    assert forced([3, 8, 7, 7, 5, 9]) == 6  # the text after </think> too
+    assert forced([3, 8, 7, 7, 5, 9, 6]) is None  # done: the answer is free
+    assert forced([3, 8, 9, 7, 7, 7]) is None  # the model closed thinking itself
+    assert forced([3, 7, 7, 7]) is None  # no thinking block at all
+    zero = ThinkingBudgetLogitsProcessor(tokens, [0], stop_thinking=[5, 9, 6], close_empty=[9, 6])
+    assert torch.isfinite(zero(torch.tensor([[3, 8]]), torch.zeros(1, 10))[0]).nonzero().item() == 9
+    # With the prompt width, thinking the prompt holds is not counted (as in the sampler).
+    prompt_aware = ThinkingBudgetLogitsProcessor(
+        tokens, 2, prompt_length=4, stop_thinking=[5, 9, 6], close_empty=[9, 6]
+    )
+    assert prompt_aware(torch.tensor([[8, 7, 7, 7, 7]]), torch.zeros(1, 10)).isfinite().all()
+    assert prompt_aware(torch.tensor([[8, 7, 7, 7, 7, 7]]), torch.zeros(1, 10))[0, 5] == 0
+
+
+def test_report_stop_text_is_accepted(qwen3_tokenizer):
+    sampler = RolloutSampler(qwen3_tokenizer, stop_thinking=STOP_THINKING_REPORT)
+    end = sampler.stop_ids.index(sampler.think_tokens.think_end_id)
+    assert qwen3_tokenizer.decode(sampler.stop_ids[end + 1 :]) == ".\n\n"
+
+
+# --- log-probs and sampling distributions ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"temperature": 0.7, "top_k": 5},
+        {"temperature": 1.3, "top_p": 0.6},
+        {"temperature": 0.6, "top_k": 20, "top_p": 0.95},
+        {"top_k": 10, "top_p": 0.8, "min_p": 0.05},
+        {"temperature": 0.9, "min_p": 0.2},
+    ],
+)
+def test_sampling_logprobs_match_transformers_warpers(settings):
+    torch.manual_seed(1)
+    logits = torch.randn(64, 50) * 3
+    temperature = settings.get("temperature", 1.0)
+    draw = sample_next_tokens(logits, generator=torch.Generator().manual_seed(0), **settings)
+
+    reference = logits.clone()
+    warpers = [TemperatureLogitsWarper(temperature)]
+    if settings.get("top_k"):
+        warpers.append(TopKLogitsWarper(settings["top_k"]))
+    if settings.get("top_p", 1.0) < 1.0:
+        warpers.append(TopPLogitsWarper(settings["top_p"]))
+    if settings.get("min_p"):
+        warpers.append(MinPLogitsWarper(settings["min_p"]))
+    for warper in warpers:
+        reference = warper(None, reference)
+    chosen = draw.tokens[:, None]
+    kept_logp = torch.log_softmax(reference, -1).gather(-1, chosen).squeeze(-1)
+    assert torch.isfinite(kept_logp).all()  # every draw lies in the set transformers keeps
+    torch.testing.assert_close(draw.sampling_logprobs, kept_logp)
+    raw = torch.log_softmax(logits / temperature, -1).gather(-1, chosen).squeeze(-1)
+    torch.testing.assert_close(draw.logprobs, raw)
+    assert (draw.sampling_logprobs >= draw.logprobs - 1e-6).all()  # renormalised: never lower
+    torch.testing.assert_close(
+        warp_logits(
+            logits,
+            temperature=temperature,
+            **{k: v for k, v in settings.items() if k != "temperature"},
+        ),
+        reference,
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        # p = [.5, .3, .1, .06, .04]; mass before each = [0, .5, .8, .9, .96]: top-p .85 keeps
+        # the first three, renormalised by .9 -> [5/9, 3/9, 1/9].
+        ({"top_p": 0.85}, [5 / 9, 3 / 9, 1 / 9, 0, 0]),
+        # top-k 2 keeps .5 and .3 -> [.625, .375].
+        ({"top_k": 2}, [0.625, 0.375, 0, 0, 0]),
+        # min-p .15: threshold .15 * .5 = .075 keeps .5, .3, .1 -> [5/9, 3/9, 1/9].
+        ({"min_p": 0.15}, [5 / 9, 3 / 9, 1 / 9, 0, 0]),
+        # T = 2: p ** .5 = [.7071, .5477, .3162, .2449, .2000], sum 2.0160.
+        ({"temperature": 2.0}, [0.35076, 0.27169, 0.15686, 0.12150, 0.09921]),
+    ],
+)
+def test_draw_frequencies_follow_the_truncated_distribution(settings, expected):
+    probs = torch.tensor([0.5, 0.3, 0.1, 0.06, 0.04])
+    n = 40_000
+    logits = probs.log().expand(n, 5)
+    draw = sample_next_tokens(logits, generator=torch.Generator().manual_seed(0), **settings)
+    frequencies = torch.bincount(draw.tokens, minlength=5).float() / n
+    expected = torch.tensor(expected)
+    # Binomial standard error is at most sqrt(.25 / 40000) = .0025: allow 4 of them.
+    torch.testing.assert_close(frequencies, expected, rtol=0, atol=0.01)
+    kept = expected > 0
+    torch.testing.assert_close(
+        draw.sampling_logprobs, expected.log()[draw.tokens], rtol=0, atol=1e-4
+    )
+    assert kept[draw.tokens].all()
+
+
+def test_logprobs_equal_rescoring_with_the_policy_forward(qwen3_tokenizer, model):
+    prompts = chat_prompts(qwen3_tokenizer, suffix="<think>\n")
+    config = SamplingConfig(max_new_tokens=12, temperature=0.8, top_k=20, top_p=0.9)
+    r = RolloutSampler(qwen3_tokenizer, config).sample(
+        model, prompts, thinking_budget=[4, None, 0, 2], generator=torch.Generator().manual_seed(3)
+    )
+    mask = r.attention_mask()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(input_ids=r.sequences(), attention_mask=mask, position_ids=positions).logits
+    width = r.prompt_ids.shape[1]
+    logp = torch.log_softmax(logits[:, width - 1 : -1].float() / 0.8, -1)
+    rescored = logp.gather(-1, r.completion_ids[..., None]).squeeze(-1) * r.completion_mask
+    torch.testing.assert_close(r.logprobs, rescored, rtol=1e-4, atol=1e-4)
+    sampled = (r.completion_mask == 1) & (r.forced_mask == 0)
+    assert (r.sampling_logprobs[sampled] >= r.logprobs[sampled] - 1e-5).all()
+
+
+def test_same_seed_same_rollouts_and_training_mode_restored(qwen3_tokenizer, model):
+    prompts = chat_prompts(qwen3_tokenizer)
+    sampler = RolloutSampler(qwen3_tokenizer, SamplingConfig.qwen3_thinking(max_new_tokens=8))
+    model.train()
+    try:
+        a = sampler.sample(model, prompts, generator=torch.Generator().manual_seed(7))
+        assert model.training
+    finally:
+        model.eval()
+    b = sampler.sample(model, prompts, generator=torch.Generator().manual_seed(7))
+    c = sampler.sample(model, prompts, generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(a.completion_ids, b.completion_ids, rtol=0, atol=0)
+    torch.testing.assert_close(a.logprobs, b.logprobs)
+    assert not torch.equal(a.completion_ids, c.completion_ids)
+    # Ordinary tensors: usable in autograd graphs of the training step.
+    weight = torch.ones_like(a.logprobs, requires_grad=True)
+    (weight * a.logprobs.exp()).sum().backward()
+    assert weight.grad is not None and not a.logprobs.is_inference()
+
+
+def test_rollouts_helpers(qwen3_tokenizer, model):
+    prompts = chat_prompts(qwen3_tokenizer, n=2)
+    r = RolloutSampler(qwen3_tokenizer, SamplingConfig(max_new_tokens=5)).sample(model, prompts)
+    assert len(r) == 2 and isinstance(r.to("cpu"), Rollouts)
+    assert r.sequences().shape == (2, r.prompt_ids.shape[1] + 5)
+    assert r.attention_mask().sum().item() == sum(map(len, prompts)) + 10
+    assert r.texts(qwen3_tokenizer) == qwen3_tokenizer.batch_decode(
+        r.completion_ids, skip_special_tokens=True
+    )
+
+
+def test_hooked_models_take_the_hf_forward(qwen3_tokenizer, model):
+    calls = []
+    handle = model.model.layers[0].register_forward_hook(lambda *args: calls.append(1))
+    try:
+        RolloutSampler(qwen3_tokenizer, SamplingConfig(max_new_tokens=4)).sample(
+            model, chat_prompts(qwen3_tokenizer, n=2)
+        )
+    finally:
+        handle.remove()
+    assert len(calls) == 4  # prefill and 3 decode steps all ran through the module
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"top_p": 0.0}, ValueError, r"top_p must be in \(0, 1\]"),
+        ({"top_p": 1.5}, ValueError, r"top_p must be in \(0, 1\]"),
+        ({"temperature": 0.0}, ValueError, "temperature must be > 0 when do_sample=True"),
+        ({"temperature": -1.0, "do_sample": False}, ValueError, "temperature must be finite"),
+        ({"top_k": -1}, ValueError, "top_k must be >= 0"),
+        ({"min_p": 1.0}, ValueError, r"min_p must be in \[0, 1\)"),
+        ({"max_new_tokens": 0}, ValueError, "max_new_tokens must be >= 1"),
+        ({"max_new_tokens": 2.5}, TypeError, "max_new_tokens must be an int"),
+        ({"do_sample": "yes"}, TypeError, "do_sample must be a bool"),
+    ],
+)
+def test_sampling_config_rejects_bad_values(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        SamplingConfig(**kwargs)
+
+
+def test_sampling_config_presets_and_greedy_at_temperature_zero():
+    thinking = SamplingConfig.qwen3_thinking()
+    assert (thinking.temperature, thinking.top_p, thinking.top_k) == (0.6, 0.95, 20)
+    plain = SamplingConfig.qwen3_non_thinking(max_new_tokens=8)
+    assert (plain.temperature, plain.top_p, plain.top_k, plain.max_new_tokens) == (0.7, 0.8, 20, 8)
+    SamplingConfig(temperature=0.0, do_sample=False)  # greedy needs no temperature
+
+
+@pytest.mark.parametrize(
+    ("budget", "error", "match"),
+    [
+        (-1, ValueError, r"thinking_budget\[0\] must be >= 0"),
+        ([4, -2, None], ValueError, r"thinking_budget\[1\] must be >= 0"),
+        ([4, 4], ValueError, "thinking_budget has 2 entries but the batch has 3 prompts"),
+        (2.5, TypeError, "thinking_budget must be None, an int"),
+        ([1, 2.5, 3], TypeError, r"thinking_budget\[1\] must be an int or None"),
+        (True, TypeError, "thinking_budget must be None, an int"),
+        (torch.tensor([1.0, 2.0, 3.0]), TypeError, "must hold integers"),
+    ],
+)
+def test_bad_thinking_budgets(budget, error, match):
+    with pytest.raises(error, match=match):
+        resolve_thinking_budget(budget, 3)
+
+
+def test_budgets_resolve_per_row():
+    unlimited = torch.iinfo(torch.int64).max
+    assert resolve_thinking_budget([3, None, 0], 3).tolist() == [3, unlimited, 0]
+    assert resolve_thinking_budget(torch.tensor(5), 2).tolist() == [5, 5]
+    assert resolve_thinking_budget(None, 2).tolist() == [unlimited] * 2
+
+
+def test_bad_prompts_and_stop_texts(qwen3_tokenizer, model):
+    sampler = RolloutSampler(qwen3_tokenizer, SamplingConfig(max_new_tokens=2))
+    with pytest.raises(ValueError, match="left-padded"):
+        sampler.sample(model, torch.tensor([[5, 6, 0]]), attention_mask=torch.tensor([[1, 1, 0]]))
+    with pytest.raises(ValueError, match="prompts is empty"):
+        sampler.sample(model, [])
+    with pytest.raises(ValueError, match=r"prompts\[1\] is empty"):
+        sampler.sample(model, [[5, 6], []])
+    with pytest.raises(ValueError, match="attention_mask is only for a prompts tensor"):
+        sampler.sample(model, [[5, 6]], attention_mask=torch.ones(1, 2))
+    with pytest.raises(TypeError, match="prompts must be a list of token-id lists"):
+        sampler.sample(model, "hello")
+    with pytest.raises(ValueError, match=r"thinking_budget\[0\] must be >= 0"):
+        sampler.sample(model, [[5, 6]], thinking_budget=-3)
+    with pytest.raises(ValueError, match="stop_thinking must contain '</think>' exactly once"):
+        RolloutSampler(qwen3_tokenizer, stop_thinking="Time is up.\n\n")
+    tokens = ThinkTokens.from_tokenizer(qwen3_tokenizer)
+    with pytest.raises(TypeError, match="stop_thinking is text but no tokenizer"):
+        RolloutSampler(tokens)
+    with pytest.raises(ValueError, match=r"close_empty must tokenize to exactly one </think>"):
+        RolloutSampler(tokens, stop_thinking=[5, tokens.think_end_id], close_empty=[5])
+    with pytest.raises(ValueError, match="prompt_length must be None or an int >= 0"):
+        ThinkingBudgetLogitsProcessor(qwen3_tokenizer, 4, prompt_length=-1)
+    with pytest.raises(ValueError, match=r"thinking_budget\[0\] must be >= 0"):
+        ThinkingBudgetLogitsProcessor(qwen3_tokenizer, -1)
+    assert math.isfinite(sampler.sample(model, [[5, 6]]).logprobs.sum().item())
