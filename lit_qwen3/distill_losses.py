@@ -10,7 +10,7 @@ factor, as in TRL's GKD); ``mask`` is bool or 0/1 ``(B, T)``; ``reduction="mean"
 over masked tokens (an empty mask is an error), ``"sum"`` sums them, ``"none"`` returns
 ``(B, T)`` with zeros where masked. Maths runs in float32 (float64 for float64 input). Teacher
 tensors are used as given: compute them under ``torch.no_grad()``.
-This module also holds the small input checks that :mod:`lit_qwen3.losses` shares.
+The mask and reduction helpers here are shared with :mod:`lit_qwen3.losses`.
 """
 
 from __future__ import annotations
@@ -22,38 +22,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_qwen3.logprobs import _check_shape, _check_temperature, _compute_dtype
+
 Reduction = Literal["mean", "sum", "none"]
 # Smallest tail mass kept (float32 normal range); avoids log(0) when top-k holds all the mass.
 _TINY = 1e-30
 
 
-# ----------------------------------------------------------------------------- shared checks
-def _check_shape(name: str, tensor: Tensor, shape: torch.Size, ref_name: str) -> None:
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.shape != shape:
-        raise ValueError(
-            f"{name} has shape {tuple(tensor.shape)} but {ref_name} has shape {tuple(shape)}; "
-            "they must match"
-        )
-
-
-def _check_temperature(temperature: float) -> None:
-    ok = isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
-    if not ok:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-
-
+# ----------------------------------------------------------------------------- masks, checks
 def _float_mask(mask: Tensor, like: Tensor, name: str = "mask") -> Tensor:
     """``mask`` as 0/1 in ``like``'s dtype; rejects values other than 0 and 1."""
     _check_shape(name, mask, like.shape, "the per-token values")
     if mask.dtype != torch.bool and mask.numel() and not ((mask == 0) | (mask == 1)).all():
         raise ValueError(f"{name} must be boolean or hold only 0 and 1")
     return mask.to(like.dtype)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _reduce(per_token: Tensor, mask: Tensor, reduction: str) -> Tensor:
