@@ -173,6 +173,11 @@ class Rollouts:
         """(B, P + T) the mask that goes with ``sequences()``."""
         return torch.cat([self.prompt_mask, self.completion_mask.to(self.prompt_mask.dtype)], dim=1)
 
+    def position_ids(self) -> torch.Tensor:
+        """(B, P + T) the positions the sampler used: left padding shifts them, so re-scoring
+        ``sequences()`` must pass these (a plain forward would count the padding)."""
+        return (self.attention_mask().long().cumsum(-1) - 1).clamp(min=0)
+
     def completion_lengths(self) -> torch.Tensor:
         """(B,) number of generated tokens per row."""
         return self.completion_mask.sum(dim=-1)

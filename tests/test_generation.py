@@ -402,8 +402,10 @@ def test_logprobs_equal_rescoring_with_the_policy_forward(qwen3_tokenizer, model
     r = RolloutSampler(qwen3_tokenizer, config).sample(
         model, prompts, thinking_budget=[4, None, 0, 2], generator=torch.Generator().manual_seed(3)
     )
-    mask = r.attention_mask()
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    mask, positions = r.attention_mask(), r.position_ids()
+    # Left padding shifts positions: row 0 (the shortest prompt) starts at 0 after its padding.
+    first = int((r.prompt_mask[0] == 0).sum())
+    assert positions[0, first : first + 3].tolist() == [0, 1, 2]
     with torch.no_grad():
         logits = model(input_ids=r.sequences(), attention_mask=mask, position_ids=positions).logits
     width = r.prompt_ids.shape[1]
