@@ -7,9 +7,10 @@ Both RL stages, curation and evaluation score completions through the same three
 - :class:`Reward` subclasses score one sample (or a batch, for model-based rewards) and register
   by name with :func:`register_reward`, so YAML can name them.
 - :class:`CompositeReward` is the weighted sum the trainer calls. Rewards that are slow or unsafe
-  (``run_in_worker = True``: math, code) run in worker processes with a timeout per sample. A
-  reward that raises or times out scores 0 for that sample, is counted in ``error_counts`` and
-  logged on the ``lit_qwen3.rewards`` logger: one bad sample never stops a run.
+  (``run_in_worker = True``: math, code) run in worker processes with a timeout per sample
+  (:mod:`lit_qwen3.rewards.workers`). A reward that raises or times out scores 0 for that
+  sample, is counted in ``error_counts`` and logged on the ``lit_qwen3.rewards`` logger: one bad
+  sample never stops a run.
 
 Missing metadata (a math sample without ``reference``) is a data bug, not a reward failure: it
 raises ``ValueError`` before anything is scored.
@@ -23,18 +24,13 @@ import importlib
 import inspect
 import logging
 import math
-import multiprocessing
-import os
 import pickle
-import signal
 import sys
-import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from lit_qwen3.rewards.workers import Failure, RewardWorkerPool, Task
 
 logger = logging.getLogger("lit_qwen3.rewards")
 
@@ -216,7 +212,7 @@ def build_reward(name: str, **kwargs: Any) -> Reward:
 
 
 # --------------------------------------------------------------------------------------------
-# Composite: weighted sum, worker processes, timeouts, error accounting
+# Composite: weighted sum, routing, error accounting
 
 
 @dataclass(frozen=True)
@@ -227,20 +223,7 @@ class _Component:
     in_worker: bool
 
 
-@dataclass(frozen=True)
-class _Failure:
-    """A reward that raised, timed out or returned garbage for one sample."""
-
-    message: str
-
-    @classmethod
-    def from_exception(cls, err: BaseException) -> _Failure:
-        text = f"{type(err).__name__}: {err}"
-        return cls(text if len(text) <= 500 else text[:497] + "...")
-
-
 _SPEC_KEYS = {"name", "weight", "kwargs", "label", "in_worker", "reward"}
-_POLL_S = 0.05
 
 
 class CompositeReward:
@@ -299,7 +282,7 @@ class CompositeReward:
         self.components = _parse_specs(rewards, use_workers=num_workers > 0)
         self.error_counts: dict[str, int] = {c.label: 0 for c in self.components}
         self._by_label = {c.label: c for c in self.components}
-        self._pool: ProcessPoolExecutor | None = None
+        self._workers: RewardWorkerPool | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -312,8 +295,8 @@ class CompositeReward:
         """Score every sample with every (routed) component; failures score 0 and are counted."""
         samples = list(samples)
         plan = self._plan(samples)
-        outcome: dict[tuple[str, int], RewardResult | _Failure] = {}
-        worker_tasks = []
+        outcome: dict[Task, RewardResult | Failure] = {}
+        worker_tasks: list[Task] = []
         for comp in self.components:
             indices = [i for i, labels in enumerate(plan) if comp.label in labels]
             if not indices:
@@ -328,9 +311,9 @@ class CompositeReward:
 
     def close(self) -> None:
         """Shut the worker processes down (they restart on the next worker batch)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.close()
 
     def __enter__(self) -> CompositeReward:
         return self
@@ -340,8 +323,8 @@ class CompositeReward:
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._workers is not None:
+                self._workers.close(wait=False)
 
     # -- planning and combining ---------------------------------------------------------------
 
@@ -374,12 +357,12 @@ class CompositeReward:
         return plan
 
     def _combine(
-        self, index: int, labels: list[str], outcome: dict[tuple[str, int], RewardResult | _Failure]
+        self, index: int, labels: list[str], outcome: dict[Task, RewardResult | Failure]
     ) -> RewardResult:
         total, scores, details, errors = 0.0, {}, {}, {}
         for label in labels:
-            result = _validated(outcome.get((label, index), _Failure("no result")))
-            if isinstance(result, _Failure):
+            result = _validated(outcome.get((label, index), Failure("no result")))
+            if isinstance(result, Failure):
                 self.error_counts[label] += 1
                 errors[label] = result.message
                 scores[label] = 0.0
@@ -398,135 +381,40 @@ class CompositeReward:
     @staticmethod
     def _score_in_process(
         comp: _Component, indices: list[int], samples: list[Sample]
-    ) -> dict[tuple[str, int], RewardResult | _Failure]:
+    ) -> dict[Task, RewardResult | Failure]:
         batch = [samples[i] for i in indices]
         try:
-            results: list[RewardResult | _Failure] = list(comp.reward.score_batch(batch))
+            results: list[RewardResult | Failure] = list(comp.reward.score_batch(batch))
             if len(results) != len(batch):
                 raise ValueError(f"score_batch returned {len(results)} results for {len(batch)}")
         except Exception as err:  # isolate the failing sample(s) by scoring one at a time
             if len(batch) == 1:
-                results = [_Failure.from_exception(err)]
+                results = [Failure.from_exception(err)]
             else:
                 results = []
                 for sample in batch:
                     try:
                         results.append(comp.reward.score(sample))
                     except Exception as one_err:
-                        results.append(_Failure.from_exception(one_err))
+                        results.append(Failure.from_exception(one_err))
         return {(comp.label, i): r for i, r in zip(indices, results, strict=True)}
 
     # -- in worker processes ------------------------------------------------------------------
 
     def _score_in_workers(
-        self, tasks: list[tuple[str, int]], samples: list[Sample]
-    ) -> dict[tuple[str, int], RewardResult | _Failure]:
-        """Keep at most ``num_workers`` tasks in flight so each task's clock starts when it does.
-
-        A task that overruns ``timeout + kill_grace`` fails; the pool is killed and rebuilt and the
-        other in-flight tasks are resubmitted. When a worker dies (the pool breaks) the tasks in
-        flight are retried one at a time, so only the one that kills its worker fails.
-        """
-        out: dict[tuple[str, int], RewardResult | _Failure] = {}
-        queue: deque[tuple[str, int, bool]] = deque((label, i, False) for label, i in tasks)
-        running: dict[Future, tuple[str, int, bool, float]] = {}
-        deadline = self.timeout + self.kill_grace
-        while queue or running:
-            pool = self._ensure_pool()
-            while queue and len(running) < self.num_workers:
-                if queue[0][2] and running:  # a suspect runs alone
-                    break
-                label, i, suspect = queue.popleft()
-                future = pool.submit(_worker_score, label, samples[i], self.timeout)
-                running[future] = (label, i, suspect, time.monotonic())
-                if suspect:
-                    break
-            done, _ = wait(list(running), timeout=_POLL_S, return_when=FIRST_COMPLETED)
-            alone = len(running) == 1
-            broken = _collect(done, running, out)
-            if broken:  # a dead worker fails every future in flight: gather them all
-                done, _ = wait(list(running), timeout=1.0)
-                broken += _collect(done, running, out)
-            now = time.monotonic()
-            overdue = [f for f, (*_, start) in running.items() if now - start > deadline]
-            if not (broken or overdue):
-                continue
-            for future in overdue:
-                label, i, _, _ = running.pop(future)
-                out[(label, i)] = _Failure(
-                    f"TimeoutError: no result after {deadline:g}s; worker process killed"
-                )
-            for label, i, suspect, _ in running.values():  # innocent: resubmit, clock restarts
-                queue.appendleft((label, i, suspect))
-            running.clear()
-            for label, i, suspect in broken:
-                if suspect or alone:
-                    out[(label, i)] = _Failure("BrokenProcessPool: the worker process died")
-                else:
-                    queue.appendleft((label, i, True))
-            self._kill_pool()
-        return out
-
-    def _ensure_pool(self) -> ProcessPoolExecutor:
-        if self._pool is not None:
-            return self._pool
-        rewards = {c.label: c.reward for c in self.components if c.in_worker}
-        pool = ProcessPoolExecutor(
-            max_workers=self.num_workers,
-            mp_context=multiprocessing.get_context(self.mp_context),
-            initializer=_worker_init,
-            initargs=(rewards,),
-        )
-        self._pool = pool
-        # Start every worker (imports, reward construction) before any task's clock runs.
-        started = time.monotonic()
-        pids: set[int] = set()
-        try:
-            while len(pids) < self.num_workers:
-                pings = [pool.submit(_worker_ping, 0.05) for _ in range(self.num_workers)]
-                left = self.startup_timeout - (time.monotonic() - started)
-                done, not_done = wait(pings, timeout=max(left, 0.0))
-                if not_done:
-                    raise TimeoutError(
-                        f"reward workers did not start within {self.startup_timeout:g}s"
-                    )
-                pids.update(f.result() for f in done)
-        except Exception as err:
-            self._kill_pool()
-            raise RuntimeError(f"could not start reward worker processes: {err}") from err
-        return pool
-
-    def _kill_pool(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        # ProcessPoolExecutor has no public way to kill its workers before Python 3.14.
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        for process in processes:
-            with contextlib.suppress(Exception):
-                process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            with contextlib.suppress(Exception):
-                process.join(timeout=5)
-
-
-def _collect(
-    done: set[Future],
-    running: dict[Future, tuple[str, int, bool, float]],
-    out: dict[tuple[str, int], RewardResult | _Failure],
-) -> list[tuple[str, int, bool]]:
-    """Move finished futures from ``running`` to ``out``; return those whose worker died."""
-    broken = []
-    for future in done:
-        label, i, suspect, _ = running.pop(future)
-        try:
-            out[(label, i)] = future.result()
-        except BrokenProcessPool:
-            broken.append((label, i, suspect))
-        except Exception as err:
-            out[(label, i)] = _Failure.from_exception(err)
-    return broken
+        self, tasks: list[Task], samples: list[Sample]
+    ) -> dict[Task, RewardResult | Failure]:
+        """Score in the worker pool, started on first use with this composite's settings."""
+        if self._workers is None:
+            self._workers = RewardWorkerPool(
+                {c.label: c.reward for c in self.components if c.in_worker},
+                num_workers=self.num_workers,
+                timeout=self.timeout,
+                kill_grace=self.kill_grace,
+                startup_timeout=self.startup_timeout,
+                mp_context=self.mp_context,
+            )
+        return self._workers.score(tasks, samples)
 
 
 def _parse_specs(
@@ -586,64 +474,16 @@ def _parse_specs(
     return components
 
 
-def _validated(result: RewardResult | _Failure | Any) -> RewardResult | _Failure:
-    if isinstance(result, _Failure):
+def _validated(result: RewardResult | Failure | Any) -> RewardResult | Failure:
+    if isinstance(result, Failure):
         return result
     if not isinstance(result, RewardResult):
-        return _Failure(f"TypeError: returned {type(result).__name__}, expected RewardResult")
+        return Failure(f"TypeError: returned {type(result).__name__}, expected RewardResult")
     try:
         score = float(result.score)
     except (TypeError, ValueError):
-        return _Failure(f"TypeError: score {result.score!r} is not a number")
+        return Failure(f"TypeError: score {result.score!r} is not a number")
     if not math.isfinite(score):
-        return _Failure(f"ValueError: score {score} is not finite")
+        return Failure(f"ValueError: score {score} is not finite")
     info = result.info if isinstance(result.info, dict) else {"info": result.info}
     return RewardResult(score=score, info=info)
-
-
-# --------------------------------------------------------------------------------------------
-# Worker side (module level so that spawn/forkserver workers can unpickle them)
-
-_WORKER_REWARDS: dict[str, Reward] = {}
-
-
-class _DeadlineExceeded(BaseException):
-    """Raised by the interval timer. A BaseException, so ``except Exception`` in reward code (as
-    in math-verify) cannot turn a timeout into a silent wrong answer."""
-
-
-def _worker_init(rewards: dict[str, Reward]) -> None:
-    _WORKER_REWARDS.clear()
-    _WORKER_REWARDS.update(rewards)
-    # Ctrl-C goes to the whole foreground group; let the parent decide, not every worker.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _worker_ping(seconds: float) -> int:
-    time.sleep(seconds)
-    return os.getpid()
-
-
-@contextlib.contextmanager
-def _interval_timer(seconds: float) -> Iterator[None]:
-    """Raise :class:`_DeadlineExceeded` after ``seconds``; workers run tasks in their main
-    thread, where signals work (unlike math-verify's own alarm called from a thread)."""
-
-    def _expire(signum: int, frame: Any) -> None:
-        raise _DeadlineExceeded
-
-    previous = signal.signal(signal.SIGALRM, _expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _worker_score(label: str, sample: Sample, timeout: float) -> RewardResult:
-    try:
-        with _interval_timer(timeout):
-            return _WORKER_REWARDS[label].score(sample)
-    except _DeadlineExceeded:
-        raise TimeoutError(f"reward {label!r} took longer than {timeout:g}s") from None
