@@ -20,24 +20,20 @@ cache/mask bookkeeping cost as much as the forward itself. Here the loop is vect
 batch (no Python per row), the KV cache is preallocated (no ``torch.cat`` per step), the
 attention mask is built once, the draw is one uniform number per row, rows that finished are
 dropped from the batch and cache once half of it is done, and plain float32 Qwen3 models on CPU
-take a lean decode step with the same numerics as their forward (``_Qwen3Decode``).
+take a lean decode step with the same numerics as their forward (``lit_qwen3.decoding``).
 ``benchmarks/bench_sampler.py`` measures it against ``model.generate``.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-import transformers
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from lit_qwen3.chat import STOP_THINKING, ThinkTokens
+from lit_qwen3.decoding import ModelStepper
 from lit_qwen3.sampling import (
     CLOSE_EMPTY_THINKING,
     BudgetState,
@@ -57,8 +53,6 @@ __all__ = [
     "ThinkingBudgetLogitsProcessor",
     "left_pad",
 ]
-
-_TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
 
 @dataclass
@@ -222,7 +216,7 @@ class RolloutSampler:
     ``stop_thinking`` is forced when a budget > 0 runs out; it must hold ``</think>`` once,
     followed by what the answer starts with (e.g. "\\n\\n"). ``close_empty`` closes the block
     at budget 0. ``fast_path``: decode plain float32 ``Qwen3ForCausalLM`` models on CPU with
-    a lean step that matches their forward (see ``_Qwen3Decode``); False always calls the
+    a lean step that matches their forward (see ``lit_qwen3.decoding``); False always calls the
     model's own forward.
     """
 
@@ -330,7 +324,7 @@ class RolloutSampler:
         device = prompt_ids.device
         eos = self._eos.to(device)
         steps = _StepRecorder(batch, cfg.max_new_tokens, device)
-        stepper = _ModelStepper(model, prompt_mask, width + cfg.max_new_tokens, self.fast_path)
+        stepper = ModelStepper(model, prompt_mask, width + cfg.max_new_tokens, self.fast_path)
         logits = stepper.prefill(prompt_ids)
         alive = torch.ones(batch, dtype=torch.bool, device=device)
         for step in range(cfg.max_new_tokens):
@@ -438,237 +432,8 @@ class _StepRecorder:
         )
 
 
-def _full_attention(config: Any) -> bool:
-    """Every layer attends to the whole past (no sliding windows): one mask fits all layers."""
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types:
-        return all(kind == "full_attention" for kind in layer_types)
-    return getattr(config, "sliding_window", None) is None
-
-
 def _model_device(model: torch.nn.Module) -> torch.device:
     device = getattr(model, "device", None)
     if isinstance(device, torch.device):
         return device
     return next(model.parameters()).device
-
-
-class _PreallocatedLayer(DynamicLayer):
-    """A ``DynamicLayer`` that writes into buffers sized once instead of ``torch.cat`` per step.
-
-    ``DynamicCache`` copies the whole cache at every step (quadratic in the length); here each
-    step copies only the new token's keys and values, and attention reads a view.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = capacity
-        self.length = 0
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        batch, heads, _, dim = key_states.shape
-        self.device = key_states.device
-        self._keys = key_states.new_empty((batch, heads, self.capacity, dim))
-        self._values = value_states.new_empty((batch, heads, self.capacity, value_states.shape[-1]))
-        self.keys, self.values = self._keys[:, :, :0], self._values[:, :, :0]
-        self.is_initialized = True
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        start, end = self.length, self.length + key_states.shape[-2]
-        if end > self.capacity:
-            raise RuntimeError(f"KV cache capacity {self.capacity} exceeded ({end} tokens)")
-        self._keys[:, :, start:end] = key_states
-        self._values[:, :, start:end] = value_states
-        self.length = end
-        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
-        return self.keys, self.values
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
-            self._keys, self._values = self._keys[indices], self._values[indices]
-            self.keys = self._keys[:, :, : self.length]
-            self.values = self._values[:, :, : self.length]
-
-    def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("the sampler's KV cache is never cropped")
-
-
-class _ModelStepper:
-    """The model's own forward, one step at a time on a KV cache, with little bookkeeping.
-
-    Positions come from the left-padded mask as ``model.generate`` computes them. With
-    transformers 5 and SDPA attention, the 4D boolean mask SDPA wants is built once and sliced
-    per step (transformers passes a prepared 4D mask through); otherwise the 2D mask is passed
-    and the model builds its own. Full-attention cache layers are preallocated.
-    """
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        prompt_mask: torch.Tensor,
-        capacity: int,
-        fast_path: bool = True,
-    ) -> None:
-        self.model = model
-        params = inspect.signature(model.forward).parameters
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.keep_last = "logits_to_keep" in params
-        config = getattr(model, "config", None)
-        batch, self.width = prompt_mask.shape
-        self.mask = torch.ones(
-            (batch, capacity), dtype=prompt_mask.dtype, device=prompt_mask.device
-        )
-        self.mask[:, : self.width] = prompt_mask
-        attn = getattr(config, "_attn_implementation", None)
-        self.bool_mask = _TRANSFORMERS_MAJOR >= 5 and attn == "sdpa" and _full_attention(config)
-        self.mask4d = self.mask.bool()[:, None, None, :] if self.bool_mask else None
-        self.positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-        self.next_position = self.positions[:, -1:] + 1
-        self.length = self.width
-        try:
-            self.cache = DynamicCache(config=config)
-        except TypeError:  # transformers 4.x
-            self.cache = DynamicCache()
-        layers = getattr(self.cache, "layers", None)
-        if layers:
-            self.cache.layers = [
-                _PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer
-                for layer in layers
-            ]
-        self.fast = _Qwen3Decode.build(model, self.cache, capacity) if fast_path else None
-        if self.fast is not None and not self.bool_mask:
-            self.fast = None
-
-    def _call(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any):
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            use_cache=True,
-            **{self.cache_kw: self.cache},
-            **extra,
-        )
-        return out.logits[:, -1, :]
-
-    def prefill(self, prompt_ids: torch.Tensor) -> torch.Tensor:
-        extra: dict[str, Any] = {"position_ids": self.positions}
-        if self.keep_last:
-            extra["logits_to_keep"] = 1
-        return self._call(prompt_ids, self.mask[:, : self.width], **extra)
-
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.length += 1
-        if self.bool_mask:
-            mask = self.mask4d[..., : self.length]
-        else:
-            mask = self.mask[:, : self.length]
-        if self.fast is not None:
-            logits = self.fast.step(tokens, self.next_position[:, 0], mask)
-        else:
-            logits = self._call(tokens[:, None], mask, position_ids=self.next_position)
-        self.next_position = self.next_position + 1
-        return logits
-
-    def select(self, index: torch.Tensor) -> None:
-        self.cache.batch_select_indices(index)
-        self.mask, self.next_position = self.mask[index], self.next_position[index]
-        if self.bool_mask:
-            self.mask4d = self.mask.bool()[:, None, None, :]
-
-
-class _Qwen3Decode:
-    """One decode step of a plain float32 ``Qwen3ForCausalLM`` on CPU, as few ops as possible.
-
-    At toy sizes the Hugging Face forward is bound by per-op and per-module Python overhead,
-    not arithmetic; this step runs the same operations in the same order on the model's own
-    weights and KV cache (so logits match the HF forward), without module calls, output
-    objects, mask building or per-step rotary tables. Anything else (other architectures,
-    GPUs, half precision, hooks, adapters, sharded or quantised weights) uses the HF forward.
-    """
-
-    def __init__(self, model: Any, caches: list[_PreallocatedLayer], capacity: int) -> None:
-        inner, config = model.model, model.config
-        self.layers = list(inner.layers[: config.num_hidden_layers])
-        self.caches = caches
-        self.embed, self.norm, self.head = inner.embed_tokens, inner.norm, model.lm_head
-        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        position = torch.arange(capacity, device=self.head.weight.device)[None]
-        cos, sin = inner.rotary_emb(self.head.weight[:1][None], position)
-        self.cos, self.sin = cos[0], sin[0]  # (capacity, head_dim), as the HF forward computes
-
-    @classmethod
-    def build(cls, model: Any, cache: Any, capacity: int) -> _Qwen3Decode | None:
-        from transformers import Qwen3ForCausalLM
-
-        if type(model) is not Qwen3ForCausalLM:
-            return None
-        config = model.config
-        plain_config = (
-            getattr(config, "_attn_implementation", None) == "sdpa"
-            and not getattr(config, "attention_bias", False)
-            and config.hidden_act == "silu"
-            and _full_attention(config)
-            and getattr(model.model.rotary_emb, "rope_type", "default") != "dynamic"
-        )
-        caches = getattr(cache, "layers", [])
-        plain_model = (
-            all(type(c) is _PreallocatedLayer for c in caches)
-            and len(caches) == config.num_hidden_layers
-            and all(
-                p.device.type == "cpu" and p.dtype == torch.float32 and type(p.data) is torch.Tensor
-                for p in model.parameters()
-            )
-            and all(
-                not (m._forward_hooks or m._forward_pre_hooks)
-                and (type(m) is not torch.nn.Linear or m.bias is None)
-                for m in model.modules()
-            )
-            and all(
-                type(getattr(layer.self_attn, name)) is torch.nn.Linear
-                for layer in model.model.layers
-                for name in ("q_proj", "k_proj", "v_proj", "o_proj")
-            )
-            and all(
-                type(getattr(layer.mlp, name)) is torch.nn.Linear
-                for layer in model.model.layers
-                for name in ("gate_proj", "up_proj", "down_proj")
-            )
-        )
-        return cls(model, caches, capacity) if plain_config and plain_model else None
-
-    def step(
-        self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Logits (B, V) of the next token after ``tokens`` (B,) at ``positions`` (B,)."""
-        batch, heads, kv_heads, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
-        half = dim // 2
-        cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]
-        hidden = F.embedding(tokens, self.embed.weight)
-        width = (hidden.shape[-1],)
-        for layer, cache in zip(self.layers, self.caches, strict=True):
-            attn, mlp = layer.self_attn, layer.mlp
-            ln = layer.input_layernorm
-            x = F.rms_norm(hidden, width, ln.weight, ln.variance_epsilon)
-            q = F.linear(x, attn.q_proj.weight).view(batch, heads, dim)
-            k = F.linear(x, attn.k_proj.weight).view(batch, kv_heads, dim)
-            v = F.linear(x, attn.v_proj.weight).view(batch, kv_heads, 1, dim)
-            q = F.rms_norm(q, (dim,), attn.q_norm.weight, attn.q_norm.variance_epsilon)
-            k = F.rms_norm(k, (dim,), attn.k_norm.weight, attn.k_norm.variance_epsilon)
-            qk = torch.cat([q, k], dim=1)
-            qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
-            keys, values = cache.update(qk[:, heads:, None, :], v)
-            query = qk[:, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
-            out = F.scaled_dot_product_attention(
-                query, keys, values, attn_mask=mask, scale=attn.scaling
-            )
-            hidden = hidden + F.linear(out.reshape(batch, heads * dim), attn.o_proj.weight)
-            ln = layer.post_attention_layernorm
-            x = F.rms_norm(hidden, width, ln.weight, ln.variance_epsilon)
-            gated = F.silu(F.linear(x, mlp.gate_proj.weight)) * F.linear(x, mlp.up_proj.weight)
-            hidden = hidden + F.linear(gated, mlp.down_proj.weight)
-        hidden = F.rms_norm(hidden, width, self.norm.weight, self.norm.variance_epsilon)
-        return F.linear(hidden, self.head.weight)

@@ -113,6 +113,8 @@ def warp_logits(
     The reference form of what ``sample_next_tokens`` samples from; handy for tests and for
     users who want the sampling distribution itself.
     """
+    if not temperature > 0:
+        raise ValueError(f"warp_logits: temperature must be > 0, got {temperature}")
     scores = logits.float() / temperature
     vocab = scores.shape[-1]
     if top_k > 0 and top_k < vocab:

@@ -21,12 +21,12 @@ from transformers import (
 )
 
 from lit_qwen3.chat import STOP_THINKING, STOP_THINKING_REPORT, ThinkTokens, render
+from lit_qwen3.decoding import Qwen3DecodeStep
 from lit_qwen3.generation import (
     Rollouts,
     RolloutSampler,
     SamplingConfig,
     ThinkingBudgetLogitsProcessor,
-    _Qwen3Decode,
     left_pad,
 )
 from lit_qwen3.sampling import (
@@ -121,14 +121,14 @@ def test_greedy_equals_generate_token_for_token(qwen3_tokenizer, model, fast_pat
 def test_fast_decode_is_used_for_plain_qwen3_and_matches_the_hf_forward(qwen3_tokenizer, model):
     from transformers import DynamicCache
 
-    from lit_qwen3.generation import _ModelStepper
+    from lit_qwen3.decoding import ModelStepper
 
     prompts = chat_prompts(qwen3_tokenizer)
     ids, mask = left_pad(prompts, qwen3_tokenizer.pad_token_id)
     logits = {}
     with torch.inference_mode():
         for fast in (True, False):
-            stepper = _ModelStepper(model, mask, ids.shape[1] + 8, fast_path=fast)
+            stepper = ModelStepper(model, mask, ids.shape[1] + 8, fast_path=fast)
             assert (stepper.fast is not None) == fast
             steps, token = [stepper.prefill(ids)], ids[:, -1]
             for _ in range(8):
@@ -136,7 +136,7 @@ def test_fast_decode_is_used_for_plain_qwen3_and_matches_the_hf_forward(qwen3_to
                 token = steps[-1].argmax(-1)
             logits[fast] = torch.stack(steps)
     torch.testing.assert_close(logits[True], logits[False], rtol=1e-5, atol=1e-6)
-    assert _Qwen3Decode.build(model, DynamicCache(config=model.config), 8) is None  # no buffers
+    assert Qwen3DecodeStep.build(model, DynamicCache(config=model.config), 8) is None  # no buffers
 
 
 def test_rows_stopping_at_different_steps_are_dropped_and_still_match_generate(
@@ -504,6 +504,11 @@ def test_sampling_config_presets_and_greedy_at_temperature_zero():
 def test_bad_thinking_budgets(budget, error, match):
     with pytest.raises(error, match=match):
         resolve_thinking_budget(budget, 3)
+
+
+def test_warp_logits_rejects_zero_temperature():
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        warp_logits(torch.zeros(1, 4), temperature=0.0)
 
 
 def test_budgets_resolve_per_row():
