@@ -21,19 +21,19 @@ import re
 import string
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
-from lit_qwen3.chat import require_chat_template, split_thinking
-from lit_qwen3.rewards.base import Reward, RewardResult, Sample, register_reward
+from lit_qwen3.chat import split_thinking
+from lit_qwen3.rewards.base import RewardResult, Sample, register_reward
+from lit_qwen3.rewards.local_model import LocalModelReward
 
 __all__ = [
     "BINARY_TEMPLATE",
@@ -43,36 +43,27 @@ __all__ = [
     "parse_verdict",
 ]
 
-SCORE_TEMPLATE = """\
-You are grading a reply to a question against a reference answer.
 
-[Question]
-{question}
+def _reference_template(verb: str, instruction: str) -> str:
+    """A judge prompt: question, reference answer and reply, then what to write."""
+    return (
+        f"You are {verb} a reply to a question against a reference answer.\n\n"
+        "[Question]\n{question}\n\n[Reference answer]\n{reference}\n\n[Reply]\n{reply}\n\n"
+        + instruction
+    )
 
-[Reference answer]
-{reference}
 
-[Reply]
-{reply}
-
-Decide whether the reply's final answer agrees with the reference answer. Explain in one or two \
-sentences, then end with one line in exactly this form: "Score: N/10", where 10 means fully \
-correct and 0 means wrong or missing."""
-
-BINARY_TEMPLATE = """\
-You are checking a reply to a question against a reference answer.
-
-[Question]
-{question}
-
-[Reference answer]
-{reference}
-
-[Reply]
-{reply}
-
-Is the reply's final answer equivalent to the reference answer? Explain in one sentence, then \
-end with exactly [[CORRECT]] or [[INCORRECT]]."""
+SCORE_TEMPLATE = _reference_template(
+    "grading",
+    "Decide whether the reply's final answer agrees with the reference answer. Explain in one or "
+    'two sentences, then end with one line in exactly this form: "Score: N/10", where 10 means '
+    "fully correct and 0 means wrong or missing.",
+)
+BINARY_TEMPLATE = _reference_template(
+    "checking",
+    "Is the reply's final answer equivalent to the reference answer? Explain in one sentence, "
+    "then end with exactly [[CORRECT]] or [[INCORRECT]].",
+)
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _VERDICT_PATTERNS = (
@@ -124,7 +115,7 @@ def last_user_message(prompt: Sequence[dict]) -> str:
 
 
 @register_reward("judge")
-class GenerativeJudge(Reward):
+class GenerativeJudge(LocalModelReward):
     """Reward from a local instruct LM that compares the reply with ``metadata["reference"]``.
 
     ``model`` is a directory (loaded on first use with ``local_files_only=True``) or a loaded
@@ -135,6 +126,8 @@ class GenerativeJudge(Reward):
 
     name: ClassVar[str] = "judge"
     requires: ClassVar[tuple[str, ...]] = ("reference",)
+    kind: ClassVar[str] = "judge"
+    auto_class = AutoModelForCausalLM
 
     def __init__(
         self,
@@ -161,51 +154,11 @@ class GenerativeJudge(Reward):
             )
         if max_score <= 0:
             raise ValueError(f"max_score must be > 0, got {max_score}")
-        if not isinstance(model, (str, Path, PreTrainedModel)):
-            raise TypeError(
-                f"model must be a directory or a PreTrainedModel, got {type(model).__name__}"
-            )
-        if tokenizer is None and isinstance(model, PreTrainedModel):
-            raise ValueError("pass `tokenizer` when `model` is an already loaded PreTrainedModel")
+        super().__init__(model, tokenizer, batch_size=batch_size, device=device, dtype=dtype)
         self.prompt_template = prompt_template
         self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
         self.max_score = max_score
         self.enable_thinking = enable_thinking
-        self.device = device
-        self.dtype = dtype
-        self._model_source = model
-        self._tokenizer_source = model if tokenizer is None else tokenizer
-        self._model: PreTrainedModel | None = None
-        self._tokenizer: PreTrainedTokenizerBase | None = None
-
-    # ------------------------------------------------------------------ loading
-
-    @property
-    def model(self) -> PreTrainedModel:
-        """The judge model, loaded from its directory on first use."""
-        if self._model is None:
-            model = _load_local(AutoModelForCausalLM, self._model_source, self.dtype)
-            if self.device is not None:
-                model.to(self.device)
-            elif not isinstance(self._model_source, PreTrainedModel) and torch.cuda.is_available():
-                model.to("cuda")
-            self._model = model.eval()
-        return self._model
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
-            tokenizer = self._tokenizer_source
-            if not isinstance(tokenizer, PreTrainedTokenizerBase):
-                tokenizer = _load_local(AutoTokenizer, tokenizer, None)
-            require_chat_template(tokenizer, str(self._tokenizer_source))
-            if tokenizer.pad_token_id is None:
-                raise ValueError("the judge's tokenizer has no pad token; set tokenizer.pad_token")
-            self._tokenizer = tokenizer
-        return self._tokenizer
-
-    # ------------------------------------------------------------------ scoring
 
     def render(self, sample: Sample) -> str:
         """The judge's chat prompt for one sample, ready to tokenize."""
@@ -221,14 +174,8 @@ class GenerativeJudge(Reward):
             enable_thinking=self.enable_thinking,
         )
 
-    def score(self, sample: Sample) -> RewardResult:
-        return self.score_batch([sample])[0]
-
     def score_batch(self, samples: Sequence[Sample]) -> list[RewardResult]:
-        for sample in samples:
-            self.check(sample)
-            if not isinstance(sample.answer, str):
-                raise TypeError(f"sample.answer must be a str, got {type(sample.answer).__name__}")
+        self._check_samples(samples)
         results: list[RewardResult | None] = [None] * len(samples)
         todo = []
         for i, sample in enumerate(samples):
@@ -249,37 +196,20 @@ class GenerativeJudge(Reward):
     def generate(self, prompts: Sequence[str]) -> list[str]:
         """Greedy judge outputs for rendered prompts, in batches (shortest first, left padded)."""
         tokenizer, model = self.tokenizer, self.model
-        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         config = GenerationConfig(
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=_eos_ids(model, tokenizer),
         )
-        outputs: list[str] = [""] * len(prompts)
-        device = next(model.parameters()).device
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            batch = _left_pad([encoded[i] for i in chunk], tokenizer.pad_token_id)
-            generated = model.generate(
-                **{k: v.to(device) for k, v in batch.items()}, generation_config=config
-            )
+
+        def run(batch: dict[str, torch.Tensor]) -> list[str]:
+            generated = model.generate(**batch, generation_config=config)
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for i, text in zip(chunk, texts, strict=True):
-                outputs[i] = text.strip()
-        return outputs
+            return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
-
-def _left_pad(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        return self._in_batches(encoded, run, pad_id=tokenizer.pad_token_id, side="left")
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -288,19 +218,3 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
-
-
-def _load_local(auto_class: Any, source: Any, dtype: Any) -> Any:
-    """``from_pretrained`` on a local directory only: the judge never reaches the network."""
-    if isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"judge model/tokenizer directory {str(path)!r} does not exist "
-                "(the judge loads local directories only, never a hub name)"
-            )
-        kwargs = {"local_files_only": True}
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        return auto_class.from_pretrained(path, **kwargs)
-    return source

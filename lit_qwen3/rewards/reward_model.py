@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from transformers import (
@@ -24,8 +24,8 @@ from transformers import (
 )
 
 from lit_qwen3.chat import require_chat_template
-from lit_qwen3.models import load_tokenizer
-from lit_qwen3.rewards.base import Reward, RewardResult, Sample, register_reward
+from lit_qwen3.rewards.base import RewardResult, Sample, register_reward
+from lit_qwen3.rewards.local_model import LocalModelReward, pad_batch
 
 __all__ = [
     "ScalarRewardModel",
@@ -62,13 +62,7 @@ def encode_for_reward_model(
 
 def right_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` of sequences padded on the right to the longest."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+    return pad_batch(sequences, pad_id, side="right")
 
 
 def sequence_scores(
@@ -94,7 +88,7 @@ def sequence_scores(
 
 
 @register_reward("reward_model")
-class ScalarRewardModel(Reward):
+class ScalarRewardModel(LocalModelReward):
     """Reward = ``(rm(prompt + answer) - shift) / scale`` from a scalar reward model.
 
     ``model`` is a directory (loaded on first use, ``local_files_only=True``) or a loaded
@@ -105,6 +99,8 @@ class ScalarRewardModel(Reward):
     """
 
     name: ClassVar[str] = "reward_model"
+    kind: ClassVar[str] = "reward model"
+    auto_class = AutoModelForSequenceClassification
 
     def __init__(
         self,
@@ -125,77 +121,25 @@ class ScalarRewardModel(Reward):
             )
         if not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
-        if not isinstance(model, (str, Path, PreTrainedModel)):
-            raise TypeError(
-                f"model must be a directory or a PreTrainedModel, got {type(model).__name__}"
-            )
-        if tokenizer is None and isinstance(model, PreTrainedModel):
-            raise ValueError("pass `tokenizer` when `model` is an already loaded PreTrainedModel")
-        self.batch_size = batch_size
+        super().__init__(model, tokenizer, batch_size=batch_size, device=device, dtype=dtype)
         self.max_length = max_length
         self.scale = scale
         self.shift = shift
         self.empty_answer_score = empty_answer_score
-        self.device = device
-        self.dtype = dtype
-        self._model_source = model
-        self._tokenizer_source = model if tokenizer is None else tokenizer
-        self._model: PreTrainedModel | None = None
-        self._tokenizer: PreTrainedTokenizerBase | None = None
 
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
-            source = self._tokenizer_source
-            if isinstance(source, (str, Path)) and not Path(source).expanduser().is_dir():
-                raise FileNotFoundError(
-                    f"reward model tokenizer directory {str(source)!r} does not exist"
-                )
-            tokenizer = load_tokenizer(source)
-            if tokenizer.pad_token_id is None:
-                raise ValueError("the reward model's tokenizer has no pad token; set one")
-            self._tokenizer = tokenizer
-        return self._tokenizer
-
-    @property
-    def model(self) -> PreTrainedModel:
-        """The reward model, loaded from its directory on first use."""
-        if self._model is None:
-            model = self._model_source
-            if not isinstance(model, PreTrainedModel):
-                path = Path(model).expanduser()
-                if not path.is_dir():
-                    raise FileNotFoundError(
-                        f"reward model directory {str(path)!r} does not exist (local "
-                        "directories only, never a hub name)"
-                    )
-                kwargs: dict[str, Any] = {"local_files_only": True}
-                if self.dtype is not None:
-                    kwargs["dtype"] = self.dtype
-                model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-                if torch.cuda.is_available() and self.device is None:
-                    model.to("cuda")
-            if model.config.num_labels != 1:
-                raise ValueError(
-                    f"{self._model_source!s:.200} is not a scalar reward model: it has "
-                    f"num_labels={model.config.num_labels}, expected 1 (train one with "
-                    "RewardModelTraining)"
-                )
-            if model.config.pad_token_id is None:
-                model.config.pad_token_id = self.tokenizer.pad_token_id
-            if self.device is not None:
-                model.to(self.device)
-            self._model = model.eval()
-        return self._model
-
-    def score(self, sample: Sample) -> RewardResult:
-        return self.score_batch([sample])[0]
+    def _checked_model(self, model: PreTrainedModel) -> PreTrainedModel:
+        if model.config.num_labels != 1:
+            raise ValueError(
+                f"{self._model_source!s:.200} is not a scalar reward model: it has "
+                f"num_labels={model.config.num_labels}, expected 1 (train one with "
+                "RewardModelTraining)"
+            )
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        return model
 
     def score_batch(self, samples: Sequence[Sample]) -> list[RewardResult]:
-        for sample in samples:
-            self.check(sample)
-            if not isinstance(sample.answer, str):
-                raise TypeError(f"sample.answer must be a str, got {type(sample.answer).__name__}")
+        self._check_samples(samples)
         results: list[RewardResult | None] = [None] * len(samples)
         todo = []
         for i, sample in enumerate(samples):
@@ -216,17 +160,11 @@ class ScalarRewardModel(Reward):
         """Unnormalised scores of rendered texts, in batches of similar lengths."""
         if not texts:
             return [], []
-        model, tokenizer = self.model, self.tokenizer
-        ids, truncated = encode_for_reward_model(tokenizer, texts, self.max_length)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        device = next(model.parameters()).device
-        scores = [0.0] * len(ids)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            batch = right_pad([ids[i] for i in chunk], model.config.pad_token_id)
-            values = sequence_scores(
-                model, batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            )
-            for i, value in zip(chunk, values.float().tolist(), strict=True):
-                scores[i] = value
+        model = self.model
+        ids, truncated = encode_for_reward_model(self.tokenizer, texts, self.max_length)
+
+        def run(batch: dict[str, torch.Tensor]) -> list[float]:
+            return sequence_scores(model, **batch).float().tolist()
+
+        scores = self._in_batches(ids, run, pad_id=model.config.pad_token_id, side="right")
         return scores, truncated
