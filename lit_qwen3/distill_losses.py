@@ -38,7 +38,19 @@ def _float_mask(mask: Tensor, like: Tensor, name: str = "mask") -> Tensor:
     return mask.to(like.dtype)
 
 
-def _reduce(per_token: Tensor, mask: Tensor, reduction: str) -> Tensor:
+def _check_reduction(reduction: str) -> None:
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _reduce(
+    per_token: Tensor,
+    mask: Tensor,
+    reduction: str,
+    empty_error: str = "mask selects no token: nothing to distil (check mask alignment)",
+) -> Tensor:
+    """Zero the unmasked tokens, then return them (``none``), their sum, or their mean; a mean
+    over an empty mask raises ``ValueError(empty_error)``: nothing would be trained."""
     m = _float_mask(mask, per_token)
     per_token = per_token * m
     if reduction == "none":
@@ -47,13 +59,16 @@ def _reduce(per_token: Tensor, mask: Tensor, reduction: str) -> Tensor:
         return per_token.sum()
     num = m.sum()
     if num.item() == 0:
-        raise ValueError("mask selects no token: nothing to distil (check mask alignment)")
+        raise ValueError(empty_error)
     return per_token.sum() / num
 
 
-def _check_reduction(reduction: str) -> None:
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+def _check_divergence_args(
+    student_logits: Tensor, mask: Tensor, temperature: float, reduction: str
+) -> None:
+    _check_temperature(temperature)
+    _check_reduction(reduction)
+    _check_shape("mask", mask, student_logits.shape[:-1], "student_logits without its vocab dim")
 
 
 def _log_softmax(logits: Tensor, temperature: float) -> Tensor:
@@ -63,21 +78,26 @@ def _log_softmax(logits: Tensor, temperature: float) -> Tensor:
 def _pair_logprobs(
     student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, temperature: float, reduction
 ) -> tuple[Tensor, Tensor]:
-    _check_temperature(temperature)
-    _check_reduction(reduction)
+    _check_divergence_args(student_logits, mask, temperature, reduction)
     if student_logits.shape[-1] != teacher_logits.shape[-1]:
         raise ValueError(
             f"student vocab size {student_logits.shape[-1]} != teacher vocab size "
             f"{teacher_logits.shape[-1]}: distillation needs a shared vocabulary"
         )
     _check_shape("teacher_logits", teacher_logits, student_logits.shape, "student_logits")
-    _check_shape("mask", mask, student_logits.shape[:-1], "student_logits without its vocab dim")
     return _log_softmax(student_logits, temperature), _log_softmax(teacher_logits, temperature)
 
 
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
     """KL(p || q) summed over the last dim, from log-probs (``F.kl_div`` takes them swapped)."""
     return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
+
+
+def _masked_kl(
+    log_s: Tensor, log_t: Tensor, mask: Tensor, reduction: str, *, reverse: bool
+) -> Tensor:
+    """Reverse KL(student || teacher) or forward KL(teacher || student), reduced over ``mask``."""
+    return _reduce(_kl(log_s, log_t) if reverse else _kl(log_t, log_s), mask, reduction)
 
 
 # ----------------------------------------------------------------------------- full vocabulary
@@ -90,7 +110,7 @@ def forward_kl(
 ) -> Tensor:
     """KL(teacher || student) per token: mass-covering, the classic distillation loss."""
     log_s, log_t = _pair_logprobs(student_logits, teacher_logits, mask, temperature, reduction)
-    return _reduce(_kl(log_t, log_s), mask, reduction)
+    return _masked_kl(log_s, log_t, mask, reduction, reverse=False)
 
 
 def reverse_kl(
@@ -102,7 +122,7 @@ def reverse_kl(
 ) -> Tensor:
     """KL(student || teacher) per token: mode-seeking, the on-policy distillation default."""
     log_s, log_t = _pair_logprobs(student_logits, teacher_logits, mask, temperature, reduction)
-    return _reduce(_kl(log_s, log_t), mask, reduction)
+    return _masked_kl(log_s, log_t, mask, reduction, reverse=True)
 
 
 def generalized_jsd(
@@ -123,10 +143,8 @@ def generalized_jsd(
     if not (isinstance(beta, (int, float)) and 0.0 <= beta <= 1.0):
         raise ValueError(f"beta must be a number in [0, 1], got {beta!r}")
     log_s, log_t = _pair_logprobs(student_logits, teacher_logits, mask, temperature, reduction)
-    if beta == 0:
-        return _reduce(_kl(log_t, log_s), mask, reduction)
-    if beta == 1:
-        return _reduce(_kl(log_s, log_t), mask, reduction)
+    if beta in (0, 1):
+        return _masked_kl(log_s, log_t, mask, reduction, reverse=beta == 1)
     log_m = torch.logaddexp(log_s + math.log1p(-beta), log_t + math.log(beta))
     jsd = beta * _kl(log_t, log_m) + (1 - beta) * _kl(log_s, log_m)
     return _reduce(jsd, mask, reduction)
@@ -157,11 +175,9 @@ def _topk_buckets(
     reduction: str,
 ) -> tuple[Tensor, Tensor]:
     """(k+1)-bucket log-probs ``(student, teacher)``: the k teacher ids, then the tail."""
-    _check_temperature(temperature)
-    _check_reduction(reduction)
+    _check_divergence_args(student_logits, mask, temperature, reduction)
     vocab = student_logits.shape[-1]
     lead = student_logits.shape[:-1]
-    _check_shape("mask", mask, lead, "student_logits without its vocab dim")
     k = teacher_topk_ids.shape[-1] if teacher_topk_ids.dim() else 0
     _check_shape("teacher_topk_ids", teacher_topk_ids, lead + (k,), "student_logits[..., :k]")
     _check_shape(
@@ -202,7 +218,7 @@ def topk_forward_kl(
     log_s, log_t = _topk_buckets(
         student_logits, teacher_topk_logprobs, teacher_topk_ids, mask, temperature, reduction
     )
-    return _reduce(_kl(log_t, log_s), mask, reduction)
+    return _masked_kl(log_s, log_t, mask, reduction, reverse=False)
 
 
 def topk_reverse_kl(
@@ -217,4 +233,4 @@ def topk_reverse_kl(
     log_s, log_t = _topk_buckets(
         student_logits, teacher_topk_logprobs, teacher_topk_ids, mask, temperature, reduction
     )
-    return _reduce(_kl(log_s, log_t), mask, reduction)
+    return _masked_kl(log_s, log_t, mask, reduction, reverse=True)

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lit_qwen3.distill_losses import (  # noqa: F401  (distillation losses re-exported here)
+    _check_reduction,
     _float_mask,
+    _reduce,
     forward_kl,
     generalized_jsd,
     reverse_kl,
@@ -81,8 +83,7 @@ def masked_cross_entropy(
     trained); ``"sum"`` lets the caller divide by a global token count under gradient
     accumulation; ``"none"`` returns per-token losses, zero where masked.
     """
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    _check_reduction(reduction)
     _check_shape("labels", labels, logits.shape[:-1], "logits without its vocab dim")
     _check_labels(labels, logits.shape[-1], ignore_index)
     counted = _float_mask(loss_mask, labels, "loss_mask").bool() & (labels != ignore_index)
@@ -96,17 +97,11 @@ def masked_cross_entropy(
         ignore_index=ignore_index,
         reduction="none",
     ).reshape(labels.shape)
-    if reduction == "none":
-        return per_token
-    if reduction == "sum":
-        return per_token.sum()
-    num = counted.sum()
-    if num.item() == 0:
-        raise ValueError(
-            "loss_mask selects no target token (after ignore_index and packed-document starts); "
-            "check that the mask covers assistant tokens and is aligned with labels"
-        )
-    return per_token.sum() / num
+    empty_error = (
+        "loss_mask selects no target token (after ignore_index and packed-document starts); "
+        "check that the mask covers assistant tokens and is aligned with labels"
+    )
+    return _reduce(per_token, counted, reduction, empty_error)
 
 
 def causal_lm_loss(
