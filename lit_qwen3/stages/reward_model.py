@@ -35,6 +35,7 @@ from lit_qwen3.losses import bradley_terry_loss
 from lit_qwen3.models import (
     QWEN3_MODELS,
     TOY_PRESETS,
+    enable_gradient_checkpointing,
     load_tokenizer,
     resolve_attn_implementation,
     resolve_dtype,
@@ -169,7 +170,7 @@ class RewardModelTraining(LightningModule):
                 f"{self.model.config.vocab_size} embeddings: pass the model's own tokenizer"
             )
         if hp.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable({"use_reentrant": False})
+            enable_gradient_checkpointing(self.model)
         mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
         if mesh is not None:
             shard_for_fsdp2(self.model, mesh["data_parallel"])
