@@ -10,6 +10,7 @@ import warnings
 import lightning
 import pytest
 import torch
+from single_thread import one_thread  # noqa: F401  (autouse fixture)
 from transformers import AutoModelForCausalLM, Qwen3ForSequenceClassification
 
 from lit_qwen3.datamodules.preference_pairs import (
@@ -26,16 +27,6 @@ from lit_qwen3.rewards.reward_model import (
     sequence_scores,
 )
 from lit_qwen3.stages.reward_model import RewardModelTraining
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 PROMPT = [{"role": "user", "content": "Name a fast trainer. /no_think"}]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from single_thread import one_thread  # noqa: F401  (autouse fixture)
 from transformers import Qwen3ForCausalLM
 
 from lit_qwen3.chat import EMPTY_THINKING
@@ -15,16 +16,6 @@ from lit_qwen3.rewards.judge import (
     last_user_message,
     parse_verdict,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 QUESTION = [{"role": "user", "content": "What is 2+2? /think"}]
 SHORT_TEMPLATE = "Q: {question}\nRef: {reference}\nReply: {reply}"
