@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.rewards.base import Reward, RewardResult, Sample
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 def pad_batch(
@@ -140,11 +140,11 @@ class LocalModelReward(Reward):
     def _in_batches(
         self,
         sequences: Sequence[Sequence[int]],
-        run: Callable[[dict[str, torch.Tensor]], Sequence[T]],
+        run: Callable[[dict[str, torch.Tensor]], Sequence[_T]],
         *,
         pad_id: int,
         side: Literal["left", "right"],
-    ) -> list[T]:
+    ) -> list[_T]:
         """``run`` on padded batches of ``batch_size`` sequences of similar length (shortest
         first), on the model's device; one result per sequence, in input order."""
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
