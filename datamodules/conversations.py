@@ -244,6 +244,7 @@ class ConversationDataModule(LightningDataModule):
         toy_min_digits: int = 2,
         toy_max_digits: int = 4,
         toy_mul_fraction: float = 0.25,
+        toy_check: bool = True,
         verifier: str | None = None,
     ) -> None:
         super().__init__()
@@ -296,6 +297,7 @@ class ConversationDataModule(LightningDataModule):
             min_digits=hp.toy_min_digits,
             max_digits=hp.toy_max_digits,
             mul_fraction=hp.toy_mul_fraction,
+            check=hp.toy_check,
         )
         n_val = hp.val_size if hp.val_size is not None else round(hp.toy_size * hp.val_fraction)
         kwargs = {"think_fraction": hp.toy_think_fraction, "cut_fraction": hp.toy_cut_fraction}

@@ -124,7 +124,7 @@ def test_cli_run_exports_a_model_and_fills_mlflow(tmp_path):
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.tags["stage"] == "cold_start"
-    assert run.data.tags["model"] == "toy-student"
+    assert run.data.tags["model"] == "toy-teacher"
     assert run.data.tags["dataset"] == "toy-arithmetic"
     assert run.data.params["config.model.class_path"] == "lit_qwen3.stages.ColdStartSFT"
     assert run.data.params["config.trainer.max_steps"] == "6"
