@@ -9,7 +9,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny models run faster on one thread, and far faster when other jobs share the cores."""
     threads = torch.get_num_threads()

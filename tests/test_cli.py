@@ -54,6 +54,7 @@ def _override(tmp_path: Path) -> Path:
             "max_steps": 6,
             "val_check_interval": 3,
             "limit_val_batches": 1,
+            "log_every_n_steps": 1,
             "default_root_dir": str(tmp_path / "cold_start"),
             "enable_progress_bar": False,
             "logger": {

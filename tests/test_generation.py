@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from single_thread import one_thread  # noqa: F401  (autouse fixture)
 from transformers import (
     MinPLogitsWarper,
     Qwen3Config,
@@ -46,14 +47,6 @@ QUESTIONS = [
     "2*3=?",
 ]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and the test machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
