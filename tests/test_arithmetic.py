@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from lit_qwen3.datamodules.arithmetic import (
     ArithmeticProblem,
     ArithmeticTask,

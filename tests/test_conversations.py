@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from lit_qwen3.datamodules.conversations import (
     ConversationDataModule,
     EpochShuffleSampler,
@@ -15,7 +16,6 @@ from lit_qwen3.datamodules.conversations import (
     read_conversations,
     split_indices,
 )
-
 from lit_qwen3.packing import IGNORE_INDEX
 
 QWEN3_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "qwen3-tokenizer"

@@ -48,7 +48,6 @@ QUESTIONS = [
 ]
 
 
-
 @pytest.fixture(scope="module")
 def model(qwen3_tokenizer):
     torch.manual_seed(0)
