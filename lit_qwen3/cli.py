@@ -81,6 +81,17 @@ class LitQwen3CLI(LightningCLI):
             )
 
 
+#: MLflow unless a config says otherwise: a local sqlite store (the ``file:`` store is legacy).
+DEFAULT_LOGGER = {
+    "class_path": "lightning.pytorch.loggers.MLFlowLogger",
+    "init_args": {
+        "experiment_name": "lit-qwen3",
+        "tracking_uri": "sqlite:///runs/mlflow.db",
+        "artifact_location": "runs/mlartifacts",
+    },
+}
+
+
 def main(args: list[str] | None = None) -> LitQwen3CLI:
     return LitQwen3CLI(
         LightningModule,
@@ -89,6 +100,7 @@ def main(args: list[str] | None = None) -> LitQwen3CLI:
         subclass_mode_data=True,
         save_config_callback=MLflowConfig,
         save_config_kwargs={"save_to_log_dir": False},
+        trainer_defaults={"logger": DEFAULT_LOGGER},
         parser_kwargs={"parser_mode": "omegaconf"},
         args=args,
     )

@@ -40,6 +40,19 @@ def test_every_shipped_config_parses_and_opens_with_its_command(config, capsys):
     assert "tokenizer" not in resolved["data"]["init_args"]  # linked from the model's
 
 
+def test_mlflow_is_the_default_logger(tmp_path, capsys):
+    minimal = tmp_path / "minimal.yaml"
+    minimal.write_text(
+        "model:\n  class_path: lit_qwen3.stages.ColdStartSFT\n"
+        "data:\n  class_path: lit_qwen3.datamodules.conversations.ConversationDataModule\n"
+    )
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(minimal), "--print_config"])
+    logger = yaml.safe_load(capsys.readouterr().out)["trainer"]["logger"]
+    assert logger["class_path"] == "lightning.pytorch.loggers.MLFlowLogger"
+    assert logger["init_args"]["tracking_uri"].startswith("sqlite:///")
+
+
 def test_bad_config_key_names_the_key(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  init_args:\n    learning_rate: 0.1\n")
