@@ -142,7 +142,7 @@ def test_attacks_score_zero_and_the_parent_is_unharmed(attack, monkeypatch):
     program = ATTACKS[attack].format(port=server.getsockname()[1])
     reward = CodeReward(sandbox={"wall_time_s": 1.0, "cpu_time_s": 1.0, "memory_mb": 256})
     try:
-        result = reward.score(sample(fenced(program), ["assert True"]))
+        result = reward.score(sample(fenced(program), ["assert 1 + 1 == 2"]))
     finally:
         server.close()
     assert result.score == 0.0, result.info

@@ -17,12 +17,10 @@ Run it from a plain Trainer::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_info
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -30,20 +28,17 @@ from transformers import (
     Qwen3ForSequenceClassification,
 )
 
-from lit_qwen3.export import export_pretrained
 from lit_qwen3.losses import bradley_terry_loss
 from lit_qwen3.models import (
     QWEN3_MODELS,
     TOY_PRESETS,
-    enable_gradient_checkpointing,
-    load_tokenizer,
     resolve_attn_implementation,
     resolve_dtype,
-    shard_for_fsdp2,
     tiny_qwen3_config,
 )
-from lit_qwen3.optim import OptimizerConfig, configure_adamw
+from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.rewards.reward_model import sequence_scores
+from lit_qwen3.stages.base import HFStageModule
 
 __all__ = ["RewardModelTraining", "build_reward_model"]
 
@@ -109,7 +104,7 @@ def build_reward_model(
     return model
 
 
-class RewardModelTraining(LightningModule):
+class RewardModelTraining(HFStageModule):
     """Bradley-Terry reward-model training on batches from ``PreferencePairsDataModule``.
 
     Args:
@@ -144,18 +139,13 @@ class RewardModelTraining(LightningModule):
         if tokenizer is None and Path(model).expanduser().is_file():
             raise ValueError(f"model {model!r} is a config file: pass `tokenizer` as well")
         self.hparams["tokenizer"] = tokenizer or model
-        self.optimizer_config = optimizer or OptimizerConfig()
-        self.tokenizer = load_tokenizer(tokenizer or model, allow_download=allow_download)
+        self.init_stage(model, tokenizer, optimizer, allow_download=allow_download)
         if self.tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; the reward model needs one")
-        self.model: PreTrainedModel | None = None
 
-    def configure_model(self) -> None:
-        """Build (and, under ModelParallelStrategy, shard) the network once."""
-        if self.model is not None:
-            return
+    def build_model(self) -> PreTrainedModel:
         hp = self.hparams
-        self.model = build_reward_model(
+        return build_reward_model(
             hp.model,
             pad_token_id=self.tokenizer.pad_token_id,
             vocab_size=len(self.tokenizer),
@@ -164,16 +154,6 @@ class RewardModelTraining(LightningModule):
             seed=hp.seed,
             allow_download=hp.allow_download,
         )
-        if len(self.tokenizer) > self.model.config.vocab_size:
-            raise ValueError(
-                f"tokenizer has {len(self.tokenizer)} tokens but model {hp.model!r} only "
-                f"{self.model.config.vocab_size} embeddings: pass the model's own tokenizer"
-            )
-        if hp.gradient_checkpointing:
-            enable_gradient_checkpointing(self.model)
-        mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
-        if mesh is not None:
-            shard_for_fsdp2(self.model, mesh["data_parallel"])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Scalar reward of each (right-padded) sequence, shape ``(batch,)``."""
@@ -207,21 +187,6 @@ class RewardModelTraining(LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return configure_adamw(
-            self.model, self.optimizer_config, self.trainer.estimated_stepping_batches
-        )
-
-    def on_fit_end(self) -> None:
-        if self.hparams.output_dir is not None:
-            self.export(self.hparams.output_dir)
-
-    def export(self, directory: str | Path) -> Path:
-        """Write the reward model + tokenizer as a Hugging Face directory."""
-        path = export_pretrained(self.model, self.tokenizer, directory)
-        rank_zero_info(f"[{self.stage}] reward model and tokenizer written to {path}")
-        return path
 
 
 def _pad_to(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:

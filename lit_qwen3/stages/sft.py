@@ -2,8 +2,8 @@
 
 The LightningModule wires pure parts together: ``load_model`` builds the network in
 ``configure_model`` (so FSDP2 can shard it at init), ``causal_lm_loss`` trains assistant tokens
-only, ``configure_adamw`` sets AdamW with warmup and cosine decay, and ``export_pretrained``
-writes model, tokenizer and chat template at the end of fit for the next stage.
+only; AdamW with warmup and cosine decay and the ``save_pretrained`` export at the end of fit
+come from :class:`~lit_qwen3.stages.base.HFStageModule`.
 
 Evaluation callbacks (``PassAtK``, ``ThinkingBudget``) need only ``self.model``,
 ``self.tokenizer``, ``self.thinking_budget`` and ``self.stop_thinking`` (the budget sampling
@@ -13,21 +13,18 @@ uses), so any module with those works with them.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_info
 
 from lit_qwen3.chat import STOP_THINKING
-from lit_qwen3.export import export_pretrained
 from lit_qwen3.losses import causal_lm_loss
-from lit_qwen3.models import load_model, load_tokenizer, shard_for_fsdp2
-from lit_qwen3.optim import OptimizerConfig, configure_adamw
+from lit_qwen3.models import load_model
+from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.stages.base import HFStageModule
 
 
-class SupervisedFineTuning(LightningModule):
+class SupervisedFineTuning(HFStageModule):
     """Chat SFT with an assistant-only loss on packed batches; writes a HF directory at the end.
 
     Args:
@@ -64,33 +61,16 @@ class SupervisedFineTuning(LightningModule):
         if thinking_budget is not None and thinking_budget < 0:
             raise ValueError(f"thinking_budget must be >= 0 or None, got {thinking_budget}")
         self.save_hyperparameters()
-        self.optimizer_config = optimizer or OptimizerConfig()
-        self.tokenizer = load_tokenizer(tokenizer or model)
+        self.init_stage(model, tokenizer, optimizer)
         self.thinking_budget = thinking_budget
         self.stop_thinking = stop_thinking
-        self.model: torch.nn.Module | None = None
         self._step_start = time.perf_counter()
 
-    def configure_model(self) -> None:
-        """Build (and, under ModelParallelStrategy, shard) the network once."""
-        if self.model is not None:
-            return
+    def build_model(self) -> torch.nn.Module:
         hp = self.hparams
-        self.model = load_model(
-            hp.model,
-            dtype=hp.dtype,
-            attn_implementation=hp.attn_implementation,
-            gradient_checkpointing=hp.gradient_checkpointing,
-            seed=hp.seed,
+        return load_model(
+            hp.model, dtype=hp.dtype, attn_implementation=hp.attn_implementation, seed=hp.seed
         )
-        if len(self.tokenizer) > self.model.config.vocab_size:
-            raise ValueError(
-                f"tokenizer has {len(self.tokenizer)} tokens but model {hp.model!r} only "
-                f"{self.model.config.vocab_size} embeddings: pass the model's own tokenizer"
-            )
-        mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
-        if mesh is not None:
-            shard_for_fsdp2(self.model, mesh["data_parallel"])
 
     def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return self.model(input_ids=input_ids, use_cache=False, **kwargs).logits
@@ -116,18 +96,3 @@ class SupervisedFineTuning(LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, tokens = self._loss(batch)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=int(tokens))
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return configure_adamw(
-            self.model, self.optimizer_config, self.trainer.estimated_stepping_batches
-        )
-
-    def on_fit_end(self) -> None:
-        if self.hparams.output_dir is not None:
-            self.export(self.hparams.output_dir)
-
-    def export(self, directory: str | Path) -> Path:
-        """Write model + tokenizer (with its chat template) as a Hugging Face directory."""
-        path = export_pretrained(self.model, self.tokenizer, directory)
-        rank_zero_info(f"[{self.stage}] model and tokenizer written to {path}")
-        return path

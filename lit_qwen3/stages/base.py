@@ -1,0 +1,77 @@
+"""What every stage shares: a Hugging Face model built in ``configure_model``, its tokenizer,
+AdamW with warmup and cosine decay, and a ``save_pretrained`` export at the end of fit.
+
+A stage subclasses :class:`HFStageModule`, calls ``save_hyperparameters()`` and
+``init_stage(...)`` in its ``__init__``, and implements ``build_model``. Its hyperparameters must
+include ``output_dir`` and ``gradient_checkpointing``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lit_qwen3.export import export_pretrained
+from lit_qwen3.models import enable_gradient_checkpointing, load_tokenizer, shard_for_fsdp2
+from lit_qwen3.optim import OptimizerConfig, configure_adamw
+
+
+class HFStageModule(LightningModule):
+    """Base of the stage modules: the network is a plain HF model in ``self.model``."""
+
+    stage: ClassVar[str] = "stage"
+    model: PreTrainedModel | None
+    tokenizer: PreTrainedTokenizerBase
+
+    def init_stage(
+        self,
+        model: str,
+        tokenizer: str | None,
+        optimizer: OptimizerConfig | None,
+        *,
+        allow_download: bool = False,
+    ) -> None:
+        """Resolve the tokenizer now (cheap); the model waits for ``configure_model``."""
+        self.optimizer_config = optimizer or OptimizerConfig()
+        self.tokenizer = load_tokenizer(tokenizer or model, allow_download=allow_download)
+        self.model = None
+
+    def build_model(self) -> PreTrainedModel:
+        """The stage's network, unsharded; called once by ``configure_model``."""
+        raise NotImplementedError
+
+    def configure_model(self) -> None:
+        """Build (and, under ModelParallelStrategy, shard) the network once."""
+        if self.model is not None:
+            return
+        model = self.build_model()
+        if len(self.tokenizer) > model.config.vocab_size:
+            raise ValueError(
+                f"tokenizer has {len(self.tokenizer)} tokens but model {self.hparams.model!r} "
+                f"only {model.config.vocab_size} embeddings: pass the model's own tokenizer"
+            )
+        if self.hparams.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
+        if mesh is not None:
+            shard_for_fsdp2(model, mesh["data_parallel"])
+        self.model = model
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_adamw(
+            self.model, self.optimizer_config, self.trainer.estimated_stepping_batches
+        )
+
+    def on_fit_end(self) -> None:
+        if self.hparams.output_dir is not None:
+            self.export(self.hparams.output_dir)
+
+    def export(self, directory: str | Path) -> Path:
+        """Write model + tokenizer (with its chat template) as a Hugging Face directory."""
+        path = export_pretrained(self.model, self.tokenizer, directory)
+        rank_zero_info(f"[{self.stage}] model and tokenizer written to {path}")
+        return path
