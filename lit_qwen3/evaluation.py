@@ -49,26 +49,52 @@ def _arithmetic_verifier(completion: str, query: Query) -> bool:
     return verify(split_thinking(completion).answer, query["answer"])
 
 
-def resolve_verifier(verifier: str | Verifier) -> Verifier:
-    """A callable verifier from a name: ``arithmetic`` (the toy task) or any registered reward.
+class RewardVerifier:
+    """Correct when a registered reward scores 1 (math-verify, code tests, ...).
 
-    A reward counts as correct when it scores 1 (math-verify, code tests, ...); the query's
-    ``answer`` is passed as the reward's ``reference``.
+    Scores go through a :class:`~lit_qwen3.rewards.CompositeReward`, so slow or hostile
+    completions run in worker processes under a per-sample ``timeout`` and score 0 on failure.
+    The query's ``answer`` is passed as the reward's ``reference``.
     """
+
+    def __init__(self, name: str, *, timeout: float = 10.0, num_workers: int = 1) -> None:
+        from lit_qwen3.rewards import CompositeReward
+
+        self.composite = CompositeReward({name: 1.0}, timeout=timeout, num_workers=num_workers)
+
+    def batch(self, completions: Sequence[str], queries: Sequence[Query]) -> list[bool]:
+        from lit_qwen3.rewards import Sample
+
+        samples = [
+            Sample.from_completion(
+                list(query["messages"]),
+                completion,
+                metadata={"reference": query.get("answer"), **query.get("metadata", {})},
+            )
+            for completion, query in zip(completions, queries, strict=True)
+        ]
+        return [result.score >= 1.0 for result in self.composite.score_batch(samples)]
+
+    def __call__(self, completion: str, query: Query) -> bool:
+        return self.batch([completion], [query])[0]
+
+
+def resolve_verifier(verifier: str | Verifier) -> Verifier:
+    """A verifier from a name: ``arithmetic`` (the toy task) or any registered reward name."""
     if callable(verifier):
         return verifier
     if verifier == "arithmetic":
         return _arithmetic_verifier
-    from lit_qwen3.rewards import Sample, build_reward
+    return RewardVerifier(verifier)
 
-    reward = build_reward(verifier)
 
-    def check(completion: str, query: Query) -> bool:
-        metadata = {"reference": query.get("answer"), **query.get("metadata", {})}
-        sample = Sample.from_completion(list(query["messages"]), completion, metadata=metadata)
-        return reward.score(sample).score >= 1.0
-
-    return check
+def verify_batch(
+    verifier: Verifier, completions: Sequence[str], queries: Sequence[Query]
+) -> list[bool]:
+    """Check many completions at once when the verifier can batch (rewards), else one by one."""
+    if hasattr(verifier, "batch"):
+        return verifier.batch(completions, queries)
+    return [bool(verifier(c, q)) for c, q in zip(completions, queries, strict=True)]
 
 
 @dataclass
@@ -143,8 +169,9 @@ def evaluate_mode(
                 generator=generator,
             )
             texts = rollouts.texts(tokenizer)
+            verdicts = verify_batch(check, texts, [queries[q] for q, _ in chunk])
             for i, ((q, s), text) in enumerate(zip(chunk, texts, strict=True)):
-                correct[q, s] = bool(check(text, queries[q]))
+                correct[q, s] = verdicts[i]
                 samples.append(
                     {
                         "query": q,

@@ -33,6 +33,9 @@ def test_verifiers_check_the_answer_after_thinking():
     math = resolve_verifier("math")
     assert math("<think>\nhmm\n</think>\n\n$\\boxed{\\frac{8}{2}}$", query)
     assert not math("<think>\nhmm\n</think>\n\n\\boxed{3}", query)
+    # Batched through worker processes: one verdict per completion, in order.
+    verdicts = math.batch(["\\boxed{4}", "no answer", "<think>x</think>\\boxed{4.0}"], [query] * 3)
+    assert verdicts == [True, False, True]
     with pytest.raises(ValueError, match="unknown reward"):
         resolve_verifier("no-such-verifier")
 
