@@ -92,8 +92,9 @@ DEFAULT_LOGGER = {
 }
 
 
-def main(args: list[str] | None = None) -> LitQwen3CLI:
-    return LitQwen3CLI(
+def main(args: list[str] | None = None) -> None:
+    """The ``lit-qwen3`` console script (returns None: its value becomes the exit status)."""
+    LitQwen3CLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,

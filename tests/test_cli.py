@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,28 @@ def test_cli_run_exports_a_model_and_fills_mlflow(tmp_path):
     table = json.loads(Path(table_path).read_text())
     assert set(table["columns"]) >= {"mode", "completion", "reference", "correct"}
     assert {row[table["columns"].index("mode")] for row in table["data"]} == {"think", "no_think"}
+
+
+def test_console_script_runs_ddp_on_two_cpu_processes(tmp_path):
+    """Two DDP ranks on CPU: evaluation shards and syncs, one MLflow run, exit status 0."""
+    override = yaml.safe_load(_override(tmp_path).read_text())
+    override["trainer"].update(strategy="ddp", devices=2, max_steps=4, val_check_interval=2)
+    override["trainer"]["callbacks"][0]["init_args"].update(every_n_steps=2, num_queries=5)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(override))
+    script = Path(sys.executable).parent / "lit-qwen3"
+    config = REPO / "configs/toy/cold_start.yaml"
+    done = subprocess.run(
+        [str(script), "fit", "--config", str(config), "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "export" / "model.safetensors").exists()
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("cli-test").experiment_id])
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "eval/think/pass_at_2")
+    assert sorted(m.step for m in history) == [0, 2, 4]  # logged once per evaluation, by rank 0
