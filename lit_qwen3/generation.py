@@ -327,6 +327,7 @@ class RolloutSampler:
         stepper = ModelStepper(model, prompt_mask, width + cfg.max_new_tokens, self.fast_path)
         logits = stepper.prefill(prompt_ids)
         alive = torch.ones(batch, dtype=torch.bool, device=device)
+        lockstep = needs_lockstep(model)
         for step in range(cfg.max_new_tokens):
             forcing, forced_ids = state.next_forced()
             draw = sample_next_tokens(
@@ -349,9 +350,9 @@ class RolloutSampler:
                 break
             if not cfg.ignore_eos:  # one host sync per step, only when rows can finish
                 n_alive = int(alive.sum())
-                if n_alive == 0:
+                if global_alive(n_alive, lockstep) == 0:
                     break
-                if n_alive <= alive.shape[0] // 2:  # drop finished rows from batch and cache
+                if 0 < n_alive <= alive.shape[0] // 2:  # drop finished rows from batch and cache
                     steps.finish_rows(state, alive)
                     keep = alive.nonzero().squeeze(-1)
                     steps.select(keep)
@@ -430,6 +431,30 @@ class _StepRecorder:
             budget_forced=self.budget_forced,
             truncated=self.truncated,
         )
+
+
+def needs_lockstep(model: torch.nn.Module) -> bool:
+    """Sharded (FSDP2) models gather weights in every forward: all ranks must step together."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def global_alive(n_alive: int, lockstep: bool) -> int:
+    """Rows still generating: on this rank, or on all ranks when they decode in lockstep.
+
+    A rank whose rows all finished keeps calling the model (on its finished rows) until every
+    rank is done, so that the sharded forward's collectives match.
+    """
+    if not lockstep:
+        return n_alive
+    total = torch.tensor([n_alive], dtype=torch.long)
+    if torch.distributed.get_backend() == "nccl":
+        total = total.cuda()
+    torch.distributed.all_reduce(total)
+    return int(total.item())
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lit_qwen3.cli import main
+from lit_qwen3.models import count_parameters, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -174,10 +175,18 @@ def test_cli_run_exports_a_model_and_fills_mlflow(tmp_path):
     assert {row[table["columns"].index("mode")] for row in table["data"]} == {"think", "no_think"}
 
 
-def test_console_script_runs_ddp_on_two_cpu_processes(tmp_path):
-    """Two DDP ranks on CPU: evaluation shards and syncs, one MLflow run, exit status 0."""
+FSDP2 = {
+    "class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
+    "init_args": {"data_parallel_size": 2, "tensor_parallel_size": 1},
+}
+
+
+@pytest.mark.parametrize("strategy", ["ddp", FSDP2], ids=["ddp", "fsdp2"])
+def test_console_script_runs_two_cpu_processes(tmp_path, strategy):
+    """Two ranks on CPU (DDP, or FSDP2 sharding): evaluation shards its queries and syncs the
+    metrics, the export gathers the weights, one MLflow run, exit status 0."""
     override = yaml.safe_load(_override(tmp_path).read_text())
-    override["trainer"].update(strategy="ddp", devices=2, max_steps=4, val_check_interval=2)
+    override["trainer"].update(strategy=strategy, devices=2, max_steps=4, val_check_interval=2)
     override["trainer"]["callbacks"][0]["init_args"].update(every_n_steps=2, num_queries=5)
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(override))
@@ -191,7 +200,9 @@ def test_console_script_runs_ddp_on_two_cpu_processes(tmp_path):
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "export" / "model.safetensors").exists()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
+    full = load_model("toy-teacher")  # every shard gathered: the exported model is whole
+    assert count_parameters(model) == count_parameters(full)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("cli-test").experiment_id])
     assert run.info.status == "FINISHED"

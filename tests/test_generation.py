@@ -536,3 +536,38 @@ def test_bad_prompts_and_stop_texts(qwen3_tokenizer, model):
     with pytest.raises(ValueError, match=r"thinking_budget\[0\] must be >= 0"):
         ThinkingBudgetLogitsProcessor(qwen3_tokenizer, -1)
     assert math.isfinite(sampler.sample(model, [[5, 6]]).logprobs.sum().item())
+
+
+def _lockstep_worker(rank: int, world: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    from lit_qwen3.generation import global_alive
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        mine = [0, 3][rank]  # rank 0 finished, rank 1 still has three rows generating
+        queue.put((rank, global_alive(mine, lockstep=True), global_alive(mine, lockstep=False)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_ranks_stop_decoding_together():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("fork")
+    queue = context.Queue()
+    workers = [context.Process(target=_lockstep_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for w in workers:
+        w.start()
+    results = sorted(queue.get(timeout=60) for _ in workers)
+    for w in workers:
+        w.join(timeout=30)
+    # In lockstep both ranks see 3 rows alive, so the finished rank keeps stepping with the other.
+    assert results == [(0, 3, 0), (1, 3, 3)]
