@@ -1,0 +1,8 @@
+"""LightningDataModules and datasets of the recipe (installed as ``lit_qwen3.datamodules``).
+
+- ``arithmetic``: the embedded toy task (generator, chain-of-thought traces, verifier); pure Python.
+- ``conversations``: ``ConversationDataModule``, chat SFT with assistant-only loss and packing.
+- ``preference_pairs``: ``PreferencePairsDataModule``, (prompt, chosen, rejected) for reward models.
+
+Import the module you need; this package imports nothing, so the pure toy task stays light.
+"""
