@@ -28,11 +28,8 @@ from transformers import PreTrainedTokenizerBase
 
 from lit_qwen3.chat import split_thinking
 from lit_qwen3.models import load_tokenizer
-from lit_qwen3.rewards.reward_model import (
-    encode_for_reward_model,
-    render_for_reward_model,
-    right_pad,
-)
+from lit_qwen3.packing import pad_batch
+from lit_qwen3.rewards.reward_model import encode_for_reward_model, render_for_reward_model
 
 __all__ = ["PreferencePair", "PreferencePairsDataModule", "collate_pairs", "read_preference_pairs"]
 
@@ -119,7 +116,7 @@ def collate_pairs(items: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]
     """Chosen and rejected padded on the right to one common width (one forward for both)."""
     chosen = [item["chosen_input_ids"] for item in items]
     rejected = [item["rejected_input_ids"] for item in items]
-    both = right_pad(chosen + rejected, pad_id)
+    both = pad_batch(chosen + rejected, pad_id, side="right")
     n = len(items)
     batch = {
         "chosen_input_ids": both["input_ids"][:n],

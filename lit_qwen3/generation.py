@@ -34,6 +34,7 @@ import torch
 
 from lit_qwen3.chat import STOP_THINKING, ThinkTokens
 from lit_qwen3.decoding import ModelStepper
+from lit_qwen3.packing import pad_batch
 from lit_qwen3.sampling import (
     CLOSE_EMPTY_THINKING,
     BudgetState,
@@ -199,13 +200,8 @@ def left_pad(
     for row, length in enumerate(lengths):
         if length == 0:
             raise ValueError(f"prompts[{row}] is empty: every prompt needs at least one token")
-    width = max(lengths)
-    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-    return ids.to(device), mask.to(device)
+    batch = pad_batch(sequences, pad_token_id, side="left")
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
 
 class RolloutSampler:

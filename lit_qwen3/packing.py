@@ -245,17 +245,29 @@ def collate_packed(examples: Sequence[Example]) -> dict[str, torch.Tensor]:
     }
 
 
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int, *, side: Literal["left", "right"]
+) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` of token lists padded to the longest.
+
+    Left padding for generation (new tokens follow every prompt directly); right padding for
+    models that read the last real token.
+    """
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        cols = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
+        ids[row, cols] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, cols] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def collate_padded(examples: Sequence[Example], *, pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-padded rows: ``input_ids``, ``attention_mask``, ``labels`` (-100 on padding)."""
     if not examples:
         raise ValueError("collate_padded() needs at least one example")
-    width = max(len(e["input_ids"]) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        ids = list(example["input_ids"])
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        labels[row, : len(ids)] = torch.tensor(_labels(ids, example["loss_mask"]), dtype=torch.long)
-        attention_mask[row, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    batch = pad_batch([e["input_ids"] for e in examples], pad_token_id, side="right")
+    labels = [_labels(list(e["input_ids"]), e["loss_mask"]) for e in examples]
+    batch["labels"] = pad_batch(labels, IGNORE_INDEX, side="right")["input_ids"]
+    return batch

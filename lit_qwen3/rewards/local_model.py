@@ -17,27 +17,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_qwen3.models import load_tokenizer
+from lit_qwen3.packing import pad_batch
 from lit_qwen3.rewards.base import Reward, RewardResult, Sample
 
 _T = TypeVar("_T")
-
-
-def pad_batch(
-    sequences: Sequence[Sequence[int]], pad_id: int, *, side: Literal["left", "right"]
-) -> dict[str, torch.Tensor]:
-    """``input_ids`` and ``attention_mask`` of token lists padded to the longest.
-
-    Left padding for generation (new tokens follow every prompt directly); right padding for
-    models that read the last real token.
-    """
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        cols = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
-        ids[row, cols] = torch.as_tensor(seq, dtype=torch.long)
-        mask[row, cols] = 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 def local_directory(source: str | Path, what: str) -> Path:

@@ -25,7 +25,7 @@ from transformers import (
 
 from lit_qwen3.chat import require_chat_template
 from lit_qwen3.rewards.base import RewardResult, Sample, register_reward
-from lit_qwen3.rewards.local_model import LocalModelReward, pad_batch
+from lit_qwen3.rewards.local_model import LocalModelReward
 
 __all__ = [
     "ScalarRewardModel",
@@ -58,11 +58,6 @@ def encode_for_reward_model(
         truncated.append(len(tokens) > max_length)
         ids.append(tokens[-max_length:])
     return ids, truncated
-
-
-def right_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """``input_ids`` and ``attention_mask`` of sequences padded on the right to the longest."""
-    return pad_batch(sequences, pad_id, side="right")
 
 
 def sequence_scores(
