@@ -36,6 +36,7 @@ STOP_THINKING_REPORT = f"{_STOP_SENTENCE}\n</think>.\n\n"
 STOP_THINKING = STOP_THINKING_DOCS
 
 _FLAG = re.compile(r"/(no_)?think\b")
+_FLAG_WITH_SPACE = re.compile(r"\s*/(?:no_)?think\b")
 
 _TOOLS_HEADER = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -185,6 +186,23 @@ def thinking_enabled(messages: Sequence[Message], enable_thinking: bool = True) 
         if flags:
             mode = flags[-1] != "no_"
     return mode
+
+
+def strip_thinking_flags(text: str) -> str:
+    """``text`` without its ``/think`` and ``/no_think`` flags (and the spaces before them)."""
+    return _FLAG_WITH_SPACE.sub("", text).strip()
+
+
+def with_thinking_flag(messages: Sequence[Message], thinking: bool) -> list[dict]:
+    """A copy whose last user message ends with exactly the flag of the wanted mode."""
+    messages = [dict(m) for m in messages]
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if not users:
+        raise ValueError("a conversation needs at least one user message to carry a flag")
+    last = messages[users[-1]]
+    text = _FLAG_WITH_SPACE.sub("", last.get("content") or "").rstrip()
+    last["content"] = f"{text} {'/think' if thinking else '/no_think'}"
+    return messages
 
 
 @dataclass(frozen=True)

@@ -13,34 +13,19 @@ on the last user message and the template's ``enable_thinking`` switch.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from lit_qwen3.chat import STOP_THINKING, split_thinking
-from lit_qwen3.generation import RolloutSampler, SamplingConfig
+from lit_qwen3.chat import STOP_THINKING, split_thinking, with_thinking_flag
+from lit_qwen3.generation import RolloutSampler, SamplingConfig, model_device
 from lit_qwen3.metrics import PassAtK
 
 Query = Mapping[str, Any]
 #: (completion text, query) -> correct?
 Verifier = Callable[[str, Query], bool]
-
-_FLAG = re.compile(r"\s*/(no_)?think\b")
-
-
-def with_thinking_flag(messages: Sequence[Mapping[str, Any]], thinking: bool) -> list[dict]:
-    """A copy whose last user message ends with exactly the flag of the wanted mode."""
-    messages = [dict(m) for m in messages]
-    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
-    if not users:
-        raise ValueError("an evaluation query needs at least one user message")
-    last = messages[users[-1]]
-    text = _FLAG.sub("", last.get("content") or "").rstrip()
-    last["content"] = f"{text} {'/think' if thinking else '/no_think'}"
-    return messages
 
 
 def _arithmetic_verifier(completion: str, query: Query) -> bool:
@@ -151,7 +136,7 @@ def evaluate_mode(
         )
     check = resolve_verifier(verifier)
     sampler = RolloutSampler(tokenizer, sampling, stop_thinking=stop_thinking)
-    generator = torch.Generator(device=_device(model)).manual_seed(seed)
+    generator = torch.Generator(device=model_device(model)).manual_seed(seed)
 
     prompts = encode_prompts(tokenizer, queries, thinking=thinking)
     rows = [(q, s) for q in range(len(queries)) for s in range(n_samples)]
@@ -200,7 +185,3 @@ def evaluate_mode(
     metrics["budget_forced"] = torch.cat(forced).mean().item()
     metrics["truncated"] = torch.cat(truncated).mean().item()
     return ModeEvaluation(metrics, correct, samples)
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device

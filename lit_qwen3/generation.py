@@ -259,7 +259,7 @@ class RolloutSampler:
         ``generator`` (on the model's device) makes sampling reproducible. The model runs in
         eval mode (its mode is restored after) and without autograd.
         """
-        device = _model_device(model)
+        device = model_device(model)
         prompt_ids, prompt_mask = self._prompts(prompts, attention_mask, device)
         budget = resolve_thinking_budget(thinking_budget, prompt_ids.shape[0])
         was_training = model.training
@@ -453,7 +453,8 @@ def global_alive(n_alive: int, lockstep: bool) -> int:
     return int(total.item())
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's parameters (HF models also say it as ``model.device``)."""
     device = getattr(model, "device", None)
     if isinstance(device, torch.device):
         return device

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lit_qwen3.callbacks import PassAtK, ThinkingBudget
-from lit_qwen3.evaluation import evaluate_mode, resolve_verifier, with_thinking_flag
+from lit_qwen3.chat import with_thinking_flag
+from lit_qwen3.evaluation import evaluate_mode, resolve_verifier
 from lit_qwen3.generation import SamplingConfig
 from lit_qwen3.models import load_model
 

@@ -31,7 +31,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lit_qwen3.chat import split_thinking
+from lit_qwen3.chat import split_thinking, strip_thinking_flags
 from lit_qwen3.rewards.base import RewardResult, Sample, register_reward
 from lit_qwen3.rewards.local_model import LocalModelReward
 
@@ -78,7 +78,6 @@ _VERDICT_PATTERNS = (
     re.compile(r"\[\[\s*(correct|incorrect)\s*\]\]", re.IGNORECASE),
     re.compile(r"\b(?:verdict|judgement|judgment)\s*[:：]\s*\**\s*(correct|incorrect)\b", re.I),
 )
-_FLAGS = re.compile(r"\s*/(?:no_)?think\b")
 
 
 def parse_verdict(text: str, *, max_score: float = 10.0) -> float | None:
@@ -110,7 +109,7 @@ def last_user_message(prompt: Sequence[dict]) -> str:
     """The question the reply answers: the last user message, without /think or /no_think."""
     for message in reversed(prompt):
         if message.get("role") == "user" and isinstance(message.get("content"), str):
-            return _FLAGS.sub("", message["content"]).strip()
+            return strip_thinking_flags(message["content"])
     raise ValueError("the prompt has no user message with text content for the judge to read")
 
 
