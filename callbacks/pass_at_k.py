@@ -104,10 +104,9 @@ class PassAtK(Callback):
         """Global step of the last evaluation (saved in checkpoints: no double run on resume)."""
 
     def sampling(self, mode: str) -> SamplingConfig:
-        settings = {"max_new_tokens": self.max_new_tokens, **self.overrides}
-        if MODES[mode]:
-            return SamplingConfig.qwen3_thinking(**settings)
-        return SamplingConfig.qwen3_non_thinking(**settings)
+        return SamplingConfig.qwen3(
+            MODES[mode], max_new_tokens=self.max_new_tokens, **self.overrides
+        )
 
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """Run the evaluation now, log it, and return the metrics (same on every rank)."""

@@ -94,12 +94,7 @@ class ThinkingBudget(Callback):
             points.append(("no_think", None, False))
         metrics, rows = {}, []
         for label, budget, thinking in points:
-            settings = {"max_new_tokens": self.max_new_tokens}
-            sampling = (
-                SamplingConfig.qwen3_thinking(**settings)
-                if thinking
-                else SamplingConfig.qwen3_non_thinking(**settings)
-            )
+            sampling = SamplingConfig.qwen3(thinking, max_new_tokens=self.max_new_tokens)
             result = evaluate_mode(
                 pl_module.model,
                 pl_module.tokenizer,

@@ -131,9 +131,7 @@ def evaluate_mode(
     if n_samples < max(ks):
         raise ValueError(f"n_samples={n_samples} is smaller than the largest k={max(ks)}")
     if sampling is None:
-        sampling = (
-            SamplingConfig.qwen3_thinking() if thinking else SamplingConfig.qwen3_non_thinking()
-        )
+        sampling = SamplingConfig.qwen3(thinking)
     check = resolve_verifier(verifier)
     sampler = RolloutSampler(tokenizer, sampling, stop_thinking=stop_thinking)
     generator = torch.Generator(device=model_device(model)).manual_seed(seed)

@@ -119,6 +119,11 @@ class SamplingConfig:
         """Qwen3's recommended non-thinking settings (T=0.7, top-p 0.8, top-k 20)."""
         return cls(**{**QWEN3_NON_THINKING, **overrides})
 
+    @classmethod
+    def qwen3(cls, thinking: bool, **overrides: Any) -> SamplingConfig:
+        """Qwen3's recommended settings for the given mode."""
+        return cls.qwen3_thinking(**overrides) if thinking else cls.qwen3_non_thinking(**overrides)
+
 
 #: Qwen3 model cards' recommended sampling (greedy is discouraged for thinking mode).
 QWEN3_THINKING: dict[str, Any] = {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0}
