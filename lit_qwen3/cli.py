@@ -2,6 +2,8 @@
 
     lit-qwen3 fit --config configs/toy/cold_start.yaml
     lit-qwen3 fit --config configs/toy/cold_start.yaml --trainer.max_steps 50 --print_config
+    lit-qwen3 curate --config configs/toy/curate.yaml      # data curation (no Lightning loop)
+    lit-qwen3 pipeline --config configs/toy/pipeline.yaml  # every stage in order, one report
 
 Configs use ``class_path``/``init_args`` for the stage module and datamodule, omegaconf
 ``${...}`` interpolation, and may be repeated (later files override earlier ones). The data's
@@ -11,6 +13,8 @@ as ``config.yaml``, and the run is tagged with its stage, model and dataset.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -92,8 +96,23 @@ DEFAULT_LOGGER = {
 }
 
 
+#: Subcommands that are not a Lightning loop: name -> "module:function" taking the remaining args.
+SUBCOMMANDS: dict[str, str] = {
+    "curate": "lit_qwen3.curation.cli:main",
+    "pipeline": "lit_qwen3.pipeline:main",
+}
+
+
 def main(args: list[str] | None = None) -> None:
-    """The ``lit-qwen3`` console script (returns None: its value becomes the exit status)."""
+    """The ``lit-qwen3`` console script (returns None: its value becomes the exit status).
+
+    ``fit``/``validate``/... go to LightningCLI; the names in ``SUBCOMMANDS`` to their own parser.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in SUBCOMMANDS:
+        module, function = SUBCOMMANDS[argv[0]].split(":")
+        getattr(importlib.import_module(module), function)(argv[1:])
+        return
     LitQwen3CLI(
         LightningModule,
         LightningDataModule,

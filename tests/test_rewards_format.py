@@ -80,3 +80,18 @@ def test_require_answer_option_and_registry():
         "thinking_mode": True,
         "reason": "empty_answer",
     }
+
+
+def test_arithmetic_reward_scores_the_boxed_answer_after_thinking():
+    reward = build_reward("arithmetic")
+    prompt = [{"role": "user", "content": "347+589"}]
+
+    def score(completion: str) -> float:
+        sample = Sample.from_completion(prompt, completion, metadata={"reference": "936"})
+        return reward.score(sample).score
+
+    assert score("<think>\n7+9+0=16 6\n</think>\n\n\\boxed{936}") == 1.0
+    assert score("<think>\n\\boxed{936}\n</think>\n\n\\boxed{935}") == 0.0  # thinking never counts
+    assert score("<think>\n\n</think>\n\n936") == 0.0  # no box
+    with pytest.raises(ValueError, match="reference"):
+        reward.check(Sample.from_completion(prompt, "\\boxed{1}"))

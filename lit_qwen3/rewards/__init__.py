@@ -23,6 +23,7 @@ from lit_qwen3.rewards.base import (
 
 #: Modules whose import registers the built-in rewards (relative to this package).
 _BUILTIN_MODULES: tuple[str, ...] = (
+    "arithmetic",
     "math_answer",
     "code",
     "format",
@@ -34,6 +35,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
 #: Registry name -> module, so ``build_reward("math")`` imports only what it needs (the judge
 #: and reward model import torch). Names missing here are found by importing every module above.
 _BUILTIN_NAMES: dict[str, str] = {
+    "arithmetic": "arithmetic",
     "math": "math_answer",
     "code": "code",
     "format": "format",
@@ -44,6 +46,7 @@ _BUILTIN_NAMES: dict[str, str] = {
 
 #: Public classes, importable from this package without importing every reward module.
 _LAZY_EXPORTS = {
+    "ArithmeticReward": "arithmetic",
     "MathReward": "math_answer",
     "CodeReward": "code",
     "FormatReward": "format",
