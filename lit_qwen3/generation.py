@@ -138,7 +138,7 @@ class Rollouts:
     padding after it. ``forced_mask`` marks tokens the thinking budget teacher-forced: RL must not
     train on them (their ``logprobs`` are still filled; their ``sampling_logprobs`` are 0, as
     they came from a point mass). ``thinking_length`` counts the generated thinking tokens of
-    the last block (forced ones excluded), so it never exceeds the row's budget.
+    every block (forced ones excluded), so it never exceeds the row's budget.
     """
 
     prompt_ids: torch.Tensor

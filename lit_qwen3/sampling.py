@@ -27,6 +27,7 @@ from numbers import Integral
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformers import LogitsProcessor
 
 from lit_qwen3.chat import EMPTY_THINKING, STOP_THINKING, THINK_END, THINK_START, ThinkTokens
@@ -273,9 +274,14 @@ def forced_table(stop_ids: Sequence[int], empty_ids: Sequence[int], pad: int) ->
 class BudgetState:
     """Vectorised thinking-budget state machine over a batch: no Python loop per row.
 
-    Per row: ``thinking`` (inside an open block, not forcing), ``count`` (thinking tokens in the
-    current block), ``force_pos`` (next index into the forced sequence, -1 when not forcing),
-    ``force_kind`` (0 = stop text, 1 = empty block for budget 0), ``forced_any``.
+    Per row: ``thinking`` (inside an open block, not forcing), ``count`` (thinking tokens
+    generated so far, over every block), ``force_pos`` (next index into the forced sequence, -1
+    when not forcing), ``force_kind`` (0 = stop text, 1 = empty block for budget 0),
+    ``forced_any``.
+
+    The count never resets: a ``<think>`` inside an open block is one more thinking token, and a
+    block reopened after ``</think>`` continues the same count, so it is forced shut as soon as
+    it opens once the budget is spent. A policy cannot buy fresh budget with extra tags.
     """
 
     def __init__(
@@ -329,9 +335,9 @@ class BudgetState:
     ) -> None:
         """Update with this step's tokens; ``active`` rows emitted a token that is not the end."""
         sampled = active if forcing is None else active & ~forcing
-        opened = sampled & (tokens == self.start_id)
+        opened = sampled & (tokens == self.start_id) & ~self.thinking
         closed = sampled & (tokens == self.end_id)
-        self.count = torch.where(opened, 0, self.count + (self.thinking & sampled & ~closed))
+        self.count = self.count + (self.thinking & sampled & ~closed)
         self.thinking = (self.thinking & ~closed) | opened
         if forcing is not None:
             forcing = forcing & active
@@ -352,10 +358,11 @@ class BudgetState:
 class ThinkingBudgetLogitsProcessor(LogitsProcessor):
     """The thinking budget as a stateless ``LogitsProcessor`` for ``model.generate``.
 
-    On each call, per row: find the last ``<think>``; if the generated tokens after it reach
-    the budget without a ``</think>`` of the model's own, force the next token of the
-    stop-thinking text (every other logit -inf) until the text is complete: the same rule as
-    ``RolloutSampler``. ``prompt_length`` is the width of the (left-padded) prompts given to
+    On each call, per row: find the open block (the first ``<think>`` after the last
+    ``</think>``: a nested ``<think>`` does not restart it); if the thinking tokens generated so
+    far, over every block, reach the budget without a ``</think>`` of the model's own, force the
+    next token of the stop-thinking text (every other logit -inf) until the text is complete:
+    the same rule as ``RolloutSampler``. ``prompt_length`` is the width of the (left-padded) prompts given to
     ``generate``, so that thinking tokens a prompt already holds (a template that pre-opens
     ``<think>``) are not counted, as in the sampler; None counts every token after ``<think>``,
     which is the same thing for prompts that do not pre-open the block.
@@ -399,17 +406,30 @@ class ThinkingBudgetLogitsProcessor(LogitsProcessor):
         kind = (budget == 0).long()
         width = lengths[kind]
         position = torch.arange(length, device=device)
-        last_start = torch.where(input_ids == self.start_id, position, -1).max(-1).values
-        counted_from = torch.clamp(last_start + 1, min=self.prompt_length)
-        begin = counted_from + budget  # where the forced text starts
+        is_start, is_end = input_ids == self.start_id, input_ids == self.end_id
+        # The latest block starts at the first <think> after the </think> that precedes the last
+        # <think> (nested ones are thinking tokens); ``length`` when no block was ever opened.
+        last_start = torch.where(is_start, position, -1).max(-1).values
+        before_last = is_end & (position < last_start[:, None])
+        previous_end = torch.where(before_last, position, -1).max(-1).values
+        block_start = torch.where(is_start & (position > previous_end[:, None]), position, length)
+        block_start = block_start.min(-1).values
+        # Thinking tokens generated in earlier blocks use up the budget too.
+        starts_so_far = torch.where(is_start, position, -1).cummax(-1).values
+        ends_so_far = torch.where(is_end, position, -1).cummax(-1).values
+        inside_before = F.pad((starts_so_far > ends_so_far)[:, :-1], (1, 0), value=False)
+        earlier = (position >= self.prompt_length) & (position < block_start[:, None])
+        spent = (inside_before & ~is_end & earlier).sum(-1)
+        counted_from = torch.clamp(block_start + 1, min=self.prompt_length)
+        begin = counted_from + (budget - spent).clamp(min=0)  # where the forced text starts
         emitted = length - begin  # forced tokens already in input_ids
         offset = position - begin[:, None]
-        thinking = (position > last_start[:, None]) & (offset < 0)
-        own_end = (thinking & (input_ids == self.end_id)).any(-1)
+        own_end = (is_end & (position > block_start[:, None]) & (offset < 0)).any(-1)
         expected = table[kind[:, None], offset.clamp(0, table.shape[1] - 1)]
         in_forced = offset >= 0
         mismatch = (in_forced & ((offset >= width[:, None]) | (input_ids != expected))).any(-1)
-        force = (last_start >= 0) & ~own_end & ~mismatch & (emitted >= 0) & (emitted < width)
+        opened = block_start < length
+        force = opened & ~own_end & ~mismatch & (emitted >= 0) & (emitted < width)
         if not bool(force.any()):
             return scores
         target = table[kind, emitted.clamp(0, table.shape[1] - 1)]

@@ -242,6 +242,77 @@ def test_budget_counts_thinking_the_model_opens_itself():
     assert state.count.tolist() == [2, 1] and state.forced_any.tolist() == [True, True]
 
 
+def _drive_state_machine(script: list[list[int]], budgets: list[int]) -> list[list[int]]:
+    """Emit ``script`` through BudgetState (<think>=8, </think>=9, stop text [5, 9, 6])."""
+    tokens = ThinkTokens(think_start_id=8, think_end_id=9, eos_token_ids=(1,), pad_token_id=0)
+    prompt = torch.full((len(budgets), 1), 3)
+    state = BudgetState(
+        prompt,
+        torch.ones_like(prompt),
+        torch.tensor(budgets),
+        tokens,
+        forced_table([5, 9, 6], [9, 6], pad=0),
+        torch.tensor([3, 2]),
+    )
+    emitted = []
+    for step in script:
+        forcing, forced_ids = state.next_forced()
+        out = torch.where(forcing, forced_ids, torch.tensor(step))
+        emitted.append(out.tolist())
+        state.advance(out, forcing, torch.ones(len(budgets), dtype=torch.bool))
+    return [list(row) for row in zip(*emitted, strict=True)]
+
+
+def _drive_logits_processor(script: list[list[int]], budgets: list[int]) -> list[list[int]]:
+    """The same script through ThinkingBudgetLogitsProcessor, one row at a time."""
+    tokens = ThinkTokens(think_start_id=8, think_end_id=9, eos_token_ids=(1,), pad_token_id=0)
+    rows = []
+    for row, budget in enumerate(budgets):
+        processor = ThinkingBudgetLogitsProcessor(
+            tokens, budget, prompt_length=1, stop_thinking=[5, 9, 6], close_empty=[9, 6]
+        )
+        ids = [3]
+        for step in script:
+            scores = processor(torch.tensor([ids]), torch.zeros(1, 10))[0]
+            finite = scores.isfinite().nonzero().flatten().tolist()
+            ids.append(finite[0] if len(finite) == 1 else step[row])
+        rows.append(ids[1:])
+    return rows
+
+
+def test_nested_or_reopened_think_never_resets_the_budget():
+    # Budget 2. Row 0 nests a second <think> inside the open block: it is a thinking token, so
+    # the count reaches 2 at once. Row 1 closes and reopens: the count carries over, and the
+    # reopened block is forced shut after its first token. Row 2 reopens after a forced stop:
+    # shut again at once.
+    script = [
+        [8, 8, 8],
+        [7, 7, 7],
+        [8, 9, 7],
+        [7, 8, 7],
+        [7, 7, 7],
+        [7, 7, 7],
+        [7, 7, 8],
+        [7, 7, 7],
+    ]
+    script += [[7, 7, 7]] * 4
+    ours = _drive_state_machine(script, [2, 2, 2])
+    assert ours[0][:6] == [8, 7, 8, 5, 9, 6]
+    assert ours[1][:7] == [8, 7, 9, 8, 7, 5, 9]
+    assert ours[2][:9] == [8, 7, 7, 5, 9, 6, 8, 5, 9]
+    assert ours == _drive_logits_processor(script, [2, 2, 2])
+
+
+def test_logits_processor_agrees_with_the_state_machine_on_random_scripts():
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        budgets = torch.randint(0, 4, (3,), generator=rng).tolist()
+        # tokens 7 (text), 8 (<think>), 9 (</think>), weighted toward plain text
+        draws = torch.multinomial(torch.tensor([6.0, 2.0, 1.0]), 3 * 14, True, generator=rng)
+        script = (draws + 7).view(14, 3).tolist()
+        assert _drive_state_machine(script, budgets) == _drive_logits_processor(script, budgets)
+
+
 def test_rows_that_already_closed_thinking_are_untouched(qwen3_tokenizer, model):
     prompts = chat_prompts(qwen3_tokenizer, enable_thinking=False)  # ends with an empty block
     assert qwen3_tokenizer.decode(prompts[0]).endswith("<think>\n\n</think>\n\n")
