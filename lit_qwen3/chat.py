@@ -296,6 +296,25 @@ class ThinkTokens:
         return cls(eos_token_ids=tuple(eos), pad_token_id=pad, **ids)
 
 
+def thinking_span_mask(ids: Any, tokens: ThinkTokens, opened_in_prompt: Any = False) -> Any:
+    """(B, T) bool tensor: the completion tokens inside a thinking block, tags excluded.
+
+    ``ids`` is a (B, T) tensor of completion ids; ``opened_in_prompt`` (bool or (B,) bool) says
+    the prompt left a block open. A nested ``<think>`` is a thinking token (as the budget counts
+    it); ``</think>`` closes the block.
+    """
+    import torch  # local: the chat format itself needs no torch
+
+    position = torch.arange(ids.shape[-1], device=ids.device)
+    is_start, is_end = ids == tokens.think_start_id, ids == tokens.think_end_id
+    last_start = torch.where(is_start, position, -1).cummax(-1).values
+    last_end = torch.where(is_end, position, -1).cummax(-1).values
+    opened = torch.as_tensor(opened_in_prompt, device=ids.device).reshape(-1, 1).expand_as(ids)
+    inside_after = (last_start > last_end) | (opened & (last_start < 0) & (last_end < 0))
+    inside_before = torch.cat([opened[:, :1], inside_after[:, :-1]], dim=-1)
+    return inside_before & ~is_end
+
+
 def parse_completion(
     token_ids: Sequence[int], tokenizer: Any, *, opened_in_prompt: bool = False
 ) -> ParsedCompletion:

@@ -161,6 +161,12 @@ class Rollouts:
     """(B,) bool: the thinking budget cut this row's thinking."""
     truncated: torch.Tensor
     """(B,) bool: the row hit max_new_tokens without an end-of-sequence token."""
+    tool_mask: torch.Tensor | None = None
+    """(B, T) 1 where a tool (the environment) wrote the token, not the policy; None: zeros."""
+
+    def __post_init__(self) -> None:
+        if self.tool_mask is None:
+            self.tool_mask = torch.zeros_like(self.completion_mask)
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -178,6 +184,13 @@ class Rollouts:
         ``sequences()`` must pass these (a plain forward would count the padding)."""
         return (self.attention_mask().long().cumsum(-1) - 1).clamp(min=0)
 
+    def policy_mask(self) -> torch.Tensor:
+        """(B, T) bool: the tokens the policy chose, so the ones a policy loss may train on.
+
+        Generated tokens minus what the thinking budget forced and what tools wrote.
+        """
+        return self.completion_mask.bool() & ~self.forced_mask.bool() & ~self.tool_mask.bool()
+
     def completion_lengths(self) -> torch.Tensor:
         """(B,) number of generated tokens per row."""
         return self.completion_mask.sum(dim=-1)
@@ -186,6 +199,42 @@ class Rollouts:
         """A copy with every tensor on ``device``."""
         return Rollouts(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
+    def select(self, index: torch.Tensor | Sequence[int]) -> Rollouts:
+        """The rows ``index`` (a list, an index tensor or a bool mask), padding trimmed: left
+        prompt padding and right completion padding that no selected row uses."""
+        index = torch.as_tensor(index, device=self.prompt_ids.device)
+        rows = {f.name: getattr(self, f.name)[index] for f in fields(self)}
+        prompt_used = rows["prompt_mask"].any(0).nonzero()
+        first = int(prompt_used[0]) if len(prompt_used) else 0
+        completion_used = rows["completion_mask"].any(0).nonzero()
+        last = int(completion_used[-1]) + 1 if len(completion_used) else 0
+        for name in ("prompt_ids", "prompt_mask"):
+            rows[name] = rows[name][:, first:]
+        for name in _COMPLETION_FIELDS:
+            rows[name] = rows[name][:, :last]
+        return Rollouts(**rows)
+
+    @classmethod
+    def cat(cls, parts: Sequence[Rollouts], pad_token_id: int) -> Rollouts:
+        """Rows of several ``Rollouts`` in one: prompts left-padded and completions
+        right-padded to the widest part."""
+        if not parts:
+            raise ValueError("Rollouts.cat needs at least one part")
+        width = max(p.prompt_ids.shape[1] for p in parts)
+        length = max(p.completion_ids.shape[1] for p in parts)
+        out: dict[str, list[torch.Tensor]] = {f.name: [] for f in fields(cls)}
+        for part in parts:
+            for f in fields(cls):
+                value = getattr(part, f.name)
+                if f.name in ("prompt_ids", "prompt_mask"):
+                    fill = pad_token_id if f.name == "prompt_ids" else 0
+                    value = torch.nn.functional.pad(value, (width - value.shape[1], 0), value=fill)
+                elif f.name in _COMPLETION_FIELDS:
+                    fill = pad_token_id if f.name == "completion_ids" else 0
+                    value = torch.nn.functional.pad(value, (0, length - value.shape[1]), value=fill)
+                out[f.name].append(value)
+        return cls(**{name: torch.cat(values) for name, values in out.items()})
+
     def texts(self, tokenizer: Any, *, skip_special_tokens: bool = True) -> list[str]:
         """Completion texts (``<think>`` tags kept: they are not special tokens in Qwen3)."""
         ids = [
@@ -193,6 +242,17 @@ class Rollouts:
             for row, mask in zip(self.completion_ids, self.completion_mask, strict=True)
         ]
         return tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+#: The (B, T) fields of ``Rollouts``, aligned with ``completion_ids``.
+_COMPLETION_FIELDS = (
+    "completion_ids",
+    "completion_mask",
+    "logprobs",
+    "sampling_logprobs",
+    "forced_mask",
+    "tool_mask",
+)
 
 
 def left_pad(
@@ -256,13 +316,18 @@ class RolloutSampler:
         attention_mask: torch.Tensor | None = None,
         thinking_budget: int | Sequence[int | None] | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        stop_token_ids: Sequence[int] = (),
+        progress: Any = None,
     ) -> Rollouts:
         """Sample one completion per prompt.
 
         ``prompts``: token-id lists, or a (B, P) left-padded tensor with its ``attention_mask``.
         ``thinking_budget``: None (unlimited), one int for all rows, or one int/None per row.
         ``generator`` (on the model's device) makes sampling reproducible. The model runs in
-        eval mode (its mode is restored after) and without autograd.
+        eval mode (its mode is restored after) and without autograd. ``stop_token_ids`` end a
+        row like its end-of-sequence tokens do (e.g. ``</tool_call>`` for agent turns; the stop
+        token is kept). ``progress``: anything with ``update(n)`` (a tqdm or rich bar), advanced
+        once per decoded token position.
         """
         device = model_device(model)
         prompt_ids, prompt_mask = self._prompts(prompts, attention_mask, device)
@@ -276,7 +341,10 @@ class RolloutSampler:
                 state = BudgetState(
                     prompt_ids, prompt_mask, budget, self.think_tokens, self._table, self._lengths
                 )
-                rollouts = self._loop(model, prompt_ids, prompt_mask, state, generator)
+                stops = torch.tensor([int(t) for t in stop_token_ids], dtype=torch.long)
+                rollouts = self._loop(
+                    model, prompt_ids, prompt_mask, state, generator, stops, progress
+                )
         finally:
             model.train(was_training)
         return Rollouts(**{f.name: getattr(rollouts, f.name).clone() for f in fields(rollouts)})
@@ -319,11 +387,13 @@ class RolloutSampler:
         prompt_mask: torch.Tensor,
         state: BudgetState,
         generator: torch.Generator | None,
+        stop_token_ids: torch.Tensor,
+        progress: Any,
     ) -> Rollouts:
         cfg = self.config
         batch, width = prompt_ids.shape
         device = prompt_ids.device
-        eos = self._eos.to(device)
+        eos = torch.cat([self._eos, stop_token_ids]).to(device)
         steps = _StepRecorder(batch, cfg.max_new_tokens, device)
         stepper = ModelStepper(model, prompt_mask, width + cfg.max_new_tokens, self.fast_path)
         logits = stepper.prefill(prompt_ids)
@@ -347,6 +417,8 @@ class RolloutSampler:
             if not cfg.ignore_eos:
                 alive = alive & ~torch.isin(tokens, eos)
             state.advance(tokens, forcing, alive)
+            if progress is not None:
+                progress.update(1)
             if step + 1 == cfg.max_new_tokens:
                 break
             if not cfg.ignore_eos:  # one host sync per step, only when rows can finish

@@ -170,6 +170,17 @@ def completion_mask(
     return mask
 
 
+def soft_overlong_penalty(
+    lengths: Tensor, max_length: int, buffer: int, factor: float = 1.0
+) -> Tensor:
+    """DAPO's soft overlong punishment, added to the reward: 0 up to ``max_length - buffer``
+    tokens, then falling linearly to ``-factor`` at ``max_length`` (and below, clamped)."""
+    if not (isinstance(buffer, int) and 0 < buffer <= max_length):
+        raise ValueError(f"buffer must be an int in (0, max_length={max_length}], got {buffer!r}")
+    over = (lengths.to(torch.float32) - (max_length - buffer)).clamp(min=0.0)
+    return -factor * (over / buffer).clamp(max=1.0)
+
+
 def group_advantages(
     rewards: Tensor,
     group_size: int,

@@ -27,3 +27,11 @@ def toy_tokenizer():
     from lit_qwen3.tokenizer import build_toy_tokenizer
 
     return build_toy_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def toy_policy(tmp_path_factory):
+    """Directory of a briefly cold-started toy policy (see tests/toy_models.py)."""
+    from toy_models import train_toy_policy
+
+    return train_toy_policy(tmp_path_factory.mktemp("toy_policy") / "model")

@@ -168,3 +168,18 @@ def test_render_rejects_bad_messages():
         chat.render([])
     with pytest.raises(ValueError, match=r"messages\[1\] has no 'role'"):
         chat.render([{"role": "user", "content": "x"}, {"content": "y"}])
+
+
+def test_thinking_span_mask_marks_tokens_inside_blocks():
+    import torch
+
+    from lit_qwen3.chat import ThinkTokens, thinking_span_mask
+
+    tokens = ThinkTokens(think_start_id=8, think_end_id=9, eos_token_ids=(1,), pad_token_id=0)
+    ids = torch.tensor([[8, 5, 8, 5, 9, 6, 1], [5, 5, 9, 6, 8, 5, 1], [6, 6, 6, 1, 0, 0, 0]])
+    mask = thinking_span_mask(ids, tokens, opened_in_prompt=torch.tensor([False, True, False]))
+    assert mask.int().tolist() == [
+        [0, 1, 1, 1, 0, 0, 0],  # a nested <think> is inside; the tags are not
+        [1, 1, 0, 0, 0, 1, 1],  # opened by the prompt; a second block after the answer
+        [0, 0, 0, 0, 0, 0, 0],
+    ]

@@ -642,3 +642,18 @@ def test_sharded_ranks_stop_decoding_together():
         w.join(timeout=30)
     # In lockstep both ranks see 3 rows alive, so the finished rank keeps stepping with the other.
     assert results == [(0, 3, 0), (1, 3, 3)]
+
+
+def test_rollouts_select_trims_padding_and_cat_pads(qwen3_tokenizer, model):
+    prompts = chat_prompts(qwen3_tokenizer, n=4)
+    sampler = RolloutSampler(qwen3_tokenizer, SamplingConfig(max_new_tokens=6, do_sample=False))
+    rollouts = sampler.sample(model, prompts)
+    short = min(range(4), key=lambda i: len(prompts[i]))
+    one = rollouts.select([short])
+    assert one.prompt_ids.shape[1] == len(prompts[short])  # left padding trimmed
+    assert one.prompt_ids[0].tolist() == prompts[short]
+    both = Rollouts.cat([one, rollouts], qwen3_tokenizer.pad_token_id)
+    assert len(both) == 5 and both.prompt_ids.shape[1] == rollouts.prompt_ids.shape[1]
+    torch.testing.assert_close(both.sequences()[1:], rollouts.sequences())
+    torch.testing.assert_close(both.position_ids()[0, -1], rollouts.position_ids()[short, -1])
+    assert (both.tool_mask == 0).all()

@@ -300,3 +300,14 @@ def test_masked_mean():
     assert_close(masked_mean(PER_TOKEN, MASK, dim=-1), torch.tensor([2.0, 5.0, 0.0]))
     assert_close(masked_mean(PER_TOKEN, MASK), torch.tensor(2.75))
     assert masked_mean(PER_TOKEN, torch.zeros(3, 4)).item() == 0.0
+
+
+def test_soft_overlong_penalty_ramps_over_the_buffer():
+    from lit_qwen3.losses import soft_overlong_penalty
+
+    lengths = torch.tensor([10, 12, 14, 15, 16, 20])
+    # max 16, buffer 4: free up to 12 tokens, then -1/4 per token down to -factor at 16.
+    expected = torch.tensor([0.0, 0.0, -1.0, -1.5, -2.0, -2.0])
+    torch.testing.assert_close(soft_overlong_penalty(lengths, 16, 4, factor=2.0), expected)
+    with pytest.raises(ValueError, match="buffer"):
+        soft_overlong_penalty(lengths, 16, 0)

@@ -30,6 +30,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "instructions",
     "judge",
     "reward_model",
+    "tool_use",
 )
 
 #: Registry name -> module, so ``build_reward("math")`` imports only what it needs (the judge
@@ -42,6 +43,7 @@ _BUILTIN_NAMES: dict[str, str] = {
     "instructions": "instructions",
     "judge": "judge",
     "reward_model": "reward_model",
+    "tool_use": "tool_use",
 }
 
 #: Public classes, importable from this package without importing every reward module.
@@ -53,6 +55,7 @@ _LAZY_EXPORTS = {
     "InstructionFollowingReward": "instructions",
     "GenerativeJudge": "judge",
     "ScalarRewardModel": "reward_model",
+    "ToolUseReward": "tool_use",
     "Sandbox": "sandbox",
     "SandboxConfig": "sandbox",
     "SandboxResult": "sandbox",

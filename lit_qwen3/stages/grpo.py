@@ -1,0 +1,386 @@
+"""Group-relative RL (GRPO and its DAPO / Dr.GRPO variants) on the on-policy engine.
+
+One training step, for a batch of queries:
+
+1. G rollouts per query (a group), in the query's mode, under the module's thinking budget,
+   with tool calls when the query names tools;
+2. rewards from the configured :class:`~lit_qwen3.rewards.CompositeReward` (per-query routing:
+   one batch may mix math, code, format and instruction rewards); overlong replies masked or
+   softly penalised;
+3. dynamic sampling: groups whose rewards are all equal carry no signal; they are dropped and
+   refilled with fresh queries (``datamodule.refill_queries``) for up to ``max_refill_rounds``
+   rounds; the step keeps a fixed number of groups, padding with masked no-signal groups, so
+   shapes (and data-parallel ranks) stay in step;
+4. group advantages; old log-probs from the trainer's forward when rollouts are reused
+   (``ppo_epochs > 1`` or several mini-batches), reference log-probs when a KL is configured;
+5. :func:`~lit_qwen3.losses.grpo_loss` per mini-batch: clip-higher, dual clip, TIS against the
+   sampler's own log-probs, KL, entropy bonus, the three loss aggregations.
+
+Where this departs from the GRPO paper (Shao et al. 2024) and follows later practice:
+1. no KL to a reference by default (``loss.kl_coef = 0``, as DAPO and many Qwen-style runs);
+2. token-mean loss aggregation and clip-higher (``eps_high = 0.28``) by default (DAPO);
+3. truncated replies are masked out of the loss by default (DAPO's overlong filtering);
+4. tokens the thinking budget forced and tokens tools wrote never receive gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+
+from lit_qwen3.chat import STOP_THINKING
+from lit_qwen3.generation import Rollouts, SamplingConfig, needs_lockstep
+from lit_qwen3.losses import (
+    GRPOLossConfig,
+    group_advantages,
+    groups_with_signal,
+    grpo_loss,
+    soft_overlong_penalty,
+)
+from lit_qwen3.models import load_model
+from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.queries import Query, check_reward_names
+from lit_qwen3.rewards import CompositeReward, Sample
+from lit_qwen3.stages.on_policy import (
+    OnPolicyStage,
+    SampledRows,
+    UpdateBatch,
+)
+
+
+class GroupRelativeRL(OnPolicyStage):
+    """GRPO with rewards (see the module docstring); ``ReasoningRL`` and ``GeneralRL`` are it.
+
+    Args:
+        model: the policy: the previous stage's output directory, a preset or a Qwen3 name.
+        tokenizer: defaults to the model's own.
+        output_dir: where the trained policy is written after fit (None: ``<run dir>/model``).
+        optimizer: AdamW and schedule (``lr`` 1e-6 is usual for real models, 1e-4 for toys).
+        rewards: the reward composite: ``[{name: arithmetic, weight: 1.0, kwargs: {...}}]`` or
+            ``{name: weight}``; queries route to a subset with ``reward.names``.
+        reward_workers: worker processes for rewards that run in workers (math, code); 0
+            scores in this process.
+        reward_timeout: seconds one worker reward may spend on one sample.
+        group_size: rollouts per query (G).
+        sampling: the sampler's settings (``temperature`` 1.0 keeps ratios unbiased).
+        thinking_budget / stop_thinking: the budget of rollouts and the text forced at it.
+        loss: the GRPO loss knobs (clipping, aggregation, KL, entropy bonus, TIS).
+        advantage_scale: ``group`` (GRPO), ``batch`` or None (Dr.GRPO: no std division).
+        leave_one_out: RLOO baseline instead of the group mean.
+        ppo_epochs / num_minibatches: off-policy reuse: passes over the rollouts and optimizer
+            steps per pass.
+        micro_batch_size: rows per forward (gradient accumulation); None: a whole mini-batch.
+        max_grad_norm: gradient clipping.
+        dynamic_sampling: drop zero-variance groups and refill them with fresh queries.
+        max_refill_rounds: extra sampling rounds per step for refills.
+        overlong: ``mask`` (drop truncated replies from the loss), ``penalty`` (DAPO's soft
+            length penalty, ``overlong_buffer`` tokens before the limit), or ``none``.
+        reference_model: source of the frozen reference for the KL (default: the initial
+            policy); loaded only when ``loss.kl_coef > 0``.
+        think_fraction: for ``mixed`` queries, the share of groups sampled in thinking mode.
+        template_switch: also set the template's ``enable_thinking`` for non-thinking prompts
+            (the template writes the empty block); False asks by the flag only, and the policy
+            must write the block itself (flag-following training).
+        render_tools: render the schemas of a query's tools in the system prompt.
+        max_tool_turns: most tool calls per rollout.
+        chunk_size: rows of logits held at once when re-scoring (memory).
+        samples_every_n_steps / log_samples: the MLflow samples table.
+        dtype, attn_implementation, gradient_checkpointing, seed, allow_download: as every stage.
+    """
+
+    stage = "grpo"
+
+    def __init__(
+        self,
+        model: str = "toy-teacher",
+        tokenizer: str | None = None,
+        output_dir: str | None = None,
+        optimizer: OptimizerConfig | None = None,
+        rewards: list[dict[str, Any]] | dict[str, float] | None = None,
+        reward_workers: int = 0,
+        reward_timeout: float = 10.0,
+        group_size: int = 8,
+        sampling: SamplingConfig | None = None,
+        thinking_budget: int | None = None,
+        stop_thinking: str | None = None,
+        loss: GRPOLossConfig | None = None,
+        advantage_scale: Literal["group", "batch"] | None = "group",
+        leave_one_out: bool = False,
+        ppo_epochs: int = 1,
+        num_minibatches: int = 1,
+        micro_batch_size: int | None = None,
+        max_grad_norm: float | None = 1.0,
+        dynamic_sampling: bool = True,
+        max_refill_rounds: int = 1,
+        overlong: Literal["mask", "penalty", "none"] = "mask",
+        overlong_buffer: int = 16,
+        overlong_penalty: float = 1.0,
+        reference_model: str | None = None,
+        think_fraction: float = 0.5,
+        template_switch: bool = True,
+        render_tools: bool = False,
+        max_tool_turns: int = 2,
+        chunk_size: int = 1024,
+        samples_every_n_steps: int = 10,
+        log_samples: int = 16,
+        dtype: str | None = None,
+        attn_implementation: str | None = None,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+        allow_download: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if not isinstance(group_size, int) or group_size < 2:
+            raise ValueError(f"group_size must be an int >= 2, got {group_size!r}")
+        if overlong not in ("mask", "penalty", "none"):
+            raise ValueError(f"overlong must be 'mask', 'penalty' or 'none', got {overlong!r}")
+        if max_refill_rounds < 0:
+            raise ValueError(f"max_refill_rounds must be >= 0, got {max_refill_rounds}")
+        self.init_stage(model, tokenizer, optimizer, allow_download=allow_download)
+        self.init_rollouts(
+            sampling=sampling or SamplingConfig(max_new_tokens=256, temperature=1.0),
+            thinking_budget=thinking_budget,
+            stop_thinking=stop_thinking or STOP_THINKING,
+            ppo_epochs=ppo_epochs,
+            num_minibatches=num_minibatches,
+            micro_batch_size=micro_batch_size,
+            max_grad_norm=max_grad_norm,
+            think_fraction=think_fraction,
+            template_switch=template_switch,
+            max_tool_turns=max_tool_turns,
+            chunk_size=chunk_size,
+            samples_every_n_steps=samples_every_n_steps,
+            log_samples=log_samples,
+        )
+        self.loss_config = loss or GRPOLossConfig()
+        if self.loss_config.max_tokens is None and self.loss_config.loss_agg_mode.endswith("norm"):
+            self.loss_config.max_tokens = self.sampling.max_new_tokens
+        self.rewards = CompositeReward(
+            rewards if rewards is not None else [{"name": "math"}],
+            num_workers=reward_workers,
+            timeout=reward_timeout,
+        )
+        object.__setattr__(self, "reference", None)  # frozen: not a submodule
+
+    def build_model(self) -> torch.nn.Module:
+        hp = self.hparams
+        model = load_model(
+            hp.model,
+            dtype=hp.dtype,
+            attn_implementation=hp.attn_implementation,
+            seed=hp.seed,
+            allow_download=hp.allow_download,
+        )
+        if self.loss_config.kl_coef > 0 and self.reference is None:
+            object.__setattr__(self, "reference", self.load_frozen(hp.reference_model or hp.model))
+        return model
+
+    def frozen_models(self) -> list[torch.nn.Module]:
+        return [self.reference] if self.reference is not None else []
+
+    def setup(self, stage: str) -> None:
+        """Check that the datamodule's queries name only this stage's rewards (fail early)."""
+        queries = (
+            getattr(self._trainer.datamodule, "train_queries", None) if self._trainer else None
+        )
+        if queries:
+            check_reward_names(queries, self.rewards.labels)
+
+    # -- rollouts and rewards ---------------------------------------------------------------
+    def score(self, sampled: SampledRows) -> tuple[torch.Tensor, list[dict[str, float]]]:
+        """Rewards (B,) of the sampled rows and each row's per-label scores."""
+        samples = []
+        for row, messages, reply, calls in zip(
+            sampled.rows, sampled.messages, sampled.replies, sampled.tool_calls, strict=True
+        ):
+            metadata = row.query.reward_metadata()
+            if calls:
+                metadata["tool_calls"] = calls
+            samples.append(Sample.from_completion(messages, reply, metadata=metadata))
+        results = self.rewards.score_batch(samples)
+        rewards = torch.tensor([r.score for r in results], dtype=torch.float32)
+        rollouts = sampled.rollouts
+        if self.hparams.overlong == "penalty":
+            lengths = (rollouts.completion_mask - rollouts.tool_mask).sum(-1).cpu()
+            rewards += soft_overlong_penalty(
+                lengths,
+                self.sampling.max_new_tokens,
+                self.hparams.overlong_buffer,
+                self.hparams.overlong_penalty,
+            )
+        return rewards, [r.info.get("scores", {}) for r in results]
+
+    def refill(self, n: int) -> list[Query]:
+        """Fresh queries for dynamic sampling (empty when the datamodule cannot refill)."""
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        refill = getattr(datamodule, "refill_queries", None)
+        return list(refill(n)) if refill is not None and n > 0 else []
+
+    def _more_rounds(self, wanted: bool) -> bool:
+        """Whether any rank wants another sampling round (sharded policies sample together)."""
+        if not (needs_lockstep(self.model) and dist.is_initialized()):
+            return wanted
+        flag = torch.tensor([float(wanted)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def collect(self, queries: list[Query]) -> tuple[list[SampledRows], list[torch.Tensor], list]:
+        """Sample and score groups, refilling zero-signal ones (dynamic sampling)."""
+        G, generator = self.hparams.group_size, self.generator()
+        parts, rewards, infos = [], [], []
+        pending, rounds, kept = queries, 0, 0
+        while True:
+            sampled = self.sample_rows(self.expand(pending, G), generator)
+            reward, info = self.score(sampled)
+            parts.append(sampled)
+            rewards.append(reward)
+            infos.append(info)
+            kept += int(groups_with_signal(reward, G).view(-1, G)[:, 0].sum())
+            short = len(queries) - kept
+            wanted = self.hparams.dynamic_sampling and rounds < self.hparams.max_refill_rounds
+            if not self._more_rounds(wanted and short > 0):
+                break
+            rounds += 1
+            pending = self.refill(max(short, 1))
+            if not pending:  # nothing to refill with: pad with what we have
+                pending = queries[: max(short, 1)]
+        return parts, rewards, infos
+
+    def make_batch(self, queries: list[Query]) -> tuple[UpdateBatch, dict[str, float]]:
+        G, target = self.hparams.group_size, len(queries)
+        parts, part_rewards, part_infos = self.collect(queries)
+        sampled_all = parts[0] if len(parts) == 1 else _join(parts, self.think_tokens.pad_token_id)
+        rewards = torch.cat(part_rewards)
+        infos = [i for part in part_infos for i in part]
+        signal = groups_with_signal(rewards, G).view(-1, G)[:, 0]
+        first_round = signal[: len(queries)]
+        # Keep `target` groups: signal first (in sampling order), then masked no-signal padding.
+        if self.hparams.dynamic_sampling:
+            order = torch.cat([signal.nonzero().flatten(), (~signal).nonzero().flatten()])
+        else:
+            order = torch.arange(len(queries))
+        groups = order[:target].sort().values
+        rows = (groups[:, None] * G + torch.arange(G)).flatten()
+        trainable = signal[groups] if self.hparams.dynamic_sampling else torch.ones_like(groups)
+
+        rollouts = sampled_all.rollouts.select(rows.to(self.device))
+        rewards_kept = rewards[rows]
+        advantages = group_advantages(
+            rewards_kept,
+            G,
+            scale=self.hparams.advantage_scale,
+            leave_one_out=self.hparams.leave_one_out,
+        ).to(self.device)
+        mask = rollouts.policy_mask()
+        if self.hparams.overlong == "mask":
+            mask &= ~rollouts.truncated.bool()[:, None]
+        mask &= trainable.repeat_interleave(G).bool().to(self.device)[:, None]
+        thinking = sampled_all.thinking[rows].to(self.device)
+        tensors = {"advantages": advantages, "rollout_logprobs": rollouts.logprobs}
+        if self.reference is not None:
+            tensors["ref_logprobs"] = self.frozen_logprobs(self.reference, rollouts)
+        batch = UpdateBatch(rollouts, mask, thinking, tensors)
+
+        metrics = self.rollout_metrics(rollouts, rewards_kept, thinking)
+        metrics.update(self.reward_metrics([infos[i] for i in rows.tolist()]))
+        metrics["train/groups_with_signal"] = float(first_round.float().mean())
+        metrics["train/filtered_groups"] = float(1 - first_round.float().mean())
+        metrics["train/refill_rounds"] = float(len(parts) - 1)
+        metrics["train/kept_signal_groups"] = float(trainable.float().mean())
+        if any(row.query.tools for row in sampled_all.rows):
+            calls = [sampled_all.tool_calls[i] for i in rows.tolist()]
+            metrics["train/tool_calls_per_rollout"] = sum(map(len, calls)) / len(calls)
+        self.log_samples(
+            _subset(sampled_all, rows.tolist()),
+            rewards_kept.tolist(),
+            {"advantage": advantages.tolist()},
+        )
+        return batch, metrics
+
+    def rollout_metrics(
+        self, rollouts: Any, rewards: torch.Tensor, thinking: torch.Tensor
+    ) -> dict[str, float]:
+        G = self.hparams.group_size
+        lengths = (rollouts.completion_mask - rollouts.tool_mask).sum(-1).float()
+        metrics = {
+            "train/reward": float(rewards.mean()),
+            "train/reward_std": float(rewards.view(-1, G).std(1).mean()),
+            "train/rollout_length": float(lengths.mean()),
+            "train/thinking_length": float(rollouts.thinking_length.float().mean()),
+            "train/budget_forced": float(rollouts.budget_forced.float().mean()),
+            "train/truncated": float(rollouts.truncated.float().mean()),
+            "train/think_share": float(thinking.float().mean()),
+        }
+        for mode, selected in (("think", thinking), ("no_think", ~thinking)):
+            if selected.any():
+                metrics[f"train/reward/{mode}"] = float(rewards[selected.cpu()].mean())
+        return metrics
+
+    def reward_metrics(self, infos: list[dict[str, float]]) -> dict[str, float]:
+        """Mean unweighted score of each reward over the rows it scored."""
+        sums: dict[str, list[float]] = {}
+        for scores in infos:
+            for label, value in scores.items():
+                sums.setdefault(label, []).append(value)
+        out = {f"train/reward/{label}": sum(v) / len(v) for label, v in sums.items()}
+        for label, errors in self.rewards.error_counts.items():
+            out[f"train/reward_errors/{label}"] = float(errors)
+        return out
+
+    # -- updates ----------------------------------------------------------------------------
+    def before_updates(self, batch: UpdateBatch) -> None:
+        if self.hparams.ppo_epochs > 1 or self.hparams.num_minibatches > 1:
+            batch.tensors["old_logprobs"] = self.frozen_logprobs(self.model, batch.rollouts)
+
+    def loss_normalizer(self, batch: UpdateBatch) -> float:
+        if self.loss_config.loss_agg_mode == "token_mean":
+            return float(batch.mask.sum().clamp(min=1))
+        if self.loss_config.loss_agg_mode == "seq_mean_token_mean":
+            return float((batch.mask.sum(-1) > 0).sum().clamp(min=1))
+        return float(len(batch))
+
+    def batch_loss(
+        self, batch: UpdateBatch, normalizer: float
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        scores = self.policy_scores(batch.rollouts)
+        logprobs = scores.logprobs
+        old = batch.tensors.get("old_logprobs")
+        config = self.loss_config
+        loss, metrics = grpo_loss(
+            logprobs,
+            logprobs.detach() if old is None else old,
+            batch.tensors["advantages"],
+            batch.mask,
+            config,
+            ref_logprobs=batch.tensors.get("ref_logprobs"),
+            entropy=scores.entropy,
+            rollout_logprobs=batch.tensors["rollout_logprobs"] if config.tis_cap else None,
+            num_items_in_batch=normalizer,
+        )
+        policy = batch.rollouts.policy_mask()
+        diff = (logprobs.detach() - batch.tensors["rollout_logprobs"]).abs()
+        metrics["sampler_logprob_diff"] = (diff * policy).sum() / policy.sum().clamp(min=1)
+        return loss, metrics, scores.entropy
+
+
+def _join(parts: list[SampledRows], pad: int) -> SampledRows:
+    return SampledRows(
+        rows=[r for p in parts for r in p.rows],
+        rollouts=Rollouts.cat([p.rollouts for p in parts], pad),
+        messages=[m for p in parts for m in p.messages],
+        replies=[r for p in parts for r in p.replies],
+        tool_calls=[c for p in parts for c in p.tool_calls],
+    )
+
+
+def _subset(sampled: SampledRows, rows: list[int]) -> SampledRows:
+    return SampledRows(
+        rows=[sampled.rows[i] for i in rows],
+        rollouts=sampled.rollouts,
+        messages=[sampled.messages[i] for i in rows],
+        replies=[sampled.replies[i] for i in rows],
+        tool_calls=[sampled.tool_calls[i] for i in rows],
+    )

@@ -1,0 +1,441 @@
+"""The engine of every on-policy stage: sample rollouts, turn them into an update batch, then
+run ``ppo_epochs`` x ``num_minibatches`` optimizer steps on it (manual optimisation).
+
+Subclasses decide what a batch carries and what the loss is: :class:`~.grpo.GroupRelativeRL`
+(rewards and group advantages; reasoning RL and general RL) and
+:class:`~.on_policy_distillation.OnPolicyDistillation` (a teacher's log-probs). What they share
+lives here: prompts in each query's mode, the sampler (with the module's thinking budget and,
+when queries name tools, multi-turn tool calls), the one re-scoring forward
+(:func:`~lit_qwen3.rescoring.score_completions`), mini-batching with gradient accumulation,
+gradient clipping, skipping non-finite steps, timing and samples tables.
+
+``trainer.max_steps`` counts optimizer steps, as in TRL: each training step (one batch of
+queries) takes ``ppo_epochs * num_minibatches`` of them. Gradient clipping is the module's
+``max_grad_norm`` (Lightning's ``gradient_clip_val`` does not apply to manual optimisation).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lit_qwen3.agent import ToolRolloutSampler
+from lit_qwen3.chat import ThinkTokens, thinking_span_mask
+from lit_qwen3.generation import Rollouts, RolloutSampler, SamplingConfig, needs_lockstep
+from lit_qwen3.models import load_model, shard_for_fsdp2
+from lit_qwen3.queries import Query, encode_query
+from lit_qwen3.rescoring import CompletionScores, score_completions
+from lit_qwen3.stages.base import HFStageModule
+from lit_qwen3.tools import build_tool
+from lit_qwen3.tracking import log_table
+
+
+@dataclass
+class RolloutRow:
+    """One rollout to sample: a query in a mode."""
+
+    query: Query
+    thinking: bool
+
+
+@dataclass
+class SampledRows:
+    """What sampling a list of :class:`RolloutRow` gave, row-aligned."""
+
+    rows: list[RolloutRow]
+    rollouts: Rollouts
+    messages: list[list[dict[str, Any]]]
+    """The prompt messages each row was sampled from (flag written)."""
+    replies: list[str]
+    """Reply text for rewards: the template's prefill plus the final turn."""
+    tool_calls: list[list[dict[str, Any]]]
+
+    @property
+    def thinking(self) -> torch.Tensor:
+        return torch.tensor([row.thinking for row in self.rows])
+
+
+@dataclass
+class UpdateBatch:
+    """Rollouts plus per-row tensors a loss needs; ``select`` keeps rows aligned."""
+
+    rollouts: Rollouts
+    mask: torch.Tensor
+    """(B, T) bool: tokens the loss trains on."""
+    thinking: torch.Tensor
+    """(B,) bool: the mode each row was sampled in."""
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Other (B,) or (B, T) tensors (advantages, old/ref/teacher log-probs...)."""
+
+    def __len__(self) -> int:
+        return len(self.rollouts)
+
+    def select(self, index: torch.Tensor) -> UpdateBatch:
+        rollouts = self.rollouts.select(index)
+        length = rollouts.completion_ids.shape[1]
+
+        def cut(t: torch.Tensor) -> torch.Tensor:
+            t = t[index]
+            return t[:, :length] if t.dim() == 2 else t
+
+        return UpdateBatch(
+            rollouts,
+            cut(self.mask),
+            self.thinking[index],
+            {k: cut(v) for k, v in self.tensors.items()},
+        )
+
+
+class OnPolicyStage(HFStageModule):
+    """Base of the on-policy stages; subclasses implement :meth:`make_batch` and
+    :meth:`batch_loss`. Their ``__init__`` calls ``init_stage`` and then :meth:`init_rollouts`."""
+
+    def init_rollouts(
+        self,
+        *,
+        sampling: SamplingConfig | None,
+        thinking_budget: int | None,
+        stop_thinking: str,
+        ppo_epochs: int,
+        num_minibatches: int,
+        micro_batch_size: int | None,
+        max_grad_norm: float | None,
+        think_fraction: float,
+        template_switch: bool,
+        max_tool_turns: int,
+        chunk_size: int,
+        samples_every_n_steps: int,
+        log_samples: int,
+    ) -> None:
+        for name, value in (("ppo_epochs", ppo_epochs), ("num_minibatches", num_minibatches)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if micro_batch_size is not None and micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1 or None, got {micro_batch_size}")
+        if thinking_budget is not None and thinking_budget < 0:
+            raise ValueError(f"thinking_budget must be >= 0 or None, got {thinking_budget}")
+        if not 0.0 <= think_fraction <= 1.0:
+            raise ValueError(f"think_fraction must be in [0, 1], got {think_fraction}")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
+        self.automatic_optimization = False
+        self.sampling = sampling or SamplingConfig(max_new_tokens=256)
+        self.thinking_budget = thinking_budget
+        self.stop_thinking = stop_thinking
+        self.think_tokens = ThinkTokens.from_tokenizer(self.tokenizer)
+        self.rl_step = 0
+        """Training steps (batches of queries) done; saved in checkpoints."""
+        self.skipped_steps = 0
+        self._tools: dict[str, Any] = {}
+
+    # -- sampling ---------------------------------------------------------------------------
+    def mode_rng(self) -> random.Random:
+        """Seeded per step and rank, so ``mixed`` queries pick the same modes on a rerun."""
+        return random.Random(f"{self.hparams.seed}/{self.rl_step}/{self.global_rank}")
+
+    def expand(self, queries: list[Query], copies: int) -> list[RolloutRow]:
+        """``copies`` rows per query (a group), all in one mode: the query's, or for ``mixed``
+        queries thinking with probability ``think_fraction``."""
+        rng = self.mode_rng()
+        rows = []
+        for query in queries:
+            thinking = query.default_thinking()
+            if thinking is None:
+                thinking = rng.random() < self.hparams.think_fraction
+            rows.extend(RolloutRow(query, thinking) for _ in range(copies))
+        return rows
+
+    def tool(self, name: str) -> Any:
+        if name not in self._tools:
+            self._tools[name] = build_tool(name)
+        return self._tools[name]
+
+    @torch.no_grad()
+    def sample_rows(self, rows: list[RolloutRow], generator: torch.Generator) -> SampledRows:
+        """Sample one rollout per row with the current policy."""
+        sampler = RolloutSampler(self.tokenizer, self.sampling, stop_thinking=self.stop_thinking)
+        messages, prompts, prefills = [], [], []
+        for row in rows:
+            tools = [self.tool(name).schema() for name in row.query.tools]
+            if not self.hparams.render_tools:
+                tools = []
+            m, ids, prefill = encode_query(
+                self.tokenizer,
+                row.query,
+                row.thinking,
+                template_switch=self.hparams.template_switch,
+                tools=tools,
+            )
+            messages.append(m)
+            prompts.append(ids)
+            prefills.append(prefill)
+        progress = self._progress_bar(len(rows))
+        try:
+            if any(row.query.tools for row in rows):
+                agent = ToolRolloutSampler(
+                    sampler,
+                    self.tokenizer,
+                    {name: self.tool(name) for row in rows for name in row.query.tools},
+                    max_turns=self.hparams.max_tool_turns,
+                )
+                rollouts, traces = agent.sample(
+                    self.model,
+                    prompts,
+                    allowed_tools=[row.query.tools for row in rows],
+                    prefills=prefills,
+                    thinking_budget=self.thinking_budget,
+                    generator=generator,
+                    progress=progress,
+                )
+                calls = [trace.calls for trace in traces]
+            else:
+                rollouts = sampler.sample(
+                    self.model,
+                    prompts,
+                    thinking_budget=self.thinking_budget,
+                    generator=generator,
+                    progress=progress,
+                )
+                calls = [[] for _ in rows]
+        finally:
+            if progress is not None:
+                progress.close()
+        rollouts = rollouts.to(self.device)
+        replies = [p + t for p, t in zip(prefills, self.final_turns(rollouts), strict=True)]
+        return SampledRows(rows, rollouts, messages, replies, calls)
+
+    def final_turns(self, rollouts: Rollouts) -> list[str]:
+        """Each reply's last assistant turn as text (tool turns before it are the trajectory)."""
+        texts = []
+        for ids, mask, tool in zip(
+            rollouts.completion_ids, rollouts.completion_mask, rollouts.tool_mask, strict=True
+        ):
+            keep = mask.bool().clone()
+            env = tool.nonzero()
+            if len(env):
+                keep[: int(env[-1]) + 1] = False
+            texts.append(self.tokenizer.decode(ids[keep].tolist(), skip_special_tokens=True))
+        return texts
+
+    def _progress_bar(self, rows: int) -> Any:
+        trainer = self._trainer
+        if trainer is None or trainer.progress_bar_callback is None or not trainer.is_global_zero:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=self.sampling.max_new_tokens,
+            desc=f"rollouts ({rows} rows)",
+            leave=False,
+            unit="tok",
+            dynamic_ncols=True,
+        )
+
+    def generator(self) -> torch.Generator:
+        """A sampling generator seeded by (seed, step, rank): reruns sample the same."""
+        seed = hash((self.hparams.seed, self.rl_step, self.global_rank)) % (2**62)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def policy_scores(self, rollouts: Rollouts) -> CompletionScores:
+        return score_completions(
+            self.model,
+            rollouts,
+            temperature=self.sampling.temperature,
+            chunk_size=self.hparams.chunk_size,
+        )
+
+    @torch.no_grad()
+    def frozen_logprobs(self, model: torch.nn.Module, rollouts: Rollouts) -> torch.Tensor:
+        """Log-probs under a frozen model (reference, old policy), micro-batched, no grad."""
+        out = torch.zeros_like(rollouts.logprobs)
+        for rows in self.micro_batches(torch.arange(len(rollouts), device=self.device)):
+            part = rollouts.select(rows)
+            scores = score_completions(
+                model,
+                part,
+                temperature=self.sampling.temperature,
+                chunk_size=self.hparams.chunk_size,
+            )
+            out[rows, : part.completion_ids.shape[1]] = scores.logprobs.float()
+        return out
+
+    def spans(self, rollouts: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
+        """(thinking, answer) bool masks over the policy's completion tokens."""
+        opened = rollouts.prompt_ids[:, -1] == self.think_tokens.think_start_id
+        inside = thinking_span_mask(rollouts.completion_ids, self.think_tokens, opened)
+        policy = rollouts.policy_mask()
+        tags = (rollouts.completion_ids == self.think_tokens.think_start_id) | (
+            rollouts.completion_ids == self.think_tokens.think_end_id
+        )
+        return inside & policy, ~inside & ~tags & policy
+
+    # -- the step ---------------------------------------------------------------------------
+    def make_batch(self, queries: list[Query]) -> tuple[UpdateBatch, dict[str, float]]:
+        """Sample and score: the update batch and the step's metrics (rewards, lengths...)."""
+        raise NotImplementedError
+
+    def batch_loss(
+        self, batch: UpdateBatch, normalizer: float
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """(loss, metrics, per-token entropy) of one micro-batch; ``normalizer`` is the
+        mini-batch's token (or sequence) count the loss divides by."""
+        raise NotImplementedError
+
+    def loss_normalizer(self, batch: UpdateBatch) -> float:
+        """What a mini-batch's loss divides by: its trained tokens (token-mean)."""
+        return float(batch.mask.sum().clamp(min=1))
+
+    def before_updates(self, batch: UpdateBatch) -> None:
+        """Hook before the first update of a step (e.g. old log-probs for off-policy reuse)."""
+
+    def training_step(self, batch: list[Query], batch_idx: int) -> dict[str, Any]:
+        start = time.perf_counter()
+        update_batch, metrics = self.make_batch(list(batch))
+        rollout_s = time.perf_counter() - start
+        self.before_updates(update_batch)
+        records, update_metrics = self.run_updates(update_batch)
+        update_s = time.perf_counter() - start - rollout_s
+        rollouts = update_batch.rollouts
+        generated = float(rollouts.completion_mask.sum() - rollouts.tool_mask.sum())
+        metrics.update(update_metrics)
+        metrics.update(
+            {
+                "time/rollout_s": rollout_s,
+                "time/update_s": update_s,
+                "time/tokens_per_s": generated / max(rollout_s + update_s, 1e-9),
+                "train/skipped_steps": float(self.skipped_steps),
+            }
+        )
+        self.rl_step += 1
+        metrics["train/rl_step"] = float(self.rl_step)
+        self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=len(update_batch))
+        return {"entropy_records": records}
+
+    def micro_batches(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        size = self.hparams.micro_batch_size or len(rows)
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+    def run_updates(self, batch: UpdateBatch) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        """``ppo_epochs`` passes over ``num_minibatches`` shuffled mini-batches, one optimizer
+        step each; returns per-micro-batch entropy records and averaged loss metrics."""
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        n = len(batch)
+        shuffle = torch.Generator().manual_seed(hash((self.hparams.seed, self.rl_step)) % 2**62)
+        records, totals, count = [], {}, 0
+        thinking_mask, answer_mask = self.spans(batch.rollouts)
+        for _ in range(self.hparams.ppo_epochs):
+            order = torch.randperm(n, generator=shuffle).to(self.device)
+            for mini in order.chunk(self.hparams.num_minibatches):
+                normalizer = self.loss_normalizer(batch.select(mini))
+                losses = []
+                for micro in self.micro_batches(mini):
+                    part = batch.select(micro)
+                    loss, metrics, entropy = self.batch_loss(part, normalizer)
+                    self.manual_backward(loss)
+                    losses.append(loss.detach())
+                    length = part.rollouts.completion_ids.shape[1]
+                    records.append(
+                        {
+                            "entropy": entropy.detach(),
+                            "thinking_span": thinking_mask[micro, :length],
+                            "answer_span": answer_mask[micro, :length],
+                            "thinking_mode": part.thinking,
+                        }
+                    )
+                    for key, value in metrics.items():
+                        totals[key] = totals.get(key, 0.0) + float(value) * len(micro)
+                    count += len(micro)
+                self._optimizer_step(optimizer, scheduler, torch.stack(losses).sum(), totals)
+        out = {f"train/{k}": v / max(count, 1) for k, v in totals.items() if not k.startswith("_")}
+        out["train/grad_norm"] = totals.get("_grad_norm", 0.0) / max(
+            self.hparams.ppo_epochs * self.hparams.num_minibatches, 1
+        )
+        return records, out
+
+    def _optimizer_step(self, optimizer: Any, scheduler: Any, loss: torch.Tensor, totals) -> None:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        max_norm = self.hparams.max_grad_norm or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        if not (torch.isfinite(loss).item() and norm == norm and norm != float("inf")):
+            self.skipped_steps += 1
+            rank_zero_warn(
+                f"[{self.stage}] non-finite loss or gradient (loss {float(loss)}, grad norm "
+                f"{norm}): optimizer step skipped ({self.skipped_steps} so far)"
+            )
+            optimizer.zero_grad()
+            return
+        totals["_grad_norm"] = totals.get("_grad_norm", 0.0) + norm
+        optimizer.step()
+        optimizer.zero_grad()
+        if scheduler is not None:
+            scheduler.step()
+
+    # -- logging and state ------------------------------------------------------------------
+    def log_samples(
+        self, sampled: SampledRows, scores: list[float], extra: dict[str, list]
+    ) -> None:
+        """A table of rollouts every ``samples_every_n_steps`` steps (appended per step)."""
+        every = self.hparams.samples_every_n_steps
+        if not every or self.rl_step % every or self._trainer is None:
+            return
+        n = min(self.hparams.log_samples, len(sampled.rows))
+        rows = []
+        for i in range(n):
+            rows.append(
+                {
+                    "step": self.global_step,
+                    "mode": "think" if sampled.rows[i].thinking else "no_think",
+                    "prompt": sampled.messages[i][-1].get("content", ""),
+                    "completion": sampled.replies[i],
+                    "reward": scores[i],
+                    **{key: values[i] for key, values in extra.items()},
+                }
+            )
+        log_table(self.trainer, rows, f"samples/{self.stage}_step{self.global_step:06d}.json")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["on_policy"] = {"rl_step": self.rl_step, "skipped_steps": self.skipped_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("on_policy", {})
+        self.rl_step = state.get("rl_step", 0)
+        self.skipped_steps = state.get("skipped_steps", 0)
+
+    # -- frozen models ----------------------------------------------------------------------
+    def load_frozen(self, source: str, **kwargs: Any) -> torch.nn.Module:
+        """A frozen model (reference, teacher): eval mode, no gradients, no optimizer state.
+
+        It is not a submodule: checkpoints skip it (it is rebuilt from ``source``), the
+        optimizer never sees it, and Lightning does not warn that it is in eval mode. Under
+        FSDP2 it is sharded like the policy; elsewhere ``on_fit_start`` moves it to the device.
+        """
+        hp = self.hparams
+        model = load_model(
+            source,
+            dtype=hp.get("dtype"),
+            attn_implementation=hp.get("attn_implementation"),
+            seed=hp.get("seed"),
+            allow_download=hp.get("allow_download", False),
+            **kwargs,
+        )
+        model.eval()
+        model.requires_grad_(False)
+        mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
+        if mesh is not None:
+            shard_for_fsdp2(model, mesh["data_parallel"])
+        return model
+
+    def frozen_models(self) -> list[torch.nn.Module]:
+        """The stage's frozen models (to move to the device with the policy)."""
+        return []
+
+    def on_fit_start(self) -> None:
+        for model in self.frozen_models():
+            if not needs_lockstep(model):
+                model.to(self.device)
