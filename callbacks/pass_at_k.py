@@ -26,7 +26,7 @@ from lit_qwen3.callbacks._evaluation import (
     synced_mean,
 )
 from lit_qwen3.chat import STOP_THINKING
-from lit_qwen3.evaluation import evaluate_mode
+from lit_qwen3.evaluation import evaluate_mode, multi_turn_queries
 from lit_qwen3.generation import SamplingConfig
 from lit_qwen3.metrics import PassAtK as PassAtKMetric
 from lit_qwen3.tracking import log_metrics, log_table
@@ -51,6 +51,12 @@ class PassAtK(Callback):
         batch_size: rows sampled at once.
         log_samples: completions per mode written to the MLflow samples table.
         seed: sampling seed (each evaluation is reproducible).
+        template_switch: ask for the mode with the template's ``enable_thinking`` too (as users
+            run Qwen3), not only with the flag.
+        think_follow: also measure ThinkFollow (report Table 22): one reply per query asked
+            by the flag only, in single-turn prompts and in multi-turn ones whose earlier turn
+            carries a random flag; logged as ``eval/{mode}/think_follow`` and
+            ``eval/{mode}/think_follow_multi_turn``.
     """
 
     def __init__(
@@ -71,6 +77,8 @@ class PassAtK(Callback):
         batch_size: int = 64,
         log_samples: int = 16,
         seed: int = 0,
+        template_switch: bool = True,
+        think_follow: bool = True,
     ) -> None:
         unknown = [m for m in modes if m not in MODES]
         if unknown or not modes:
@@ -100,6 +108,8 @@ class PassAtK(Callback):
         self.batch_size = batch_size
         self.log_samples = log_samples
         self.seed = seed
+        self.template_switch = template_switch
+        self.think_follow = think_follow
         self.last_step = -1
         """Global step of the last evaluation (saved in checkpoints: no double run on resume)."""
 
@@ -130,13 +140,42 @@ class PassAtK(Callback):
                 stop_thinking=getattr(pl_module, "stop_thinking", STOP_THINKING),
                 batch_size=self.batch_size,
                 seed=self.seed + trainer.global_rank,
+                template_switch=self.template_switch,
             )
             metrics.update(self._synced(result, mode, pl_module.device))
             table.extend(result.samples[: self.log_samples])
+            if self.think_follow:
+                metrics.update(self._think_follow(trainer, pl_module, share, mode, verifier))
         self.last_step = trainer.global_step
         log_metrics(trainer, metrics)
         log_table(trainer, table, f"samples/pass_at_k_step{trainer.global_step:06d}.json")
         return metrics
+
+    def _think_follow(
+        self, trainer: Trainer, pl_module: LightningModule, queries: list, mode: str, verifier: Any
+    ) -> dict[str, float]:
+        """ThinkFollow with the flag as the only cue, single- and multi-turn."""
+        out = {}
+        for name, prompts in (
+            ("think_follow", queries),
+            ("think_follow_multi_turn", multi_turn_queries(queries, self.seed)),
+        ):
+            result = evaluate_mode(
+                pl_module.model,
+                pl_module.tokenizer,
+                prompts,
+                thinking=MODES[mode],
+                verifier=verifier,
+                sampling=self.sampling(mode),
+                thinking_budget=getattr(pl_module, "thinking_budget", None),
+                stop_thinking=getattr(pl_module, "stop_thinking", STOP_THINKING),
+                batch_size=self.batch_size,
+                seed=self.seed + trainer.global_rank,
+                template_switch=False,
+            )
+            value, weight = result.metrics["think_follow"], len(prompts)
+            out[f"eval/{mode}/{name}"] = synced_mean(value, weight, pl_module.device)
+        return out
 
     def _synced(self, result: Any, mode: str, device: torch.device) -> dict[str, float]:
         """Merge the ranks' results with torchmetrics (exact: sums of per-query terms)."""

@@ -392,6 +392,25 @@ class ArithmeticTask:
         }
         return [*self.prompt(problem, thinking=thinking if flag else None), reply]
 
+    def tool_messages(self, problem: ArithmeticProblem, *, thinking: bool = True) -> list[dict]:
+        """A reply that calls the ``calculator`` tool and answers with its result (agent data
+        for fusion and general RL): user question, an assistant turn with a short thought and
+        the call, the tool's answer, then the boxed answer."""
+        if not isinstance(problem, ArithmeticProblem):
+            raise TypeError(f"problem must be an ArithmeticProblem, got {type(problem).__name__}")
+        call = {"name": "calculator", "arguments": {"expression": problem.question}}
+        return [
+            *self.prompt(problem, thinking=thinking),
+            {
+                "role": "assistant",
+                "content": "",
+                "reasoning_content": "calculator" if thinking else "",
+                "tool_calls": [call],
+            },
+            {"role": "tool", "content": str(problem.answer)},
+            {"role": "assistant", "content": boxed(problem.answer), "reasoning_content": ""},
+        ]
+
     def conversations(
         self,
         n: int,

@@ -173,7 +173,7 @@ class QueryDataModule(LightningDataModule):
             "answer": str(problem.answer),
             "reward": {"names": ["arithmetic", "tool_use"]},
             "domain": "tool_product",
-            "mode": self.hparams.toy_mode,
+            "mode": "think",  # the toy's tool replies think first (see ArithmeticTask.tool_messages)
             "tools": ["calculator"],
         }
         return parse_query(row, "toy tool query")

@@ -13,13 +13,20 @@ on the last user message and the template's ``enable_thinking`` switch.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from lit_qwen3.chat import STOP_THINKING, split_thinking, with_thinking_flag
+from lit_qwen3.chat import (
+    EMPTY_THINKING,
+    STOP_THINKING,
+    split_thinking,
+    strip_thinking_flags,
+    with_thinking_flag,
+)
 from lit_qwen3.generation import RolloutSampler, SamplingConfig, model_device
 from lit_qwen3.metrics import PassAtK
 
@@ -92,16 +99,49 @@ class ModeEvaluation:
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
-def encode_prompts(tokenizer: Any, queries: Sequence[Query], *, thinking: bool) -> list[list[int]]:
-    """Token ids of each query's generation prompt in the given mode."""
+def encode_prompts(
+    tokenizer: Any, queries: Sequence[Query], *, thinking: bool, template_switch: bool = True
+) -> list[list[int]]:
+    """Token ids of each query's generation prompt in the given mode.
+
+    The mode is always asked for by the flag on the last user message; ``template_switch``
+    also sets the template's ``enable_thinking`` (for Qwen3, a non-thinking prompt then ends
+    with the empty thinking block, so the model cannot disobey).
+    """
     prompts = []
     for query in queries:
         messages = with_thinking_flag(query["messages"], thinking)
         text = tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking
+            messages,
+            tokenize=False,
+            add_generation_prompt=True,
+            enable_thinking=thinking if template_switch else True,
         )
         prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
     return prompts
+
+
+def follows_mode(completion: str, thinking: bool) -> bool:
+    """ThinkFollow of one reply: a non-empty think block in thinking mode, an empty one in
+    non-thinking mode (report Table 22). ``completion`` includes any block the prompt wrote."""
+    parsed = split_thinking(completion)
+    return parsed.thinking is not None and bool(parsed.thinking) == thinking
+
+
+def multi_turn_queries(queries: Sequence[Query], seed: int = 0) -> list[dict[str, Any]]:
+    """ThinkFollow's multi-turn form of ``queries``: each is preceded by an earlier exchange
+    (another query and its reference answer) whose user turn carries a random flag, so only the
+    last flag (which the evaluation writes) decides the mode."""
+    rng = random.Random(f"lit-qwen3/multi-turn/{seed}")
+    out = []
+    for i, query in enumerate(queries):
+        earlier = queries[(i + 1) % len(queries)]
+        flag = rng.choice([" /think", " /no_think", ""])
+        first = [dict(m) for m in earlier["messages"]]
+        first[-1]["content"] = strip_thinking_flags(first[-1].get("content") or "") + flag
+        reply = {"role": "assistant", "content": f"\\boxed{{{earlier.get('answer')}}}"}
+        out.append({**query, "messages": [*first, reply, *query["messages"]]})
+    return out
 
 
 @torch.no_grad()
@@ -119,12 +159,15 @@ def evaluate_mode(
     stop_thinking: str = STOP_THINKING,
     batch_size: int = 64,
     seed: int = 0,
+    template_switch: bool = True,
 ) -> ModeEvaluation:
     """Sample ``n_samples`` completions per query and report pass@k and thinking statistics.
 
     ``sampling`` defaults to Qwen3's recommended settings for the mode. Metrics:
     ``pass_at_{k}`` (unbiased estimator), ``accuracy`` (share of correct samples),
-    ``thinking_tokens`` (mean), ``budget_forced`` and ``truncated`` (shares of samples).
+    ``thinking_tokens`` (mean), ``budget_forced`` and ``truncated`` (shares of samples),
+    ``think_follow`` (share of replies whose think block obeys the mode; trivially 1 in
+    non-thinking mode with ``template_switch``, which writes the empty block into the prompt).
     """
     if not queries:
         raise ValueError("evaluate_mode() got no queries")
@@ -136,10 +179,11 @@ def evaluate_mode(
     sampler = RolloutSampler(tokenizer, sampling, stop_thinking=stop_thinking)
     generator = torch.Generator(device=model_device(model)).manual_seed(seed)
 
-    prompts = encode_prompts(tokenizer, queries, thinking=thinking)
+    prompts = encode_prompts(tokenizer, queries, thinking=thinking, template_switch=template_switch)
+    prefill = EMPTY_THINKING if template_switch and not thinking else ""
     rows = [(q, s) for q in range(len(queries)) for s in range(n_samples)]
     correct = torch.zeros(len(queries), n_samples, dtype=torch.bool)
-    thinking_tokens, forced, truncated, samples = [], [], [], []
+    thinking_tokens, forced, truncated, follows, samples = [], [], [], [], []
     was_training = model.training
     model.eval()
     try:
@@ -155,6 +199,7 @@ def evaluate_mode(
             verdicts = verify_batch(check, texts, [queries[q] for q, _ in chunk])
             for i, ((q, s), text) in enumerate(zip(chunk, texts, strict=True)):
                 correct[q, s] = verdicts[i]
+                follows.append(follows_mode(prefill + text, thinking))
                 samples.append(
                     {
                         "query": q,
@@ -182,4 +227,5 @@ def evaluate_mode(
     metrics["thinking_tokens"] = torch.cat(thinking_tokens).mean().item()
     metrics["budget_forced"] = torch.cat(forced).mean().item()
     metrics["truncated"] = torch.cat(truncated).mean().item()
+    metrics["think_follow"] = sum(follows) / len(follows)
     return ModeEvaluation(metrics, correct, samples)

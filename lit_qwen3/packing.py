@@ -101,7 +101,8 @@ def tokenize_conversation(
     Returns ``{"input_ids", "loss_mask", "truncated"}``, or None when the conversation is longer
     than ``max_length`` and ``overflow="drop"``; ``overflow="truncate"`` keeps the first
     ``max_length`` tokens, ``"error"`` raises. ``train_on_all_assistant_turns=False`` trains the
-    last reply only.
+    last reply only: the assistant turns after the last user query (a reply that calls tools has
+    several, with the tool responses between them untrained).
     """
     if overflow not in ("truncate", "drop", "error"):
         raise ValueError(f"overflow must be 'truncate', 'drop' or 'error', got {overflow!r}")
@@ -117,7 +118,7 @@ def tokenize_conversation(
             f"to this chat template's markers. Rendered text starts: {text[:120]!r}"
         )
     if not train_on_all_assistant_turns:
-        spans = spans[-1:]
+        spans = spans[len(spans) - _reply_turns(messages) :]
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoding["input_ids"])
     loss_mask = loss_mask_from_offsets(encoding["offset_mapping"], spans)
@@ -131,6 +132,19 @@ def tokenize_conversation(
             )
         input_ids, loss_mask = input_ids[:max_length], loss_mask[:max_length]
     return {"input_ids": input_ids, "loss_mask": loss_mask, "truncated": truncated}
+
+
+def _reply_turns(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Assistant turns after the last user query (tool responses are not queries)."""
+    turns = 0
+    for message in reversed(messages):
+        content = message.get("content")
+        if message.get("role") == "user" and not (
+            isinstance(content, str) and content.startswith("<tool_response>")
+        ):
+            break
+        turns += message.get("role") == "assistant"
+    return max(turns, 1)
 
 
 def _lengths(examples: Sequence[int] | Sequence[Example]) -> list[int]:

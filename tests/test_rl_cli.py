@@ -143,9 +143,11 @@ def test_cold_start_then_reasoning_rl_through_the_cli(tmp_path):
         "eval/think/pass_at_1",
     ):
         assert key in metrics, key
-    # 2 queries' worth of rollouts per optimizer step pair: 4 optimizer steps = 2 RL steps.
+    # Metrics are logged at the optimizer step, like evaluations: two per batch of rollouts.
     steps = [m.step for m in client.get_metric_history(rl.info.run_id, "train/reward")]
     assert sorted(steps) == [2, 4]
+    evals = [m.step for m in client.get_metric_history(rl.info.run_id, "eval/think/pass_at_1")]
+    assert sorted(evals) == [0, 2, 4]
     samples = {a.path for a in client.list_artifacts(rl.info.run_id, "samples")}
     assert any(path.startswith("samples/reasoning_rl_step") for path in samples)
 

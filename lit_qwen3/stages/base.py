@@ -11,12 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_qwen3.export import export_pretrained
-from lit_qwen3.models import enable_gradient_checkpointing, load_tokenizer, shard_for_fsdp2
+from lit_qwen3.generation import needs_lockstep
+from lit_qwen3.models import (
+    enable_gradient_checkpointing,
+    load_model,
+    load_tokenizer,
+    shard_for_fsdp2,
+)
 from lit_qwen3.optim import OptimizerConfig, configure_adamw
 
 
@@ -60,6 +67,40 @@ class HFStageModule(LightningModule):
         if mesh is not None:
             shard_for_fsdp2(model, mesh["data_parallel"])
         self.model = model
+
+    def load_frozen(self, source: str, **kwargs: Any) -> PreTrainedModel:
+        """A frozen model (reference, teacher): eval mode, no gradients, no optimizer state.
+
+        Keep it off the module's attributes (``object.__setattr__``) rather than as a
+        submodule: checkpoints then skip it (it is rebuilt from ``source``), the optimizer
+        never sees it, and Lightning does not warn that it is in eval mode. Under FSDP2 it is
+        sharded like the policy; otherwise ``on_fit_start`` moves it to the device (list it in
+        ``frozen_models``).
+        """
+        hp = self.hparams
+        model = load_model(
+            source,
+            dtype=hp.get("dtype"),
+            attn_implementation=hp.get("attn_implementation"),
+            seed=hp.get("seed"),
+            allow_download=hp.get("allow_download", False),
+            **kwargs,
+        )
+        model.eval()
+        model.requires_grad_(False)
+        mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
+        if mesh is not None:
+            shard_for_fsdp2(model, mesh["data_parallel"])
+        return model
+
+    def frozen_models(self) -> list[torch.nn.Module]:
+        """The stage's frozen models (moved to the device with the policy)."""
+        return []
+
+    def on_fit_start(self) -> None:
+        for model in self.frozen_models():
+            if not needs_lockstep(model):
+                model.to(self.device)
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(

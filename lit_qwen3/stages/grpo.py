@@ -290,9 +290,8 @@ class GroupRelativeRL(OnPolicyStage):
         metrics["train/filtered_groups"] = float(1 - first_round.float().mean())
         metrics["train/refill_rounds"] = float(len(parts) - 1)
         metrics["train/kept_signal_groups"] = float(trainable.float().mean())
-        if any(row.query.tools for row in sampled_all.rows):
-            calls = [sampled_all.tool_calls[i] for i in rows.tolist()]
-            metrics["train/tool_calls_per_rollout"] = sum(map(len, calls)) / len(calls)
+        calls = [sampled_all.tool_calls[i] for i in rows.tolist()]
+        metrics["train/tool_calls_per_rollout"] = sum(map(len, calls)) / len(calls)
         self.log_samples(
             _subset(sampled_all, rows.tolist()),
             rewards_kept.tolist(),
@@ -315,17 +314,18 @@ class GroupRelativeRL(OnPolicyStage):
             "train/think_share": float(thinking.float().mean()),
         }
         for mode, selected in (("think", thinking), ("no_think", ~thinking)):
-            if selected.any():
-                metrics[f"train/reward/{mode}"] = float(rewards[selected.cpu()].mean())
+            chosen = rewards[selected.cpu()]
+            metrics[f"train/reward/{mode}"] = float(chosen.mean()) if len(chosen) else float("nan")
         return metrics
 
     def reward_metrics(self, infos: list[dict[str, float]]) -> dict[str, float]:
         """Mean unweighted score of each reward over the rows it scored."""
-        sums: dict[str, list[float]] = {}
+        sums: dict[str, list[float]] = {label: [] for label in self.rewards.labels}
         for scores in infos:
             for label, value in scores.items():
-                sums.setdefault(label, []).append(value)
-        out = {f"train/reward/{label}": sum(v) / len(v) for label, v in sums.items()}
+                sums[label].append(value)
+        nan = float("nan")  # same keys on every rank: a label no row used is NaN here
+        out = {f"train/reward/{k}": sum(v) / len(v) if v else nan for k, v in sums.items()}
         for label, errors in self.rewards.error_counts.items():
             out[f"train/reward_errors/{label}"] = float(errors)
         return out

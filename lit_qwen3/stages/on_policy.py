@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_qwen3.agent import ToolRolloutSampler
 from lit_qwen3.chat import ThinkTokens, thinking_span_mask
-from lit_qwen3.generation import Rollouts, RolloutSampler, SamplingConfig, needs_lockstep
-from lit_qwen3.models import load_model, shard_for_fsdp2
+from lit_qwen3.generation import Rollouts, RolloutSampler, SamplingConfig
 from lit_qwen3.queries import Query, encode_query
 from lit_qwen3.rescoring import CompletionScores, score_completions
 from lit_qwen3.stages.base import HFStageModule
 from lit_qwen3.tools import build_tool
-from lit_qwen3.tracking import log_table
+from lit_qwen3.tracking import log_metrics, log_table
 
 
 @dataclass
@@ -313,8 +313,28 @@ class OnPolicyStage(HFStageModule):
         )
         self.rl_step += 1
         metrics["train/rl_step"] = float(self.rl_step)
-        self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=len(update_batch))
+        metrics = self.mean_over_ranks(metrics)
+        log_metrics(self.trainer, metrics)  # at the optimizer step, like evaluation callbacks
+        shown = {k: metrics[k] for k in self.progress_metrics if k in metrics}
+        self.log_dict(shown, prog_bar=True, logger=False, batch_size=len(update_batch))
         return {"entropy_records": records}
+
+    #: Metrics shown on the progress bar (all go to the loggers).
+    progress_metrics: tuple[str, ...] = ("train/reward", "train/divergence")
+
+    def mean_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Each metric's mean over the ranks that have it (NaN: this rank has no value).
+
+        Every rank must pass the same keys; values are means of this rank's rows.
+        """
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
+        if self.trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            present = (~values.isnan()).double()
+            stacked = torch.stack([values.nan_to_num(0.0), present]).to(self.device)
+            dist.all_reduce(stacked)
+            values = (stacked[0] / stacked[1]).cpu()
+        return {k: float(v) for k, v in zip(keys, values, strict=True) if v == v}
 
     def micro_batches(self, rows: torch.Tensor) -> list[torch.Tensor]:
         size = self.hparams.micro_batch_size or len(rows)
@@ -408,34 +428,3 @@ class OnPolicyStage(HFStageModule):
         self.skipped_steps = state.get("skipped_steps", 0)
 
     # -- frozen models ----------------------------------------------------------------------
-    def load_frozen(self, source: str, **kwargs: Any) -> torch.nn.Module:
-        """A frozen model (reference, teacher): eval mode, no gradients, no optimizer state.
-
-        It is not a submodule: checkpoints skip it (it is rebuilt from ``source``), the
-        optimizer never sees it, and Lightning does not warn that it is in eval mode. Under
-        FSDP2 it is sharded like the policy; elsewhere ``on_fit_start`` moves it to the device.
-        """
-        hp = self.hparams
-        model = load_model(
-            source,
-            dtype=hp.get("dtype"),
-            attn_implementation=hp.get("attn_implementation"),
-            seed=hp.get("seed"),
-            allow_download=hp.get("allow_download", False),
-            **kwargs,
-        )
-        model.eval()
-        model.requires_grad_(False)
-        mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
-        if mesh is not None:
-            shard_for_fsdp2(model, mesh["data_parallel"])
-        return model
-
-    def frozen_models(self) -> list[torch.nn.Module]:
-        """The stage's frozen models (to move to the device with the policy)."""
-        return []
-
-    def on_fit_start(self) -> None:
-        for model in self.frozen_models():
-            if not needs_lockstep(model):
-                model.to(self.device)

@@ -1,0 +1,194 @@
+"""On-policy strong-to-weak distillation (report section 4.5): the student samples, the frozen
+teacher scores the same tokens, and the student minimises a per-token divergence to the
+teacher's next-token distribution along its own trajectories.
+
+Prompts come in thinking or non-thinking mode per query (``mixed`` queries pick by
+``think_fraction``); each rollout position compares the full distributions (reverse KL by
+default: mode seeking, as on-policy distillation usually does; forward KL and generalized JSD
+selectable). No reward is needed: the report finds this beats RL on the same student in pass@1
+and pass@64 at about a tenth of the GPU hours (Table 21).
+
+Where this departs from the report (whose direction of KL is unstated):
+1. reverse KL by default (Agarwal et al. 2024, Thinking Machines' on-policy distillation);
+2. tokens the thinking budget forced and tokens tools wrote are not trained on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lit_qwen3.chat import STOP_THINKING
+from lit_qwen3.distillation import Divergence, check_same_vocabulary, make_divergence
+from lit_qwen3.generation import SamplingConfig
+from lit_qwen3.models import load_model, load_tokenizer
+from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.queries import Query
+from lit_qwen3.rescoring import completion_hidden_states
+from lit_qwen3.stages.on_policy import OnPolicyStage, UpdateBatch
+
+
+class OnPolicyDistillation(OnPolicyStage):
+    """The student learns the teacher's distribution on its own samples.
+
+    Args:
+        model: the student (usually the off-policy distilled student's directory).
+        teacher: the frozen teacher (a directory or preset); same vocabulary as the student.
+        tokenizer / output_dir / optimizer: as every stage.
+        divergence: ``reverse_kl`` (default), ``forward_kl`` or ``jsd`` (with ``jsd_beta``).
+        temperature: the softmax temperature of both distributions in the loss.
+        samples_per_query: rollouts per query.
+        sampling / thinking_budget / stop_thinking: the student's sampling.
+        ppo_epochs / num_minibatches / micro_batch_size / max_grad_norm: updates per batch of
+            rollouts, as in the RL stages.
+        think_fraction: for ``mixed`` queries, the share sampled in thinking mode.
+        template_switch / render_tools / max_tool_turns / chunk_size / samples_every_n_steps /
+            log_samples / dtype / attn_implementation / gradient_checkpointing / seed /
+            allow_download: as in :class:`~lit_qwen3.stages.grpo.GroupRelativeRL`.
+    """
+
+    stage = "on_policy_distillation"
+
+    def __init__(
+        self,
+        model: str = "toy-student",
+        teacher: str = "toy-teacher",
+        tokenizer: str | None = None,
+        output_dir: str | None = None,
+        optimizer: OptimizerConfig | None = None,
+        divergence: Divergence = "reverse_kl",
+        jsd_beta: float = 0.5,
+        temperature: float = 1.0,
+        samples_per_query: int = 1,
+        sampling: SamplingConfig | None = None,
+        thinking_budget: int | None = None,
+        stop_thinking: str = STOP_THINKING,
+        ppo_epochs: int = 1,
+        num_minibatches: int = 1,
+        micro_batch_size: int | None = None,
+        max_grad_norm: float | None = 1.0,
+        think_fraction: float = 0.5,
+        template_switch: bool = True,
+        render_tools: bool = False,
+        max_tool_turns: int = 2,
+        chunk_size: int = 1024,
+        samples_every_n_steps: int = 10,
+        log_samples: int = 16,
+        dtype: str | None = None,
+        attn_implementation: str | None = None,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+        allow_download: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if samples_per_query < 1:
+            raise ValueError(f"samples_per_query must be >= 1, got {samples_per_query}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.divergence_fn = make_divergence(divergence, jsd_beta)
+        self.init_stage(model, tokenizer, optimizer, allow_download=allow_download)
+        check_same_vocabulary(
+            self.tokenizer, load_tokenizer(teacher, allow_download=allow_download)
+        )
+        self.init_rollouts(
+            sampling=sampling or SamplingConfig(max_new_tokens=256, temperature=1.0),
+            thinking_budget=thinking_budget,
+            stop_thinking=stop_thinking,
+            ppo_epochs=ppo_epochs,
+            num_minibatches=num_minibatches,
+            micro_batch_size=micro_batch_size,
+            max_grad_norm=max_grad_norm,
+            think_fraction=think_fraction,
+            template_switch=template_switch,
+            max_tool_turns=max_tool_turns,
+            chunk_size=chunk_size,
+            samples_every_n_steps=samples_every_n_steps,
+            log_samples=log_samples,
+        )
+        object.__setattr__(self, "teacher", None)  # frozen: not a submodule
+
+    def build_model(self) -> torch.nn.Module:
+        hp = self.hparams
+        student = load_model(
+            hp.model,
+            dtype=hp.dtype,
+            attn_implementation=hp.attn_implementation,
+            seed=hp.seed,
+            allow_download=hp.allow_download,
+        )
+        if self.teacher is None:
+            teacher = self.load_frozen(hp.teacher)
+            if teacher.config.vocab_size != student.config.vocab_size:
+                raise ValueError(
+                    f"teacher {hp.teacher!r} has {teacher.config.vocab_size} output embeddings "
+                    f"but student {hp.model!r} has {student.config.vocab_size}: the "
+                    "distributions must be over the same vocabulary"
+                )
+            object.__setattr__(self, "teacher", teacher)
+        return student
+
+    def frozen_models(self) -> list[torch.nn.Module]:
+        return [self.teacher] if self.teacher is not None else []
+
+    # -- batch ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def teacher_hidden(self, rollouts: Any) -> torch.Tensor:
+        """The teacher's last hidden states at the completion positions, micro-batched."""
+        parts = []
+        width = rollouts.completion_ids.shape[1]
+        for rows in self.micro_batches(torch.arange(len(rollouts), device=self.device)):
+            part = rollouts.select(rows)
+            hidden = completion_hidden_states(self.teacher, part)
+            parts.append(torch.nn.functional.pad(hidden, (0, 0, 0, width - hidden.shape[1])))
+        return torch.cat(parts)
+
+    def make_batch(self, queries: list[Query]) -> tuple[UpdateBatch, dict[str, float]]:
+        sampled = self.sample_rows(
+            self.expand(queries, self.hparams.samples_per_query), self.generator()
+        )
+        rollouts = sampled.rollouts
+        mask = rollouts.policy_mask()
+        batch = UpdateBatch(
+            rollouts,
+            mask,
+            sampled.thinking.to(self.device),
+            {"teacher_hidden": self.teacher_hidden(rollouts)},
+        )
+        lengths = (rollouts.completion_mask - rollouts.tool_mask).sum(-1).float()
+        metrics = {
+            "train/rollout_length": float(lengths.mean()),
+            "train/thinking_length": float(rollouts.thinking_length.float().mean()),
+            "train/budget_forced": float(rollouts.budget_forced.float().mean()),
+            "train/truncated": float(rollouts.truncated.float().mean()),
+            "train/think_share": float(sampled.thinking.float().mean()),
+        }
+        self.log_samples(sampled, [0.0] * len(sampled.rows), {})
+        return batch, metrics
+
+    def batch_loss(
+        self, batch: UpdateBatch, normalizer: float
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        hp = self.hparams
+        hidden = completion_hidden_states(self.model, batch.rollouts)
+        student_logits = self.model.get_output_embeddings()(hidden).float()
+        teacher_head = self.teacher.get_output_embeddings()
+        with torch.no_grad():
+            teacher_logits = teacher_head(batch.tensors["teacher_hidden"]).float()
+        per_token = self.divergence_fn(
+            student_logits, teacher_logits, batch.mask, hp.temperature, reduction="none"
+        )
+        loss = (per_token * batch.mask).sum() / normalizer
+        with torch.no_grad():
+            logp = torch.log_softmax(student_logits / hp.temperature, -1)
+            entropy = -(logp.exp() * logp).sum(-1) * batch.rollouts.completion_mask
+            ids = batch.rollouts.completion_ids.unsqueeze(-1)
+            teacher_logp = torch.log_softmax(teacher_logits, -1).gather(-1, ids).squeeze(-1)
+            tokens = batch.mask.sum().clamp(min=1)
+            metrics = {
+                "divergence": (per_token * batch.mask).sum() / tokens,
+                "teacher_logprob": (teacher_logp * batch.mask).sum() / tokens,
+                "entropy": (entropy * batch.mask).sum() / tokens,
+            }
+        return loss, metrics, entropy

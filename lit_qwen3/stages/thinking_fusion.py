@@ -1,0 +1,27 @@
+"""Stage 3 of the Qwen3 recipe: thinking-mode fusion (report section 4.3).
+
+Continued SFT of the reasoning-RL model on a mix of thinking and non-thinking replies in one
+chat template (``FusionDataModule``): ``/think`` and ``/no_think`` flags in user or system turns,
+thinking by default, multi-turn dialogs that follow the last flag, and cut-off thinking closed
+with the stop-thinking text so that thinking budgets work. The shares of each kind are logged
+to MLflow as ``data/...`` metrics at the start of training.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch.utilities import rank_zero_only
+
+from lit_qwen3.stages.sft import SupervisedFineTuning
+from lit_qwen3.tracking import log_metrics
+
+
+class ThinkingModeFusion(SupervisedFineTuning):
+    """SFT on the fusion mix; arguments as :class:`~lit_qwen3.stages.sft.SupervisedFineTuning`."""
+
+    stage = "thinking_fusion"
+
+    @rank_zero_only
+    def on_train_start(self) -> None:
+        mix = getattr(self.trainer.datamodule, "mix", None)
+        if mix:
+            log_metrics(self.trainer, {f"data/{key}": value for key, value in mix.items()}, step=0)

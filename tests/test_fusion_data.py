@@ -1,0 +1,106 @@
+"""FusionDataModule: the stage-3 mix's shares, flags (user, system, none, multi-turn: the last
+wins), cut-off thinking closed with the configured stop text, and its refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lit_qwen3.chat import STOP_THINKING_REPORT, split_thinking, thinking_enabled
+from lit_qwen3.datamodules.arithmetic import ArithmeticTask
+from lit_qwen3.datamodules.fusion import FusionDataModule, cut_reasoning
+
+
+@pytest.fixture(scope="module")
+def thinking_file(tmp_path_factory):
+    """Stand-in for rejection-sampled thinking replies: the toy task's own scratchpads."""
+    task = ArithmeticTask(seed=3, max_digits=3, check=False, mul_fraction=0.0)
+    path = tmp_path_factory.mktemp("fusion") / "thinking.jsonl"
+    rows = [
+        {"messages": task.messages(p, thinking=True), "answer": str(p.answer)}
+        for p in task.problems(300)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def _mix(thinking_file, **kwargs):
+    settings = dict(thinking_data=str(thinking_file), size=600, val_size=0, seed=1)
+    data = FusionDataModule(**{**settings, **kwargs})
+    return data, data.build_mix(500, "train")
+
+
+def test_shares_flags_and_the_last_flag_wins(thinking_file):
+    data, rows = _mix(
+        thinking_file,
+        think_share=0.5,
+        multi_turn_share=0.3,
+        no_flag_share=0.4,
+        system_flag_share=0.3,
+        cut_share=0.0,
+    )
+    think = [
+        r
+        for r in rows
+        if split_thinking(
+            "<think>" + (r["messages"][-1].get("reasoning_content") or "") + "</think>"
+        ).thinking
+    ]
+    assert abs(len(think) / len(rows) - 0.5) < 0.02
+    for row in rows:
+        messages, reply = row["messages"][:-1], row["messages"][-1]
+        wants_thinking = bool(reply.get("reasoning_content"))
+        assert thinking_enabled(messages) == wants_thinking  # flags, defaults and last-flag rule
+    multi = [r for r in rows if sum(m["role"] == "user" for m in r["messages"]) == 2]
+    assert 0.25 < len(multi) / len(rows) < 0.35
+    assert any(r["messages"][0]["role"] == "system" for r in rows)
+    unflagged = [
+        r for r in rows if "/think" not in json.dumps(r) and "/no_think" not in json.dumps(r)
+    ]
+    assert unflagged and all(r["messages"][-1]["reasoning_content"] for r in unflagged)
+    assert data.mix["train/think"] == pytest.approx(0.5, abs=0.02)
+    assert data.mix["train/multi_turn"] == pytest.approx(0.3, abs=0.05)
+
+
+def test_cut_thinking_is_closed_with_the_stop_text_at_uniform_points(thinking_file):
+    _, rows = _mix(thinking_file, cut_share=1.0, stop_thinking=STOP_THINKING_REPORT)
+    cut = [
+        r["messages"][-1]["reasoning_content"]
+        for r in rows
+        if r["messages"][-1].get("reasoning_content")
+    ]
+    sentence = STOP_THINKING_REPORT.split("</think>")[0].rstrip("\n")
+    assert cut and all(text.endswith(sentence) for text in cut)
+    kept = [len(text) - len(sentence) for text in cut]
+    assert min(kept) <= 2 and max(kept) >= 25  # from (almost) nothing to (almost) everything
+    assert cut_reasoning("7+9+0=16 6\n4+8+1=13 36", 11, "\n</think>\n\n") == "7+9+0=16 6"
+
+
+def test_a_mix_without_one_mode_is_refused(thinking_file):
+    for share in (0.0, 1.0):
+        with pytest.raises(ValueError, match="fusion mixes both modes"):
+            FusionDataModule(thinking_data=str(thinking_file), think_share=share)
+    with pytest.raises(ValueError, match="rejection_model"):
+        FusionDataModule(tokenizer="toy")
+    with pytest.raises(ValueError, match="</think>"):
+        FusionDataModule(thinking_data=str(thinking_file), stop_thinking="stop")
+
+
+def test_rejection_sampling_keeps_verified_replies_of_the_policy(toy_policy):
+    data = FusionDataModule(
+        tokenizer=str(toy_policy),
+        size=80,
+        val_size=0,
+        toy_max_digits=2,
+        toy_mul_fraction=0.0,
+        rejection_samples=2,
+        rejection_max_new_tokens=64,
+    )
+    rows = data.thinking_rows(40, "train")
+    from lit_qwen3.datamodules.arithmetic import verify
+
+    for row in rows:
+        reply = row["messages"][-1]
+        assert reply["reasoning_content"] and verify(reply["content"], row["answer"])
+    assert 0 < data.mix["train/rejection_kept"] <= 1
