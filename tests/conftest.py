@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The instruction reward writes NLTK's punkt tables on first use: the suite writes its own copy.
+if "LIT_QWEN3_NLTK_DATA" not in os.environ:
+    os.environ["LIT_QWEN3_NLTK_DATA"] = tempfile.mkdtemp(prefix="lit_qwen3_nltk_")
+    atexit.register(shutil.rmtree, os.environ["LIT_QWEN3_NLTK_DATA"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 QWEN3_TOKENIZER_DIR = REPO.parent / "shared" / "qwen3-tokenizer"

@@ -130,7 +130,10 @@ def test_in_a_composite_with_rule_rewards(toy_tokenizer):
     composite = CompositeReward(
         [{"name": "instructions", "weight": 1.0}, {"reward": rm, "weight": 0.5}], num_workers=0
     )
-    metadata = {"constraints": [{"type": "keywords", "words": ["lightning"]}]}
+    metadata = {
+        "instruction_id_list": ["keywords:existence"],
+        "kwargs": [{"keywords": ["lightning"]}],
+    }
     samples = [
         Sample.from_completion(PROMPT, c, metadata=metadata) for c in ("Lightning.", "Keras.")
     ]
