@@ -3,6 +3,7 @@
 - ``arithmetic``: the embedded toy task (generator, chain-of-thought traces, verifier); pure Python.
 - ``conversations``: ``ConversationDataModule``, chat SFT with assistant-only loss and packing.
 - ``preference_pairs``: ``PreferencePairsDataModule``, (prompt, chosen, rejected) for reward models.
+- ``toy_instructions``: IFEval-format instruction prompts on the toy questions, and compliant replies.
 
 Import the module you need; this package imports nothing, so the pure toy task stays light.
 """
