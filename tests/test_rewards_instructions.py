@@ -203,6 +203,10 @@ BAD_SPECS = [
         r"\(length_constraints:number_words\): bad kwargs .*supported relation",
     ),
     (ifeval(["punctuation:no_comma"], [7]), r"metadata\['kwargs'\]\[0\] must be a dict or null"),
+    (
+        ifeval([["punctuation:no_comma"]], [{}]),
+        r"unknown instruction id \['punctuation:no_comma'\]",
+    ),
     ({"instruction_id_list": "punctuation:no_comma"}, r"'instruction_id_list'\] must be a list"),
     ({"instruction_id_list": []}, "instruction list is empty"),
     ({"constraints": [{"n": 3}]}, r"constraints\[0\] must be a dict with a 'type' key"),

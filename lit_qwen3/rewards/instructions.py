@@ -137,7 +137,7 @@ def parse_instructions(metadata: Mapping[str, Any]) -> list[InstructionSpec]:
 
 def _unknown_id(spec: InstructionSpec, known: Sequence[str]) -> ValueError:
     message = f"{spec.where}: unknown instruction id {spec.id!r}; "
-    if spec.id in _REPLACED:
+    if isinstance(spec.id, str) and spec.id in _REPLACED:
         message += f"this constraint is now the benchmark's {_REPLACED[spec.id]}; "
     else:
         close = difflib.get_close_matches(str(spec.id), known, n=3)
