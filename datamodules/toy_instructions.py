@@ -9,7 +9,9 @@ instructions, with IFEval's ``instruction_id_list`` and ``kwargs``::
      "kwargs": [{"end_phrase": "Done."}], "answer": "936", "question": "347+589",
      "domain": "instruction_following"}
 
-Every instruction here fails on the bare reply ``\\boxed{936}``, so a policy has to learn the
+:func:`toy_instruction_row` makes the row of one problem (``QueryDataModule`` draws its toy
+instruction queries with it); :func:`toy_ifeval_rows` makes ``n`` rows of a split. Every
+instruction here fails on the bare reply ``\\boxed{936}``, so a policy has to learn the
 format, and :func:`toy_ifeval_reply` writes a reply that follows all of a row's instructions and
 still holds ``\\boxed{answer}`` (SFT and fusion data teach the format with it). Questions come
 from :class:`~lit_qwen3.datamodules.arithmetic.ArithmeticTask`, so train, validation and test rows
@@ -22,9 +24,21 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from lit_qwen3.datamodules.arithmetic import ArithmeticTask, _check_int, _check_split, boxed
+from lit_qwen3.datamodules.arithmetic import (
+    ArithmeticProblem,
+    ArithmeticTask,
+    _check_int,
+    _check_split,
+    boxed,
+)
 
-__all__ = ["TOY_INSTRUCTIONS", "ToyInstruction", "toy_ifeval_reply", "toy_ifeval_rows"]
+__all__ = [
+    "TOY_INSTRUCTIONS",
+    "ToyInstruction",
+    "toy_ifeval_reply",
+    "toy_ifeval_rows",
+    "toy_instruction_row",
+]
 
 DOMAIN = "instruction_following"
 _KEYWORDS = ("sum", "total", "result")
@@ -81,6 +95,37 @@ def _wording(instruction: ToyInstruction, kwargs: dict) -> str:
     return instruction.text.format(value) if "{}" in instruction.text else instruction.text
 
 
+def toy_instruction_row(
+    problem: ArithmeticProblem, seed: int = 0, *, max_instructions: int = 2
+) -> dict:
+    """One IFEval-format row for ``problem``: 1 to ``max_instructions`` distinct instructions of
+    :data:`TOY_INSTRUCTIONS`, drawn by ``seed`` (the same arguments give the same row)."""
+    if not isinstance(problem, ArithmeticProblem):
+        raise TypeError(f"problem must be an ArithmeticProblem, got {type(problem).__name__}")
+    _check_int("seed", seed)
+    _check_int("max_instructions", max_instructions, 1)
+    if max_instructions > 2:
+        raise ValueError(
+            f"max_instructions must be 1 or 2 (short toy replies), got {max_instructions}"
+        )
+    rng = random.Random(f"lit-qwen3/toy_instructions/{seed}/{problem.question}")
+    count = rng.randint(1, max_instructions)
+    while True:
+        chosen = rng.sample(TOY_INSTRUCTIONS, count)
+        if frozenset(i.id for i in chosen) not in _EXCLUSIVE:
+            break
+    kwargs = [dict(rng.choice(instruction.choices)) for instruction in chosen]
+    wording = " ".join(_wording(i, kw) for i, kw in zip(chosen, kwargs, strict=True))
+    return {
+        "prompt": f"{problem.question} {wording}",
+        "instruction_id_list": [i.id for i in chosen],
+        "kwargs": kwargs,
+        "answer": str(problem.answer),
+        "question": problem.question,
+        "domain": DOMAIN,
+    }
+
+
 def toy_ifeval_rows(
     n: int,
     seed: int = 0,
@@ -89,41 +134,17 @@ def toy_ifeval_rows(
     max_instructions: int = 2,
     task: ArithmeticTask | None = None,
 ) -> list[dict]:
-    """``n`` IFEval-format rows over ``task.problems(n, split)`` (default ``ArithmeticTask(seed)``).
-
-    Each row has 1 to ``max_instructions`` distinct instructions from :data:`TOY_INSTRUCTIONS`;
-    the draw is seeded by ``seed`` and ``split``, so the same arguments give the same rows.
-    """
+    """``n`` rows of :func:`toy_instruction_row` over ``task.problems(n, split)`` (default
+    ``ArithmeticTask(seed)``), with row seeds drawn from ``seed`` and ``split``."""
     _check_int("n", n, 0)
     _check_int("seed", seed)
     _check_split(split)
-    _check_int("max_instructions", max_instructions, 1)
-    if max_instructions > 2:
-        raise ValueError(
-            f"max_instructions must be 1 or 2 (short toy replies), got {max_instructions}"
-        )
     task = ArithmeticTask(seed=seed) if task is None else task
     rng = random.Random(f"lit-qwen3/toy_instructions/{seed}/{split}")
-    rows = []
-    for problem in task.problems(n, split):
-        count = rng.randint(1, max_instructions)
-        while True:
-            chosen = rng.sample(TOY_INSTRUCTIONS, count)
-            if frozenset(i.id for i in chosen) not in _EXCLUSIVE:
-                break
-        kwargs = [dict(rng.choice(instruction.choices)) for instruction in chosen]
-        wording = " ".join(_wording(i, kw) for i, kw in zip(chosen, kwargs, strict=True))
-        rows.append(
-            {
-                "prompt": f"{problem.question} {wording}",
-                "instruction_id_list": [i.id for i in chosen],
-                "kwargs": kwargs,
-                "answer": str(problem.answer),
-                "question": problem.question,
-                "domain": DOMAIN,
-            }
-        )
-    return rows
+    return [
+        toy_instruction_row(p, rng.randrange(2**32), max_instructions=max_instructions)
+        for p in task.problems(n, split)
+    ]
 
 
 def toy_ifeval_reply(row: dict) -> str:

@@ -12,8 +12,9 @@ from lit_qwen3.datamodules.toy_instructions import (
     TOY_INSTRUCTIONS,
     toy_ifeval_reply,
     toy_ifeval_rows,
+    toy_instruction_row,
 )
-from lit_qwen3.rewards.base import Sample
+from lit_qwen3.rewards.base import CompositeReward, Sample
 from lit_qwen3.rewards.instructions import InstructionFollowingReward
 
 STRICT = InstructionFollowingReward(all_or_nothing=True)
@@ -86,11 +87,49 @@ def test_every_drawable_pair_has_a_compliant_reply(pair):
         assert score(row, toy_ifeval_reply(row)) == 1.0
 
 
+def test_one_row_per_problem_and_seed():
+    problem = ArithmeticTask(seed=0).problems(1)[0]
+    row = toy_instruction_row(problem, seed=5)
+    assert row == toy_instruction_row(problem, seed=5)
+    assert len({str(toy_instruction_row(problem, seed=s)) for s in range(20)}) > 1
+    assert row["answer"] == str(problem.answer) and row["question"] == problem.question
+
+
+def test_query_datamodule_toy_instruction_queries_score_through_the_composite():
+    # The contract with QueryDataModule: its toy IFEval queries carry instruction_id_list and
+    # kwargs to the rewards, routed to `arithmetic` and `instructions`.
+    from lit_qwen3.datamodules.queries import QueryDataModule
+
+    dm = QueryDataModule(
+        toy_size=64, val_size=8, queries_per_step=4, toy_instruction_fraction=1.0, toy_exclude_sft=0
+    )
+    dm.setup("fit")
+    composite = CompositeReward(
+        [
+            {"name": "arithmetic"},
+            {"name": "instructions", "kwargs": {"all_or_nothing": True}},
+            {"name": "format"},
+        ],
+        num_workers=0,
+    )
+    for query in dm.train_queries[:16]:
+        metadata = query.reward_metadata()
+        assert metadata["rewards"] == ["arithmetic", "instructions"]
+        row = {**metadata, "answer": metadata["reference"]}
+        prompt = query.messages_for(thinking=False)
+        good = Sample.from_completion(prompt, toy_ifeval_reply(row), metadata=metadata)
+        bare = Sample.from_completion(prompt, f"\\boxed{{{row['answer']}}}", metadata=metadata)
+        assert composite.score(good).info["scores"] == {"arithmetic": 1.0, "instructions": 1.0}
+        assert composite.score(bare).info["scores"] == {"arithmetic": 1.0, "instructions": 0.0}
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="split must be one of"):
         toy_ifeval_rows(2, split="dev")
     with pytest.raises(ValueError, match="max_instructions must be 1 or 2"):
         toy_ifeval_rows(2, max_instructions=3)
+    with pytest.raises(TypeError, match="problem must be an ArithmeticProblem"):
+        toy_instruction_row("347+589")
     with pytest.raises(ValueError, match="toy_ifeval_reply knows"):
         toy_ifeval_reply(
             {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}], "answer": "1"}
