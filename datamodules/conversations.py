@@ -268,6 +268,29 @@ class ConversationDataModule(LightningDataModule):
             raise ValueError(f"toy_size must be >= 1, got {toy_size}")
         # The tokenizer is the model's: the stage module records it, not the data.
         self.save_hyperparameters(ignore=["tokenizer"])
+        # Subclasses (fusion, distillation) pass these on; under LightningCLI hparams hold only
+        # the subclass's own arguments, so record the ones this class reads explicitly.
+        self.hparams.update(
+            data=data,
+            max_tokens_per_batch=max_tokens_per_batch,
+            max_length=max_length,
+            packing=packing,
+            val_fraction=val_fraction,
+            val_size=val_size,
+            num_workers=num_workers,
+            seed=seed,
+            overflow=overflow,
+            train_on_all_assistant_turns=train_on_all_assistant_turns,
+            assistant_header=assistant_header,
+            turn_end=turn_end,
+            toy_size=toy_size,
+            toy_think_fraction=toy_think_fraction,
+            toy_cut_fraction=toy_cut_fraction,
+            toy_min_digits=toy_min_digits,
+            toy_max_digits=toy_max_digits,
+            toy_mul_fraction=toy_mul_fraction,
+            toy_check=toy_check,
+        )
         self.tokenizer = load_tokenizer(tokenizer)
         #: How evaluation callbacks check answers: the toy task's exact check, else math-verify.
         self.verifier = verifier or ("arithmetic" if data is None else "math")

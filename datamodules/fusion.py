@@ -14,15 +14,16 @@
 - **cut thinking**: a share of thinking replies is cut at a point drawn uniformly over the whole
   scratchpad and closed with the stop-thinking text, then answered, so that a budget anywhere
   gives a sensible answer (TOY_NOTES: a narrow spread of cut points gives a step, not a curve).
-  ``stop_thinking`` is what the sampler forces at the budget: Qwen's docs' sentence, the
-  report's, or the template's bare ``</think>``;
+  ``cut_stop_text`` is what the sampler forces at the budget (keep it equal to the stage's and
+  ``ThinkingBudget``'s ``stop_thinking``): Qwen's docs' sentence, the report's, or the
+  template's bare ``</think>``;
 - optionally **agent** replies that call the calculator and **instruction** prompts (IFEval
   format), which general RL then rewards.
 
 The builder logs the share of each kind (``self.mix``) and refuses a mix without thinking or
 without non-thinking examples. Departure from the report: the report says the budget ability
 emerges from fusion untrained; the toy trains on cut-off thinking (TOY_NOTES), and the report's
-own sentence is available as ``stop_thinking``.
+own sentence is available as ``cut_stop_text``.
 """
 
 from __future__ import annotations
@@ -137,11 +138,14 @@ class FusionDataModule(ConversationDataModule):
         no_flag_share: share of thinking prompts without a flag.
         system_flag_share: share of flags written in a system turn.
         multi_turn_share: share of conversations with an earlier exchange (random flag).
-        cut_share: share of thinking replies cut short and closed with ``stop_thinking``.
-        stop_thinking: the text a budget forces (must hold ``</think>`` once).
+        cut_share: share of thinking replies cut short and closed with ``cut_stop_text``.
+        cut_stop_text: the text a budget forces (must hold ``</think>`` once): the same as the
+            module's and ``ThinkingBudget``'s ``stop_thinking``.
         tool_share / instruction_share: shares of calculator-calling replies and IFEval-format
             instruction conversations (toy task).
         tool_digits: digits of the large factor of the products the calculator replies solve.
+        rejection_fallback: when the policy gets no query right (smoke runs of untrained
+            models), use the toy task's own scratchpads instead of failing.
         toy_min_digits / toy_max_digits / toy_mul_fraction: the toy problems (stage 1's).
     """
 
@@ -159,10 +163,11 @@ class FusionDataModule(ConversationDataModule):
         system_flag_share: float = 0.2,
         multi_turn_share: float = 0.2,
         cut_share: float = 0.33,
-        stop_thinking: str = STOP_THINKING,
+        cut_stop_text: str = STOP_THINKING,
         tool_share: float = 0.0,
         instruction_share: float = 0.0,
         tool_digits: tuple[int, int] = (6, 8),
+        rejection_fallback: bool = False,
         toy_min_digits: int = 2,
         toy_max_digits: int = 4,
         toy_mul_fraction: float = 0.25,
@@ -208,8 +213,8 @@ class FusionDataModule(ConversationDataModule):
             )
         if tool_share + instruction_share >= 1.0:
             raise ValueError("tool_share + instruction_share must leave room for plain rows")
-        if THINK_END not in stop_thinking:
-            raise ValueError(f"stop_thinking must contain {THINK_END!r}, got {stop_thinking!r}")
+        if THINK_END not in cut_stop_text:
+            raise ValueError(f"cut_stop_text must contain {THINK_END!r}, got {cut_stop_text!r}")
         if size < 2:
             raise ValueError(f"size must be >= 2, got {size}")
         if rejection_model is None and thinking_data is None:
@@ -227,8 +232,9 @@ class FusionDataModule(ConversationDataModule):
             size=size,
             rejection_samples=rejection_samples,
             rejection_max_new_tokens=rejection_max_new_tokens,
-            stop_thinking=stop_thinking,
+            cut_stop_text=cut_stop_text,
             tool_digits=tuple(tool_digits),
+            rejection_fallback=rejection_fallback,
             **shares,
         )
         self.mix: dict[str, float] = {}
@@ -263,6 +269,11 @@ class FusionDataModule(ConversationDataModule):
             seed=hp.seed,
         )
         self.mix[f"{split}/rejection_kept"] = counts["kept"] / max(counts["queries"], 1)
+        if not rows and hp.rejection_fallback:  # too weak a policy: the task's own scratchpads
+            rows = [
+                {"messages": task.messages(p, thinking=True), "answer": str(p.answer)}
+                for p in task.problems(n, split)
+            ]
         if not rows:
             raise ValueError(
                 f"rejection sampling kept no thinking reply: {hp.rejection_model} answered none "
@@ -298,7 +309,7 @@ class FusionDataModule(ConversationDataModule):
             if think and rng.random() < hp.cut_share and reply.get("reasoning_content"):
                 reasoning = reply["reasoning_content"]
                 reply["reasoning_content"] = cut_reasoning(
-                    reasoning, rng.randrange(len(reasoning)), hp.stop_thinking
+                    reasoning, rng.randrange(len(reasoning)), hp.cut_stop_text
                 )
                 kinds["cut"] += 1
             messages = self._flagged(messages, think, rng, kinds)
@@ -356,11 +367,29 @@ class FusionDataModule(ConversationDataModule):
         ]
 
     def instruction_rows(self, n: int, split: str) -> list[dict[str, Any]]:
+        """IFEval-format toy prompts with compliant replies, half thinking (the scratchpad),
+        half ``/no_think``, so general RL starts from a policy that knows the formats."""
         if n == 0:
             return []
-        from lit_qwen3.datamodules.toy_instructions import toy_instruction_conversations
+        import re
 
-        return toy_instruction_conversations(n, seed=self.hparams.seed, split=split)
+        from lit_qwen3.datamodules.arithmetic import ArithmeticProblem
+        from lit_qwen3.datamodules.toy_instructions import toy_ifeval_reply, toy_ifeval_rows
+
+        rows = []
+        for i, row in enumerate(toy_ifeval_rows(n, seed=self.hparams.seed, split=split)):
+            a, op, b = re.fullmatch(r"(\d+)([+*])(\d+)", row["question"]).groups()
+            thinking = i % 2 == 0
+            reasoning = ArithmeticProblem(int(a), int(b), op).thinking(check=False)
+            flag = "" if thinking else " /no_think"
+            reply = {
+                "role": "assistant",
+                "content": toy_ifeval_reply(row),
+                "reasoning_content": reasoning if thinking else "",
+            }
+            messages = [{"role": "user", "content": row["prompt"] + flag}, reply]
+            rows.append({"messages": messages, "answer": row["answer"]})
+        return rows
 
     def load_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         hp = self.hparams

@@ -64,7 +64,7 @@ def test_shares_flags_and_the_last_flag_wins(thinking_file):
 
 
 def test_cut_thinking_is_closed_with_the_stop_text_at_uniform_points(thinking_file):
-    _, rows = _mix(thinking_file, cut_share=1.0, stop_thinking=STOP_THINKING_REPORT)
+    _, rows = _mix(thinking_file, cut_share=1.0, cut_stop_text=STOP_THINKING_REPORT)
     cut = [
         r["messages"][-1]["reasoning_content"]
         for r in rows
@@ -84,7 +84,7 @@ def test_a_mix_without_one_mode_is_refused(thinking_file):
     with pytest.raises(ValueError, match="rejection_model"):
         FusionDataModule(tokenizer="toy")
     with pytest.raises(ValueError, match="</think>"):
-        FusionDataModule(thinking_data=str(thinking_file), stop_thinking="stop")
+        FusionDataModule(thinking_data=str(thinking_file), cut_stop_text="stop")
 
 
 def test_rejection_sampling_keeps_verified_replies_of_the_policy(toy_policy):

@@ -131,6 +131,7 @@ class OnPolicyStage(HFStageModule):
         self.rl_step = 0
         """Training steps (batches of queries) done; saved in checkpoints."""
         self.skipped_steps = 0
+        self.token_counts = {"sampled": 0, "trained": 0, "frozen": 0}
         self._tools: dict[str, Any] = {}
 
     # -- sampling ---------------------------------------------------------------------------
@@ -300,6 +301,7 @@ class OnPolicyStage(HFStageModule):
         self.before_updates(update_batch)
         records, update_metrics = self.run_updates(update_batch)
         update_s = time.perf_counter() - start - rollout_s
+        self.last_timing = {"rollout_s": rollout_s, "update_s": update_s}
         rollouts = update_batch.rollouts
         generated = float(rollouts.completion_mask.sum() - rollouts.tool_mask.sum())
         metrics.update(update_metrics)
@@ -313,10 +315,13 @@ class OnPolicyStage(HFStageModule):
         )
         self.rl_step += 1
         metrics["train/rl_step"] = float(self.rl_step)
+        self.count_tokens(update_batch)
+        metrics.update({f"stats/{k}_tokens": float(v) for k, v in self.token_counts.items()})
         metrics = self.mean_over_ranks(metrics)
         log_metrics(self.trainer, metrics)  # at the optimizer step, like evaluation callbacks
-        shown = {k: metrics[k] for k in self.progress_metrics if k in metrics}
-        self.log_dict(shown, prog_bar=True, logger=False, batch_size=len(update_batch))
+        for key, value in metrics.items():  # callback_metrics (monitors, progress bar) too
+            shown = key in self.progress_metrics
+            self.log(key, value, prog_bar=shown, logger=False, batch_size=len(update_batch))
         return {"entropy_records": records}
 
     #: Metrics shown on the progress bar (all go to the loggers).
@@ -335,6 +340,19 @@ class OnPolicyStage(HFStageModule):
             dist.all_reduce(stacked)
             values = (stacked[0] / stacked[1]).cpu()
         return {k: float(v) for k, v in zip(keys, values, strict=True) if v == v}
+
+    def count_tokens(self, batch: UpdateBatch) -> None:
+        """Cumulative compute counters (this rank's), for the report's FLOP estimates:
+        ``sampled`` (policy forward while sampling), ``trained`` (forward + backward per
+        update pass), ``frozen`` (forward of frozen models and no-grad re-scoring)."""
+        rollouts = batch.rollouts
+        generated = int(rollouts.completion_mask.sum())
+        sequence = int(rollouts.attention_mask().sum())
+        passes = self.hparams.ppo_epochs
+        extra = 1 if self.hparams.ppo_epochs > 1 or self.hparams.num_minibatches > 1 else 0
+        self.token_counts["sampled"] += generated
+        self.token_counts["trained"] += passes * sequence
+        self.token_counts["frozen"] += (extra + len(self.frozen_models())) * sequence
 
     def micro_batches(self, rows: torch.Tensor) -> list[torch.Tensor]:
         size = self.hparams.micro_batch_size or len(rows)
@@ -420,11 +438,16 @@ class OnPolicyStage(HFStageModule):
         log_table(self.trainer, rows, f"samples/{self.stage}_step{self.global_step:06d}.json")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["on_policy"] = {"rl_step": self.rl_step, "skipped_steps": self.skipped_steps}
+        checkpoint["on_policy"] = {
+            "rl_step": self.rl_step,
+            "skipped_steps": self.skipped_steps,
+            "token_counts": dict(self.token_counts),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("on_policy", {})
         self.rl_step = state.get("rl_step", 0)
         self.skipped_steps = state.get("skipped_steps", 0)
+        self.token_counts.update(state.get("token_counts", {}))
 
     # -- frozen models ----------------------------------------------------------------------
