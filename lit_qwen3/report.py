@@ -18,6 +18,7 @@ paper does not come out, the report says so next to the figures.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,12 @@ def evaluate_stages(pipeline: Any, records: dict[str, Any], config: ReportConfig
         return value
 
     out: dict[str, Any] = {"stages": {}, "figure2": {}, "table21": {}}
+    out["evaluation"] = {
+        "problems": len(queries),
+        "digits": f"{min(config.digits)}-{max(config.digits)}",
+        "n_samples": config.n_samples,
+        "k": config.k,
+    }
     for row, stage in config.stages.items():
         directory = pipeline.paths[stage]
         out["stages"][row] = cached(
@@ -345,10 +352,14 @@ def render_markdown(data: dict[str, Any], plots: dict[str, str]) -> str:
                     f"| {row} | {_fmt(r['think_pass1'])} | {_fmt(r['no_think_pass1'])} | "
                     f"{_fmt(r['think_follow'])} | {_fmt(r.get('instruction_following'))} |"
                 ]
+    e = data.get("evaluation", {})
     lines += [
         "",
-        "Evaluation: held-out toy problems of 1-8 digits (test split), Qwen3's sampling "
-        "settings per mode; ThinkFollow asks by the flag only, single- and multi-turn.",
+        f"Evaluation: {e.get('problems')} held-out toy problems of {e.get('digits')} digits "
+        "(the test split, never trained on), Qwen3's sampling settings per mode, "
+        f"{e.get('n_samples')} samples each for pass@1 and {e.get('k')} for pass@k; ThinkFollow "
+        "asks by the flag only, single- and multi-turn. FLOPs: 2N per sampled or frozen-scored "
+        "token, 6N per trained token (N: parameters).",
         "",
     ]
     return "\n".join(lines)
@@ -373,6 +384,7 @@ def plot_figure2(data: dict[str, Any], path: Path) -> None:
             label=f"{name} (non-thinking)",
         )
     ax.set_xscale("log", base=2)
+    ax.set_xticks(f2["budgets"], [str(b) for b in f2["budgets"]])
     ax.set_xlabel("thinking budget (tokens)")
     ax.set_ylabel("pass@1")
     ax.set_ylim(0, 1)
@@ -386,8 +398,11 @@ def plot_figure2(data: dict[str, Any], path: Path) -> None:
 def write_report(pipeline: Any, records: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
     """Evaluate, write ``report.json`` / ``report.md`` / PNGs, log them to the parent run."""
     config = ReportConfig(**pipeline.config.report)
+    start = time.time()
     data = evaluate_stages(pipeline, records, config)
-    data["wall_seconds"] = wall_seconds
+    # every stage's own time (kept across reruns) plus this evaluation
+    stages = sum(r.get("seconds") or 0.0 for r in records.values())
+    data["wall_seconds"] = max(wall_seconds, stages + time.time() - start)
     directory = pipeline.root / "report"
     plots = {}
     if data.get("figure2"):
