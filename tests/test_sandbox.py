@@ -222,19 +222,18 @@ def test_bad_arguments_are_rejected(sandbox):
 
 
 ROOTLESS_SCRIPT = """
-import importlib.util, logging, sys
+import logging, sys
 logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="LOG %(message)s")
-# the sandbox module is standard-library only (it is its own launcher): load it by path, so the
-# system Python needs none of the project's dependencies
-spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
-sandbox = sys.modules["sandbox"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sandbox)
-Sandbox, SandboxUnavailable = sandbox.Sandbox, sandbox.SandboxUnavailable
+# the sandbox modules use the standard library only: the system Python (without the project's
+# dependencies, numpy included) imports them from the checkout
+sys.path.insert(0, sys.argv[1])
+from lit_qwen3.rewards.sandbox import Sandbox, SandboxUnavailable
 try:
     Sandbox().ensure_available()
 except SandboxUnavailable as err:
     print("REFUSED", err)
-box = Sandbox(user=None, wall_time_s=2.0, max_processes=8)
+box = Sandbox(user=None, wall_time_s=2.0, max_processes=8, require_modules=())
+print("ISOLATION", box.isolation())
 probe = (
     "import os, socket\\n"
     "open('/tmp/rootless-probe', 'w').write('x')\\n"
@@ -258,10 +257,10 @@ print(box.run_python(probe).stdout)
     reason="needs root, setpriv and /usr/bin/python3 to drop to an ordinary user",
 )
 def test_ordinary_user_gets_a_refusal_or_the_logged_weaker_mode():
-    module = str(Path(sandbox_module.__file__).resolve())
+    checkout = str(Path(sandbox_module.__file__).resolve().parents[2])
     drop = ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups"]
     run = subprocess.run(
-        [*drop, "/usr/bin/python3", "-c", ROOTLESS_SCRIPT, module],
+        [*drop, "/usr/bin/python3", "-c", ROOTLESS_SCRIPT, checkout],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,46 +1,62 @@
 """Run untrusted, model-written programs in a throwaway sandbox (Linux).
 
-What contains what:
+Public API: :meth:`Sandbox.run_python` (and :meth:`Sandbox.run` for any argv) returns a
+:class:`SandboxResult` of plain data — ``stdout``, ``stderr``, ``returncode``, ``timed_out``,
+``output_truncated``, ``oom_killed`` and, when asked for, ``results`` (what the program wrote on
+its result pipe, fd 3). :meth:`Sandbox.isolation` says what this machine provides.
 
-- **Processes**: the program runs in a new PID namespace under a small init process. When the
-  program ends, times out or the init dies, the kernel kills everything left in the namespace,
-  including children that called ``setsid`` to leave the process group. The parent also kills
-  the whole process group (``start_new_session``) on timeout.
-- **Fork bombs**: ``RLIMIT_NPROC`` is not enforced for root, so the program never runs as root:
-  it runs under an unprivileged uid (``user="auto"``: a fresh uid per concurrent sandbox, so one
-  sandbox's fork bomb cannot use up another's process budget) with ``RLIMIT_NPROC`` set.
+What contains what (the child side is :mod:`lit_qwen3.rewards.sandbox_launch`):
+
+- **Processes**: a new PID namespace under a small init process. When the program ends, times
+  out or the init dies, the kernel kills everything left in the namespace, including children
+  that called ``setsid``. The parent also kills the whole process group on timeout.
+- **Privileges**: the program runs under an unprivileged uid (``user="auto"``: a fresh uid per
+  concurrent sandbox), with ``no_new_privs`` (setuid binaries gain nothing) and a seccomp filter
+  (:mod:`lit_qwen3.rewards.sandbox_seccomp`: no nested namespaces, mounts, ptrace, kernel
+  modules, BPF, io_uring...; x86_64 and aarch64, elsewhere no filter and a WARNING).
+- **Memory**: one limit for the whole sandbox, ``memory_mb``, from a cgroup
+  (:mod:`lit_qwen3.rewards.sandbox_cgroup`, v2 or v1, where this process may create one; tmpfs
+  pages count). Fallback where no cgroup can be created: ``RLIMIT_AS`` of ``memory_mb`` per
+  process and ``RLIMIT_NPROC`` of ``max_processes``, so the sandbox as a whole may use up to
+  ``memory_mb * max_processes`` plus ``disk_mb``. ``RLIMIT_AS`` applies in both modes (a single
+  process over it gets a ``MemoryError`` rather than a kill). :meth:`Sandbox.isolation` names
+  the mode in use.
 - **Time**: ``RLIMIT_CPU`` per process plus a wall-clock limit enforced by the parent.
-- **Memory and files**: ``RLIMIT_AS`` (address space), ``RLIMIT_FSIZE``, ``RLIMIT_NOFILE``, no
-  core dumps; stdout and stderr are read with a cap and the program is killed when it writes more.
-- **File system**: a new mount namespace with private, size-capped tmpfs mounts on the
-  world-writable directories (``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``); the program's
-  working directory is a fresh directory in that ``/tmp``. Everything else is owned by other
-  users, so the unprivileged uid cannot write outside its directory; all of it vanishes with the
-  namespace. A fresh ``/proc`` hides the host's processes (and their command lines).
-- **Environment**: a scrubbed environment (``PATH``, ``LANG``, ``HOME``) and no inherited file
-  descriptors; Python runs with ``-I`` (isolated mode).
+- **Files**: ``RLIMIT_FSIZE``, ``RLIMIT_NOFILE``, no core dumps; stdout, stderr and the result
+  pipe are read with one cap and the program is killed when it writes more.
+- **File system**: a fresh root: read-only bind mounts of ``/usr`` (and ``/lib``, ``/bin``...),
+  the interpreter's prefixes (a virtual environment and its base) and ``read_only_paths``; a
+  minimal ``/dev``; a fresh ``/proc`` showing only the sandbox's processes; private, size-capped
+  tmpfs ``/tmp`` (holding the working directory) and ``/dev/shm``. The host's ``/etc``, ``/home``,
+  ``/root``, ``/var``, ``/sys``, the project checkout and everything else are absent.
+- **IPC**: a private IPC namespace: System V shared memory, semaphores and message queues die
+  with the sandbox and are invisible to the next one and to the host.
+- **Input**: stdin is a pipe fed by the parent; no file descriptor of the host leaks in.
+- **Environment**: a scrubbed environment; Python runs with ``-I`` (isolated mode).
 - **Network**: a new network namespace (only a down loopback device). Where the kernel refuses
   (no ``CAP_SYS_ADMIN``, no user namespaces) the sandbox refuses to start, unless
   ``network="allow-unsafe"``, which logs a WARNING every time a sandbox starts.
 
-Not run as root, the sandbox uses an unprivileged user namespace for the namespaces; it then
-cannot switch uid, so it needs ``user=None`` (the program runs as the calling user and can write
-wherever that user can; logged as a WARNING each start: for trusted code only).
+The interpreter (``python``; default: this process's, so a virtual environment's packages are
+importable) must import ``require_modules`` (numpy by default); :meth:`Sandbox.ensure_available`
+checks that inside a sandbox at start-up and raises :class:`SandboxUnavailable` saying what is
+missing.
 
-This file also serves as the launcher: the parent runs it with ``python -I -S sandbox.py SPEC FD``
-so that unshare, mounts, rlimits and the uid switch happen in a fresh single-threaded process
-(``preexec_fn`` is unsafe in a trainer full of threads). It imports the standard library only.
+Not run as root, the sandbox uses an unprivileged user namespace for the namespaces; it then
+cannot switch uid or create cgroups, so it needs ``user=None`` (the program runs as the calling
+user, mapped to root inside its user namespace; logged as a WARNING each start: trusted code
+only) and falls back to per-process memory limits.
 """
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import pwd
-import resource
 import selectors
 import shutil
 import signal
@@ -51,26 +67,29 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from lit_qwen3.rewards import sandbox_launch
+from lit_qwen3.rewards.sandbox_cgroup import MemoryCgroup, memory_cgroup_support
+from lit_qwen3.rewards.sandbox_seccomp import seccomp_filter
+
 logger = logging.getLogger("lit_qwen3.rewards")
 
 __all__ = ["Sandbox", "SandboxConfig", "SandboxError", "SandboxResult", "SandboxUnavailable"]
 
-_CLONE_NEWNS = 0x00020000
-_CLONE_NEWUSER = 0x10000000
-_CLONE_NEWPID = 0x20000000
-_CLONE_NEWNET = 0x40000000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
-_PR_SET_PDEATHSIG = 1
-_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 _WORKDIR = "/tmp/sandbox"
 _AUTO_UID_BASE = 200_000
+_SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _TARGET_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
     "LC_ALL": "C.UTF-8",
     "HOME": _WORKDIR,
     "TMPDIR": "/tmp",
+    "OMP_NUM_THREADS": "1",  # one CPU each: BLAS thread pools would only fight over it
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
 }
+#: The result pipe's descriptor in the program (``results_fd=True``).
+RESULTS_FD = sandbox_launch.RESULTS_FD
 
 
 class SandboxUnavailable(RuntimeError):
@@ -85,9 +104,6 @@ class _ExecFailed(SandboxError):
     """The program could not be executed (missing, or not readable by the sandbox user)."""
 
 
-_EXEC_FAILED = "sandbox exec failed"
-
-
 @dataclass(frozen=True)
 class SandboxConfig:
     """Limits for one sandboxed run. The defaults suit short competitive-programming tests."""
@@ -97,11 +113,12 @@ class SandboxConfig:
     cpu_time_s: float = 5.0
     """CPU seconds per process (``RLIMIT_CPU``, rounded up to whole seconds)."""
     memory_mb: int = 512
-    """Address space per process (``RLIMIT_AS``)."""
+    """Memory of the whole sandbox (cgroup) and address space of each process (``RLIMIT_AS``);
+    without a cgroup only the per-process limit holds (see the module docstring)."""
     max_processes: int = 32
     """Processes and threads of the sandbox uid (``RLIMIT_NPROC``)."""
     max_output_bytes: int = 1 << 20
-    """stdout plus stderr kept; the program is killed when it writes more."""
+    """stdout, stderr and result pipe kept; the program is killed when it writes more."""
     max_file_mb: int = 16
     """Largest file the program may write (``RLIMIT_FSIZE``)."""
     disk_mb: int = 64
@@ -114,8 +131,11 @@ class SandboxConfig:
     """``"auto"`` (a fresh unprivileged uid per sandbox), a uid or user name, or ``None``
     (the calling user: no protection of its files, logged as a WARNING)."""
     python: str | None = None
-    """Interpreter for :meth:`Sandbox.run_python`; default: this one if the sandbox user can run
-    it, else ``/usr/bin/python3``."""
+    """Interpreter for :meth:`Sandbox.run_python`; default: this one, else ``/usr/bin/python3``."""
+    require_modules: tuple[str, ...] = ("numpy",)
+    """Modules the interpreter must import inside the sandbox (checked at start-up)."""
+    read_only_paths: tuple[str, ...] = ()
+    """Extra host paths (absolute) the program may read, mounted read-only at the same place."""
 
     def __post_init__(self) -> None:
         for name in ("wall_time_s", "cpu_time_s"):
@@ -138,11 +158,21 @@ class SandboxConfig:
             self.user is None or isinstance(self.user, (int, str))
         ):
             raise ValueError("SandboxConfig.user must be 'auto', a uid, a name or None")
+        for name in ("require_modules", "read_only_paths"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"SandboxConfig.{name} must be a list of str, got {value!r}")
+            object.__setattr__(self, name, tuple(value))  # YAML gives lists
+        for path in self.read_only_paths:
+            if not os.path.isabs(path) or os.path.normpath(path) == "/":
+                raise ValueError(
+                    f"SandboxConfig.read_only_paths: {path!r} must be an absolute path below /"
+                )
 
 
 @dataclass
 class SandboxResult:
-    """What a sandboxed run did."""
+    """What a sandboxed run did: plain data (``dataclasses.asdict`` gives a JSON-able dict)."""
 
     returncode: int | None
     """Exit status; negative: killed by that signal (as in ``subprocess``)."""
@@ -151,6 +181,10 @@ class SandboxResult:
     timed_out: bool
     output_truncated: bool
     wall_time_s: float
+    oom_killed: bool = False
+    """The sandbox's memory cgroup killed a process for going over ``memory_mb``."""
+    results: bytes | None = None
+    """What the program wrote on fd 3 when run with ``results_fd=True``."""
 
     @property
     def ok(self) -> bool:
@@ -162,6 +196,8 @@ class SandboxResult:
             return "timeout"
         if self.output_truncated:
             return "output_limit"
+        if self.oom_killed and self.returncode != 0:
+            return "memory_limit"
         if self.returncode is not None and self.returncode < 0:
             return f"killed_by_{signal.Signals(-self.returncode).name}"
         if self.returncode != 0:
@@ -173,6 +209,7 @@ class Sandbox:
     """Runs programs under :class:`SandboxConfig` limits; see the module docstring."""
 
     _available: dict[tuple, str] = {}  # probe results per isolation setup: the interpreter
+    _binds: dict[str, list[str]] = {}  # interpreter -> host paths it needs
     _counter = 0
     _counter_lock = threading.Lock()
 
@@ -189,16 +226,19 @@ class Sandbox:
 
     def ensure_available(self) -> str:
         """Probe once per process and setup: raise :class:`SandboxUnavailable` with the reason
-        when the isolation cannot be had; return the Python interpreter the sandbox will use."""
-        key = (self.config.network, self.config.user, self.config.python, os.geteuid())
+        when the isolation cannot be had or the interpreter lacks ``require_modules``; return the
+        Python interpreter the sandbox will use."""
+        config = self.config
+        key = (config.network, config.user, config.python, config.require_modules, os.geteuid())
         if key in Sandbox._available:
             return Sandbox._available[key]
         self._uid_gid()  # raises for a user that cannot be switched to
-        candidates = [self.config.python] if self.config.python else _default_pythons()
+        candidates = [config.python] if config.python else _default_pythons()
+        probe = "".join(f"import {m}\n" for m in config.require_modules) + "print('ok')"
         tried = []
         for python in candidates:
             try:
-                result = self._run([python, "-I", "-c", "print('ok')"], {}, b"", warn=False)
+                result = self._run([python, "-I", "-c", probe], {}, b"", python, warn=False)
             except _ExecFailed as err:
                 tried.append(f"{python} ({err})")
                 continue
@@ -207,43 +247,100 @@ class Sandbox:
                     f"cannot start a sandbox on this machine: {err}"
                     + (
                         "; set network='allow-unsafe' to run without network isolation"
-                        if self.config.network == "deny" and "unshare" in str(err)
+                        if config.network == "deny" and "unshare" in str(err)
                         else ""
                     )
                 ) from None
             if result.ok and result.stdout.strip() == "ok":
                 Sandbox._available[key] = python
+                logger.info("sandbox ready: python %s; %s", python, self.isolation())
                 return python
-            tried.append(f"{python} ({result.describe()}: {result.stderr.strip()[-200:]})")
+            tried.append(f"{python} ({result.describe()}: {result.stderr.strip()[-300:]})")
         raise SandboxUnavailable(
-            f"no Python interpreter the sandbox user can run; tried {tried}; "
-            "set SandboxConfig.python to one readable by all users"
+            f"no Python interpreter can run in the sandbox and import {list(config.require_modules)}; "
+            f"tried {tried}; install the missing modules for one of them (numpy is a dependency "
+            "of lit-qwen3: the project's environment has it), set SandboxConfig.python to an "
+            "interpreter that has them, or change SandboxConfig.require_modules"
         )
 
+    def isolation(self) -> dict[str, str]:
+        """What this machine gives the sandbox: memory limit mode, seccomp, network, user."""
+        version, where = memory_cgroup_support() if self._cgroups_possible() else (None, "")
+        if version is not None:
+            memory = f"cgroup {version} ({where}): {self.config.memory_mb} MB for the whole sandbox"
+        else:
+            why = where or "not root"
+            memory = (
+                f"rlimit: {self.config.memory_mb} MB address space per process, at most "
+                f"{self.config.max_processes} processes (no cgroup: {why})"
+            )
+        return {
+            "memory": memory,
+            "seccomp": "filter" if seccomp_filter() is not None else "none (unknown architecture)",
+            "network": "isolated" if self.config.network == "deny" else "host (allow-unsafe)",
+            "user": "calling user" if self.config.user is None else "unprivileged uid",
+        }
+
     def run(
-        self, argv: list[str], *, files: dict[str, str | bytes] | None = None, stdin: str = ""
+        self,
+        argv: list[str],
+        *,
+        files: dict[str, str | bytes] | None = None,
+        stdin: str | bytes = "",
+        timeout: float | None = None,
+        results_fd: bool = False,
     ) -> SandboxResult:
-        """Run ``argv`` in a fresh working directory holding ``files`` (name -> content)."""
+        """Run ``argv`` in a fresh working directory holding ``files`` (name -> content).
+
+        ``stdin`` is fed through a pipe; ``timeout`` (seconds) overrides ``wall_time_s`` for this
+        run; ``results_fd`` opens a write-only pipe on the program's fd 3 whose bytes come back
+        as :attr:`SandboxResult.results`.
+        """
         if not argv or not all(isinstance(a, str) for a in argv):
             raise TypeError("argv must be a non-empty list of str")
         if not isinstance(stdin, (str, bytes)):
             raise TypeError(f"stdin must be a str, got {type(stdin).__name__}")
-        self.ensure_available()
+        if timeout is not None and not (
+            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        python = self.ensure_available()
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        return self._run(list(argv), dict(files or {}), data, warn=True)
+        return self._run(
+            list(argv),
+            dict(files or {}),
+            data,
+            python,
+            warn=True,
+            timeout=timeout,
+            results_fd=results_fd,
+        )
 
     def run_python(
-        self, source: str, *, stdin: str = "", files: dict[str, str | bytes] | None = None
+        self,
+        source: str,
+        *,
+        stdin: str | bytes = "",
+        files: dict[str, str | bytes] | None = None,
+        timeout: float | None = None,
+        results_fd: bool = False,
     ) -> SandboxResult:
-        """Run Python ``source`` (saved as ``main.py``) with ``stdin``."""
+        """Run Python ``source`` (saved as ``main.py``) with ``stdin``; see :meth:`run`."""
         if not isinstance(source, str):
             raise TypeError(f"source must be a str, got {type(source).__name__}")
         python = self.ensure_available()
         return self.run(
-            [python, "-I", "main.py"], files={**(files or {}), "main.py": source}, stdin=stdin
+            [python, "-I", "main.py"],
+            files={**(files or {}), "main.py": source},
+            stdin=stdin,
+            timeout=timeout,
+            results_fd=results_fd,
         )
 
     # -- parent side ------------------------------------------------------------------------
+
+    def _cgroups_possible(self) -> bool:
+        return os.geteuid() == 0
 
     def _uid_gid(self) -> tuple[int, int] | None:
         user = self.config.user
@@ -274,7 +371,15 @@ class Sandbox:
         return uid, gid
 
     def _run(
-        self, argv: list[str], files: dict[str, str | bytes], stdin: bytes, *, warn: bool
+        self,
+        argv: list[str],
+        files: dict[str, str | bytes],
+        stdin: bytes,
+        python: str,
+        *,
+        warn: bool,
+        timeout: float | None = None,
+        results_fd: bool = False,
     ) -> SandboxResult:
         config = self.config
         if warn and config.network != "deny":
@@ -285,8 +390,11 @@ class Sandbox:
                 "wherever uid %d can",
                 os.geteuid(),
             )
+        if warn and seccomp_filter() is None:
+            logger.warning("sandbox starting WITHOUT a seccomp filter (no table for this CPU)")
         ids = self._uid_gid()
         staging = tempfile.mkdtemp(prefix="lit-qwen3-sandbox-")
+        cgroup = None
         try:
             for name, content in files.items():
                 if not name or "/" in name or name in (".", ".."):
@@ -294,10 +402,15 @@ class Sandbox:
                 mode = "wb" if isinstance(content, bytes) else "w"
                 with open(os.path.join(staging, name), mode) as handle:
                     handle.write(content)
+            if self._cgroups_possible():
+                cgroup = MemoryCgroup.create(config.memory_mb << 20)
+            filter_bytes = seccomp_filter()
             spec = {
                 "argv": argv,
                 "env": _TARGET_ENV,
                 "staging": staging,
+                "workdir": _WORKDIR,
+                "binds": _visible_paths(python, config.read_only_paths),
                 "ids": ids,
                 "new_net": config.network == "deny",
                 "cpu_s": math.ceil(config.cpu_time_s),
@@ -306,17 +419,28 @@ class Sandbox:
                 "fsize_bytes": config.max_file_mb << 20,
                 "nofile": config.max_open_files,
                 "disk_mb": config.disk_mb,
+                "cgroup_procs": cgroup.procs if cgroup else None,
+                "seccomp": filter_bytes.hex() if filter_bytes else None,
             }
-            with tempfile.TemporaryFile() as stdin_file:
-                stdin_file.write(stdin)
-                stdin_file.seek(0)
-                return self._launch(spec, stdin_file)
+            wall = config.wall_time_s if timeout is None else timeout
+            result = self._launch(spec, stdin, wall, results_fd)
+            result.oom_killed = cgroup is not None and cgroup.oom_killed()
+            return result
         finally:
+            if cgroup is not None:
+                try:
+                    cgroup.remove()
+                except OSError as err:
+                    logger.warning("could not remove sandbox cgroup %s: %s", cgroup.path, err)
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _launch(self, spec: dict, stdin_file: object) -> SandboxResult:
+    def _launch(self, spec: dict, stdin: bytes, wall: float, results_fd: bool) -> SandboxResult:
         config = self.config
         status_r, status_w = os.pipe()
+        stdin_r, stdin_w = os.pipe()
+        results_r, results_w = os.pipe() if results_fd else (None, None)
+        spec["results_fd"] = results_w
+        child_ends = [status_w, stdin_r] + ([results_w] if results_w is not None else [])
         start = time.monotonic()
         try:
             process = subprocess.Popen(
@@ -324,30 +448,43 @@ class Sandbox:
                     sys.executable,
                     "-I",
                     "-S",
-                    os.path.abspath(__file__),
+                    sandbox_launch.__file__,
                     json.dumps(spec),
                     str(status_w),
                 ],
-                stdin=stdin_file,
+                stdin=stdin_r,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(status_w,),
+                pass_fds=tuple(fd for fd in child_ends if fd != stdin_r),
                 env={"PATH": _TARGET_ENV["PATH"], "LANG": "C.UTF-8"},
                 cwd=spec["staging"],
                 start_new_session=True,
             )
-        finally:
-            os.close(status_w)
+        except BaseException:
+            for fd in [status_r, stdin_w, results_r, *child_ends]:
+                if fd is not None:
+                    os.close(fd)
+            raise
+        for fd in child_ends:
+            os.close(fd)
         try:
             streams, timed_out, truncated = _collect(
-                process, status_r, deadline=start + config.wall_time_s, cap=config.max_output_bytes
+                process,
+                {"status": status_r, "results": results_r},
+                stdin_w,
+                stdin,
+                deadline=start + wall,
+                cap=config.max_output_bytes,
             )
         finally:
-            os.close(status_r)
+            for fd in (status_r, results_r):
+                if fd is not None:
+                    os.close(fd)
             _kill_group(process)
         status = streams["status"].decode(errors="replace").strip()
         if status:
-            raise (_ExecFailed if status.startswith(_EXEC_FAILED) else SandboxError)(status)
+            exec_failed = status.startswith(sandbox_launch.EXEC_FAILED)
+            raise (_ExecFailed if exec_failed else SandboxError)(status)
         return SandboxResult(
             returncode=process.returncode,
             stdout=streams["stdout"].decode(errors="replace"),
@@ -355,7 +492,44 @@ class Sandbox:
             timed_out=timed_out,
             output_truncated=truncated,
             wall_time_s=time.monotonic() - start,
+            results=streams["results"] if results_fd else None,
         )
+
+
+def _visible_paths(python: str, extra: tuple[str, ...]) -> list[str]:
+    """Host paths bind-mounted (read-only) into the sandbox: system libraries and programs, the
+    interpreter's prefixes (a venv and its base), ``extra``; none inside another."""
+    key = python + "\0" + "\0".join(extra)
+    if key not in Sandbox._binds:
+        paths = [p for p in _SYSTEM_PATHS if os.path.lexists(p)]
+        prefixes = _prefixes(python)
+        paths += prefixes + [os.path.realpath(p) for p in prefixes]
+        paths += [os.path.normpath(p) for p in extra]
+        unique = sorted(set(p for p in paths if p != "/"))
+        Sandbox._binds[key] = [
+            p for p in unique if not any(p.startswith(q + "/") for q in unique if q != p)
+        ]
+    return Sandbox._binds[key]
+
+
+def _prefixes(python: str) -> list[str]:
+    """``sys.prefix`` and kin of ``python`` (run outside the sandbox: it is our interpreter)."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    else:
+        code = (
+            "import sys; print(sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)"
+        )
+        try:
+            out = subprocess.run(
+                [python, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=30
+            )
+            found = out.stdout.split() if out.returncode == 0 else []
+        except (OSError, subprocess.SubprocessError):
+            found = []
+    executable = os.path.realpath(python)
+    found.append(os.path.dirname(os.path.dirname(executable)))  # .../bin/python -> ...
+    return [os.path.normpath(p) for p in found if p and os.path.isabs(p)]
 
 
 def _nproc_limit(ids: tuple[int, int] | None, max_processes: int) -> int | None:
@@ -391,23 +565,51 @@ def _default_pythons() -> list[str]:
 
 
 def _collect(
-    process: subprocess.Popen, status_fd: int, *, deadline: float, cap: int
+    process: subprocess.Popen,
+    extra: dict[str, int | None],
+    stdin_fd: int,
+    stdin: bytes,
+    *,
+    deadline: float,
+    cap: int,
 ) -> tuple[dict[str, bytes], bool, bool]:
-    """Read stdout, stderr and the launcher's status pipe until EOF, the deadline or the cap."""
-    chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": [], "status": []}
+    """Feed stdin; read stdout, stderr and the ``extra`` pipes until EOF, the deadline or the
+    cap (the launcher's status pipe does not count towards it)."""
+    chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": [], **{k: [] for k in extra}}
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ, "stdout")
     selector.register(process.stderr, selectors.EVENT_READ, "stderr")
-    selector.register(status_fd, selectors.EVENT_READ, "status")
+    for name, fd in extra.items():
+        if fd is not None:
+            selector.register(fd, selectors.EVENT_READ, name)
+    pending = memoryview(stdin)
+    if pending:
+        os.set_blocking(stdin_fd, False)
+        selector.register(stdin_fd, selectors.EVENT_WRITE, "stdin")
+    else:
+        os.close(stdin_fd)
     timed_out = truncated = False
     total = 0
     try:
-        while selector.get_map():
+        while any(key.data != "stdin" for key in selector.get_map().values()):
             left = deadline - time.monotonic()
             if left <= 0:
                 timed_out = True
                 break
             for key, _ in selector.select(timeout=min(left, 0.25)):
+                if key.data == "stdin":
+                    try:
+                        pending = pending[os.write(stdin_fd, pending[: 1 << 16]) :]
+                    except BlockingIOError:
+                        continue
+                    except OSError as err:  # the program closed stdin or ended: stop feeding
+                        if err.errno not in (errno.EPIPE, errno.EBADF):
+                            raise
+                        pending = pending[:0]
+                    if not pending:
+                        selector.unregister(stdin_fd)
+                        os.close(stdin_fd)
+                    continue
                 data = os.read(key.fd, 65536)
                 if not data:
                     selector.unregister(key.fileobj)
@@ -426,167 +628,16 @@ def _collect(
             except subprocess.TimeoutExpired:
                 timed_out = True
     finally:
+        if "stdin" in {key.data for key in selector.get_map().values()}:
+            os.close(stdin_fd)
         selector.close()
     return {name: b"".join(parts) for name, parts in chunks.items()}, timed_out, truncated
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.wait()
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
-
-
-# -- launcher side (runs as ``python -I -S sandbox.py SPEC FD``; standard library only) --------
-
-
-def _launcher_main(spec: dict, status_fd: int) -> None:
-    """Outside the namespaces: unshare, fork the init (PID 1), relay its exit status."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def fail(message: str) -> None:
-        os.write(status_fd, message.encode())
-        os._exit(127)
-
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker died: die with it
-    flags = _CLONE_NEWPID | _CLONE_NEWNS | (_CLONE_NEWNET if spec["new_net"] else 0)
-    rootless = os.geteuid() != 0
-    if rootless:
-        flags |= _CLONE_NEWUSER
-    uid, gid = os.geteuid(), os.getegid()
-    if libc.unshare(flags) != 0:
-        names = "+".join(
-            n
-            for n, f in (
-                ("NEWUSER", _CLONE_NEWUSER),
-                ("NEWPID", _CLONE_NEWPID),
-                ("NEWNS", _CLONE_NEWNS),
-                ("NEWNET", _CLONE_NEWNET),
-            )
-            if flags & f
-        )
-        fail(f"unshare(CLONE_{names}) failed: {os.strerror(ctypes.get_errno())}")
-    if rootless:  # map ourselves to root inside the user namespace, to be allowed to mount
-        try:
-            for path, text in (
-                ("/proc/self/setgroups", "deny"),
-                ("/proc/self/uid_map", f"0 {uid} 1"),
-                ("/proc/self/gid_map", f"0 {gid} 1"),
-            ):
-                with open(path, "w") as handle:
-                    handle.write(text)
-        except OSError as err:
-            fail(f"user namespace id mapping failed: {err}")
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    exit_r, exit_w = os.pipe()
-    init = os.fork()
-    if init == 0:
-        os.close(exit_r)
-        try:
-            _init_main(spec, status_fd, exit_w, libc)
-        except BaseException as err:  # noqa: BLE001 - report anything, never run the program
-            fail(f"sandbox init failed: {type(err).__name__}: {err}")
-    os.close(status_fd)
-    os.close(exit_w)
-    os.waitpid(init, 0)
-    reported = os.read(exit_r, 64)
-    if not reported:  # init killed (timeout, parent gone): nothing to relay
-        os._exit(137)
-    _exit_like(int(reported))
-
-
-def _init_main(spec: dict, status_fd: int, exit_fd: int, libc: ctypes.CDLL) -> None:
-    """PID 1 of the new namespace: private mounts, then fork the program and reap until it ends.
-
-    The program is not PID 1 itself: the kernel ignores signals without a handler sent to PID 1
-    from inside its namespace, which would make ``RLIMIT_CPU`` toothless. For the same reason the
-    init cannot re-raise the program's fatal signal: it passes the wait status up a pipe.
-    """
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE, None)
-    _mount(libc, "proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
-    staged = {}
-    for name in os.listdir(spec["staging"]):
-        with open(os.path.join(spec["staging"], name), "rb") as handle:
-            staged[name] = handle.read()
-    for directory in _PRIVATE_DIRS:
-        if os.path.isdir(directory) and not os.path.islink(directory):
-            size = spec["disk_mb"] if directory == "/tmp" else 1
-            _mount(
-                libc, "tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={size}m,mode=1777"
-            )
-    ids = spec["ids"]
-    os.mkdir(_WORKDIR, 0o700)
-    for name, content in staged.items():
-        with open(os.path.join(_WORKDIR, name), "wb") as handle:
-            handle.write(content)
-        if ids:
-            os.chown(os.path.join(_WORKDIR, name), *ids)
-    if ids:
-        os.chown(_WORKDIR, *ids)
-    os.chdir(_WORKDIR)
-    program = os.fork()
-    if program == 0:
-        os.close(exit_fd)
-        try:
-            _exec_program(spec, status_fd)
-        except BaseException as err:  # noqa: BLE001
-            os.write(status_fd, f"{_EXEC_FAILED}: {type(err).__name__}: {err}".encode())
-            os._exit(127)
-    os.close(status_fd)
-    while True:
-        pid, status = os.wait()
-        if pid == program:  # PID 1 exits: the kernel kills whatever is left
-            os.write(exit_fd, str(status).encode())
-            os._exit(0)
-
-
-def _exec_program(spec: dict, status_fd: int) -> None:
-    limits = [
-        (resource.RLIMIT_CPU, spec["cpu_s"], spec["cpu_s"] + 1),
-        (resource.RLIMIT_AS, spec["as_bytes"], spec["as_bytes"]),
-        (resource.RLIMIT_FSIZE, spec["fsize_bytes"], spec["fsize_bytes"]),
-        (resource.RLIMIT_NOFILE, spec["nofile"], spec["nofile"]),
-        (resource.RLIMIT_CORE, 0, 0),
-    ]
-    if spec["nproc"] is not None:
-        limits.append((resource.RLIMIT_NPROC, spec["nproc"], spec["nproc"]))
-    for which, soft, hard in limits:
-        resource.setrlimit(which, (soft, hard))
-    if spec["ids"]:
-        uid, gid = spec["ids"]
-        os.setgroups([])
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    os.set_inheritable(status_fd, False)
-    argv = spec["argv"]
-    os.execve(argv[0], argv, spec["env"])
-
-
-def _mount(libc: ctypes.CDLL, source, target, fstype, flags, data) -> None:
-    encode = lambda s: None if s is None else s.encode()  # noqa: E731
-    if libc.mount(encode(source), encode(target), encode(fstype), flags, encode(data)) != 0:
-        raise OSError(
-            ctypes.get_errno(),
-            f"mount {fstype or ''} on {target}: {os.strerror(ctypes.get_errno())}",
-        )
-
-
-def _exit_like(status: int) -> None:
-    """Exit with the status of the waited-for child (re-raise its signal)."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-        os._exit(128 + sig)
-    os._exit(os.waitstatus_to_exitcode(status))
-
-
-if __name__ == "__main__":
-    _launcher_main(json.loads(sys.argv[1]), int(sys.argv[2]))
