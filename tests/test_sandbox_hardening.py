@@ -228,6 +228,9 @@ def test_result_pipe_and_timeout_argument(sandbox):
         "import os\nos.write(3, b'from fd 3')\nprint('out')", results_fd=True
     )
     assert result.ok and result.results == b"from fd 3" and result.stdout == "out\n"
+    fds = "import os\nprint(sorted(map(int, os.listdir('/proc/self/fd'))))"
+    assert run_ok(sandbox, fds).strip() == "[0, 1, 2, 3]"  # 3: listdir's own
+    assert sandbox.run_python(fds, results_fd=True).stdout.strip() == "[0, 1, 2, 3, 4]"
     closed = sandbox.run_python("import os\nos.write(3, b'x')")
     assert not closed.ok and "Bad file descriptor" in closed.stderr and closed.results is None
     slow = sandbox.run_python("import time\ntime.sleep(5)", timeout=0.5)

@@ -166,8 +166,12 @@ def _init_main(spec: dict, status_fd: int, exit_fd: int, libc: ctypes.CDLL) -> N
     program = os.fork()
     if program == 0:
         os.close(exit_fd)
+        # out of the way of fd 3 and closed by exec: the program must never write the status pipe
+        moved = fcntl.fcntl(status_fd, fcntl.F_DUPFD_CLOEXEC, 100)
+        os.close(status_fd)
+        status_fd = moved
         try:
-            _exec_program(spec, status_fd, libc)
+            _exec_program(spec, libc)
         except BaseException as err:  # noqa: BLE001
             os.write(status_fd, f"{EXEC_FAILED}: {type(err).__name__}: {err}".encode())
             os._exit(127)
@@ -244,10 +248,10 @@ def _pivot_root(libc: ctypes.CDLL, root: str) -> None:
     _mount(libc, None, "/", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None)
 
 
-def _exec_program(spec: dict, status_fd: int, libc: ctypes.CDLL) -> None:
-    status_fd = fcntl.fcntl(status_fd, fcntl.F_DUPFD_CLOEXEC, 100)  # out of the way of fd 3
+def _exec_program(spec: dict, libc: ctypes.CDLL) -> None:
     if spec["results_fd"] is not None:
         results = fcntl.fcntl(spec["results_fd"], fcntl.F_DUPFD_CLOEXEC, 100)
+        os.close(spec["results_fd"])
         os.dup2(results, RESULTS_FD, inheritable=True)
     limits = [
         (resource.RLIMIT_CPU, spec["cpu_s"], spec["cpu_s"] + 1),
