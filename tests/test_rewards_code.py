@@ -82,8 +82,13 @@ def test_assert_style_tests(reward):
     result = reward.score(sample(fenced(buggy), tests))  # only the str case passes
     assert result.score == pytest.approx(1 / 3)
     assert [f["test"] for f in result.info["failures"]] == [0, 1]
-    assert result.info["failures"][0]["reason"] == "exit_1"
-    assert "AssertionError" in result.info["failures"][0]["stderr"]
+    # the program returned -1; the comparison with 3 happened here, outside the sandbox
+    assert result.info["failures"][0] == {
+        "test": 0,
+        "reason": "wrong_result",
+        "check": "assert add(1, 2) == 3",
+        "got": {"add(1, 2)": "-1"},
+    }
     script = "assert add(2, 2) == 4\nassert add(0, 0) == 0\n"
     assert reward.score(sample(fenced(program), script)).score == 1.0
     combined = CodeReward(scoring="all", sandbox=reward.sandbox.config)

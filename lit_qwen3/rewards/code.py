@@ -2,15 +2,21 @@
 
 ``metadata["tests"]`` takes one of three forms:
 
-- stdin/stdout cases ``[{"input": "1 2\\n", "output": "3"}]``: outputs are compared after
-  trimming whitespace at the ends of lines and of the whole output;
-- assert-style tests ``["assert add(1, 2) == 3", ...]``: each is appended to the program;
-- one test script (a str), appended to the program.
+- stdin/stdout cases ``[{"input": "1 2\\n", "output": "3"}]``: the program runs with the input
+  on stdin; its stdout is compared here, after trimming whitespace at the ends of lines and of
+  the whole output;
+- assert-style tests ``["assert add(1, 2) == 3", ...]``: each string is one test;
+- one test script (a str) of assert statements: one test that passes when all of them do.
 
-A test passes when the program exits 0 within the limits (and, for stdin/stdout cases, prints
-the expected output). For assert-style tests a random marker printed after the tests must appear
-too, so a program that calls ``sys.exit(0)`` or ``os._exit(0)`` before the asserts fails.
-A program that reads its own source to forge the marker is beyond this check.
+Assert-style tests never run in the sandbox. :mod:`lit_qwen3.rewards.code_checks` splits each
+assert into the expressions that call the program (``add(1, 2)``) and the condition around them
+(``... == 3``). The sandbox runs the program and the expressions
+(:mod:`lit_qwen3.rewards.code_runner`) and sends their values back as JSON on a pipe of their
+own; this process decodes them into built-in types and evaluates the conditions. Expected values
+stay here, so a program cannot print a completion marker, exit early, patch ``json``, overload
+``__eq__`` or read its harness files to pass: it has to return the right values. A test passes
+when the program ran to the end within the limits (exit 0), every expression returned, and
+every condition holds.
 
 The program is the last fenced Python block of the answer (```` ```python ````, ```` ```py ````
 or a bare fence), or the whole answer when it has no fence.
@@ -18,19 +24,30 @@ or a bare fence), or the whole answer when it has no fence.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
-import secrets
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from lit_qwen3.rewards.base import Reward, RewardResult, Sample, register_reward
+from lit_qwen3.rewards.code_checks import (
+    Check,
+    CheckFailed,
+    ProbeError,
+    evaluate,
+    parse_assert_tests,
+    read_results,
+)
 from lit_qwen3.rewards.sandbox import Sandbox, SandboxConfig, SandboxResult
 
 __all__ = ["CodeReward", "extract_program", "outputs_match"]
 
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 _MAX_FAILURES_REPORTED = 5
+_RUNNER = (Path(__file__).parent / "code_runner.py").read_text()
 
 
 def extract_program(answer: str) -> str:
@@ -57,6 +74,11 @@ def _tail(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str, where: str) -> tuple[Check, ...]:
+    return tuple(parse_assert_tests(text, where))
+
+
 @register_reward("code")
 class CodeReward(Reward):
     """Fraction of tests passed (or 1/0 with ``scoring="all"``) by the answer's program.
@@ -71,6 +93,8 @@ class CodeReward(Reward):
         max_tests: run at most this many tests (the first ones); None runs all.
 
     Construction probes the sandbox, so a machine that cannot isolate fails at startup.
+    Assert tests that cannot be checked outside the sandbox (see
+    :mod:`lit_qwen3.rewards.code_checks`) are a data error, raised by :meth:`check`.
     """
 
     run_in_worker = True
@@ -96,82 +120,85 @@ class CodeReward(Reward):
         self.time_budget_s = float(time_budget_s)
         self.max_tests = max_tests
         self.sandbox = Sandbox(sandbox)
-        self.sandbox.ensure_available()
+        self.python = self.sandbox.ensure_available()
 
     def check(self, sample: Sample) -> None:
         super().check(sample)
+        self._tests(sample)
+
+    def _tests(self, sample: Sample) -> list[Mapping[str, str] | tuple[Check, ...]]:
+        """The sample's tests: stdin/stdout dicts and parsed assert tests (clear errors)."""
         tests = sample.metadata["tests"]
         where = f"reward {self.name!r}: metadata['tests']"
         if isinstance(tests, str):
             if not tests.strip():
                 raise ValueError(f"{where} is an empty test script")
-            return
+            return [_parsed(tests, where)]
         if not isinstance(tests, Sequence) or not tests:
             raise ValueError(
                 f"{where} must be a non-empty list of {{'input', 'output'}} cases or assert "
                 f"strings, or a test script; got {type(tests).__name__} {tests!r:.80}"
             )
+        out: list[Mapping[str, str] | tuple[Check, ...]] = []
         for i, test in enumerate(tests):
             if isinstance(test, str):
-                continue
-            if not (
+                out.append(_parsed(test, f"{where}[{i}]"))
+            elif (
                 isinstance(test, Mapping)
                 and isinstance(test.get("input"), str)
                 and isinstance(test.get("output"), str)
             ):
+                out.append(test)
+            else:
                 raise ValueError(
                     f"{where}[{i}] must be an assert string or a dict with str 'input' and "
                     f"'output', got {test!r:.80}"
                 )
+        return out
 
     def score(self, sample: Sample) -> RewardResult:
-        self.check(sample)
+        super().check(sample)
+        tests = self._tests(sample)
         program = extract_program(sample.answer)
         if not program:
             return RewardResult(0.0, {"reason": "no_program", "passed": 0, "total": 0})
-        tests = sample.metadata["tests"]
-        tests = [tests] if isinstance(tests, str) else list(tests)
         if self.max_tests is not None:
             tests = tests[: self.max_tests]
-        if self.scoring == "all" and all(isinstance(t, str) for t in tests):
-            tests = ["\n".join(tests)]  # one process for the whole suite
+        total = len(tests)
+        # one process for the whole suite: ("all" scoring of assert tests)
+        groups = (
+            [tests]
+            if self.scoring == "all" and all(isinstance(t, tuple) for t in tests)
+            else [[t] for t in tests]
+        )
         deadline = time.monotonic() + self.time_budget_s
-        passed, failures = 0, []
-        for index, test in enumerate(tests):
+        passed, failures, index = 0, [], 0
+        for group in groups:
             left = deadline - time.monotonic()
             if left <= 0.05:
-                failures.append({"test": index, "reason": "time_budget"})
-                if self.scoring == "all":
-                    break
-                continue
-            reason = self._run_test(program, test, left)
-            if reason is None:
-                passed += 1
-                continue
-            failures.append({"test": index, **reason})
-            if self.scoring == "all":
+                reasons = [{"reason": "time_budget"}] * len(group)
+            elif isinstance(group[0], tuple):
+                reasons = self._run_asserts(program, group, left)  # type: ignore[arg-type]
+            else:
+                reasons = [self._run_io(program, group[0], left)]  # type: ignore[arg-type]
+            for reason in reasons:
+                if reason is None:
+                    passed += 1
+                else:
+                    failures.append({"test": index, **reason})
+                index += 1
+            if failures and self.scoring == "all":
                 break
-        total = len(tests)
         score = passed / total if self.scoring == "fraction" else float(passed == total)
         info: dict[str, Any] = {"passed": passed, "total": total}
         if failures:
             info["failures"] = failures[:_MAX_FAILURES_REPORTED]
         return RewardResult(score, info)
 
-    def _run_test(self, program: str, test: str | Mapping[str, str], left: float) -> dict | None:
-        """Run one test; ``None`` when it passes, else a dict saying why not."""
+    def _run_io(self, program: str, test: Mapping[str, str], left: float) -> dict | None:
+        """One stdin/stdout case; ``None`` when it passes, else a dict saying why not."""
         wall = min(self.sandbox.config.wall_time_s, left)
-        sandbox = Sandbox(self.sandbox.config, wall_time_s=wall)
-        if isinstance(test, str):
-            marker = f"lit-qwen3-tests-done-{secrets.token_hex(8)}"
-            source = f"{program}\n\n{test}\n\nprint({marker!r})\n"
-            result = sandbox.run_python(source)
-            if not result.ok:
-                return _failure(result)
-            if not result.stdout.rstrip().endswith(marker):
-                return {"reason": "exited_before_tests", "stdout": _tail(result.stdout)}
-            return None
-        result = sandbox.run_python(program, stdin=test["input"])
+        result = self.sandbox.run_python(program, stdin=test["input"], timeout=wall)
         if not result.ok:
             return _failure(result)
         if not outputs_match(result.stdout, test["output"]):
@@ -181,6 +208,50 @@ class CodeReward(Reward):
                 "got": _tail(result.stdout),
             }
         return None
+
+    def _run_asserts(
+        self, program: str, tests: list[tuple[Check, ...]], left: float
+    ) -> list[dict | None]:
+        """Assert tests in one sandbox run: the program evaluates the probes, we check."""
+        probes = [probe for checks in tests for check in checks for probe in check.probes]
+        wall = min(self.sandbox.config.wall_time_s, left)
+        result = self.sandbox.run(
+            [self.python, "-I", "runner.py"],
+            files={"runner.py": _RUNNER, "solution.py": program, "probes.json": json.dumps(probes)},
+            timeout=wall,
+            results_fd=True,
+        )
+        if not result.ok:
+            return [_failure(result)] * len(tests)
+        values = read_results(result.results or b"", len(probes))
+        if isinstance(values, str):
+            reason = {"reason": "exited_before_tests", "detail": values}
+            return [{**reason, "stderr": _tail(result.stderr)}] * len(tests)
+        reasons: list[dict | None] = []
+        position = 0
+        for checks in tests:
+            reason = None
+            for check in checks:
+                mine = values[position : position + len(check.probes)]
+                position += len(check.probes)
+                if reason is None:
+                    reason = _judge(check, mine)
+            reasons.append(reason)
+        return reasons
+
+
+def _judge(check: Check, values: list[Any]) -> dict | None:
+    """``None`` when ``check`` holds for the returned ``values``, else why not."""
+    try:
+        if evaluate(check, values):
+            return None
+        shown = {
+            probe: _tail(value.message if isinstance(value, ProbeError) else repr(value), 120)
+            for probe, value in zip(check.probes, values, strict=True)
+        }
+        return {"reason": "wrong_result", "check": _tail(check.source, 200), "got": shown}
+    except CheckFailed as err:
+        return {"reason": "check_error", "check": _tail(check.source, 200), "error": str(err)}
 
 
 def _failure(result: SandboxResult) -> dict:
