@@ -20,7 +20,7 @@ from lit_qwen3.datamodules.preference_pairs import (
 )
 from lit_qwen3.models import save_toy_checkpoint, tiny_qwen3_config
 from lit_qwen3.optim import OptimizerConfig
-from lit_qwen3.rewards.base import CompositeReward, Sample, build_reward
+from lit_qwen3.rewards import CompositeReward, Sample, build_reward
 from lit_qwen3.rewards.reward_model import (
     ScalarRewardModel,
     render_for_reward_model,

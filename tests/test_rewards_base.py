@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import signal
 import time
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -39,8 +44,16 @@ class Constant(Reward):
         return RewardResult(self.value)
 
 
+class RewardBug(BaseException):
+    """Not an Exception: what a careless reward might raise."""
+
+
+_HOARD: list[bytearray] = []
+
+
 class Behaves(Reward):
-    """Does what the sample's metadata["do"] says: ok, raise, nan, sleep, stuck, die."""
+    """Does what the sample's metadata["do"] says: ok, raise, nan, sleep, stuck, die, exit,
+    interrupt, base_exception, hog (keep 300 MB), sigint (a real Ctrl-C to this process)."""
 
     run_in_worker = True
 
@@ -62,7 +75,27 @@ class Behaves(Reward):
             time.sleep(60)
         if action == "die":
             os._exit(3)
-        return RewardResult(1.0, {"pid": os.getpid()})
+        if action == "exit":
+            raise SystemExit(0)
+        if action == "interrupt":
+            raise KeyboardInterrupt
+        if action == "base_exception":
+            raise RewardBug("careless")
+        if action == "hog":
+            _HOARD.append(bytearray(b"x" * (300 << 20)))
+        if action == "sigint":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        with open("/proc/self/statm") as handle:
+            rss_mb = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+        return RewardResult(1.0, {"pid": os.getpid(), "rss_mb": rss_mb})
+
+
+class Returns(Reward):
+    """Returns ``metadata["value"]`` as its score, whatever it is."""
+
+    def score(self, sample: Sample) -> RewardResult:
+        return RewardResult(sample.metadata["value"])
 
 
 class NeedsReference(Reward):
@@ -281,7 +314,7 @@ def test_in_process_failures_score_zero_count_and_log(caplog):
     # ok: 1.0 + 0.5 ; raise and nan: 0 + 0.5
     assert [r.score for r in results] == [1.5, 0.5, 0.5]
     assert results[1].info["errors"] == {"behaves": "ZeroDivisionError: boom on purpose"}
-    assert "not finite" in results[2].info["errors"]["behaves"]
+    assert "must be a finite real number, got nan" in results[2].info["errors"]["behaves"]
     assert composite.error_counts == {"behaves": 2, "Constant": 0}
     assert "reward 'behaves' failed on sample 1: ZeroDivisionError: boom on purpose" in caplog.text
 
@@ -341,3 +374,133 @@ def test_dying_worker_fails_only_its_own_sample(worker_composite):
     )
     assert [r.score for r in results] == [1.0, 0.0, 1.0, 1.0]
     assert "worker process died" in results[1].info["errors"]["behaves"]
+
+
+# -- issue 13: rewards that raise anything, scores that are not numbers, recycled workers ----------
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        ("exit", "SystemExit: 0"),
+        ("interrupt", "KeyboardInterrupt"),
+        ("base_exception", "RewardBug: careless"),
+    ],
+)
+def test_base_exceptions_from_a_reward_score_zero_in_process(action, message, caplog):
+    composite = CompositeReward(
+        [{"reward": Behaves(), "label": "behaves", "in_worker": False}, Constant(0.5)],
+        num_workers=0,
+    )
+    with caplog.at_level(logging.WARNING, logger="lit_qwen3.rewards"):
+        results = composite.score_batch([make_sample(), make_sample(do=action), make_sample()])
+    assert [r.score for r in results] == [1.5, 0.5, 1.5]  # the others are still scored
+    assert results[1].info["errors"]["behaves"] == message
+    assert composite.error_counts == {"behaves": 1, "Constant": 0}
+    assert f"reward 'behaves' failed on sample 1: {message}" in caplog.text
+
+
+def test_a_real_ctrl_c_still_interrupts_in_process_scoring():
+    composite = CompositeReward([{"reward": Behaves(), "in_worker": False}], num_workers=0)
+    with pytest.raises(KeyboardInterrupt):
+        composite.score_batch([make_sample(do="sigint")])
+    assert composite.error_counts == {"Behaves": 0}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_base_exceptions_from_a_reward_score_zero_in_workers(worker_composite):
+    before = worker_composite.error_counts["behaves"]
+    results = worker_composite.score_batch(
+        [make_sample(do="exit"), make_sample(do="interrupt"), make_sample(do="base_exception")]
+        + [make_sample()]
+    )
+    assert [r.score for r in results] == [0.0, 0.0, 0.0, 1.0]
+    errors = [r.info.get("errors", {}).get("behaves") for r in results]
+    assert errors == ["SystemExit: 0", "KeyboardInterrupt", "RewardBug: careless", None]
+    assert worker_composite.error_counts["behaves"] == before + 3
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0.9", "TypeError: score must be a finite real number, got str '0.9'"),
+        (True, "TypeError: score must be a finite real number, got bool True"),
+        (np.bool_(True), "TypeError: score must be a finite real number, got numpy.bool"),
+        (None, "TypeError: score must be a finite real number, got NoneType None"),
+        ([1.0], "TypeError: score must be a finite real number, got list [1.0]"),
+        (Decimal("0.5"), "TypeError: score must be a finite real number, got decimal.Decimal"),
+        (float("inf"), "ValueError: score must be a finite real number, got inf"),
+        (float("nan"), "ValueError: score must be a finite real number, got nan"),
+    ],
+    ids=["str", "bool", "numpy_bool", "none", "list", "decimal", "inf", "nan"],
+)
+def test_a_score_must_be_a_finite_real_number(value, message):
+    composite = CompositeReward([Returns()], num_workers=0)
+    (result,) = composite.score_batch([make_sample(value=value)])
+    assert result.score == 0.0 and result.info["errors"]["Returns"].startswith(message)
+    assert composite.error_counts == {"Returns": 1}
+
+
+@pytest.mark.parametrize("value", [1, np.float32(0.5), np.int64(2), Fraction(1, 4), -3.5])
+def test_real_numbers_of_any_kind_are_scores(value):
+    (result,) = CompositeReward([Returns()], num_workers=0).score_batch([make_sample(value=value)])
+    assert result.score == float(value) and type(result.score) is float
+    assert "errors" not in result.info
+
+
+def test_workers_are_recycled_after_max_tasks():
+    with CompositeReward(
+        [{"reward": Behaves(), "label": "behaves"}],
+        num_workers=1,
+        timeout=5.0,
+        max_tasks_per_worker=2,
+    ) as composite:
+        results = composite.score_batch([make_sample() for _ in range(5)])
+        pids = [r.info["details"]["behaves"]["pid"] for r in results]
+        assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+        assert len(set(pids)) == 3 and composite.worker_recycles == 2
+        assert [r.score for r in results] == [1.0] * 5
+
+
+def test_workers_are_recycled_above_the_memory_limit():
+    with CompositeReward(
+        [{"reward": Behaves(), "label": "behaves"}],
+        num_workers=1,
+        timeout=20.0,
+        max_tasks_per_worker=None,
+        max_worker_memory_mb=250,
+    ) as composite:
+        hog, after, later = composite.score_batch(
+            [make_sample(do="hog"), make_sample(), make_sample()]
+        )
+        details = [r.info["details"]["behaves"] for r in (hog, after, later)]
+        assert details[0]["rss_mb"] > 250  # the hog's worker was over the limit...
+        assert details[1]["pid"] != details[0]["pid"]  # ...so the next task ran in a new one
+        assert details[1]["rss_mb"] < 250 and details[2]["pid"] == details[1]["pid"]
+        assert composite.worker_recycles == 1
+
+
+def test_bad_recycling_options_are_rejected():
+    with pytest.raises(ValueError, match="max_tasks_per_worker must be a positive int or None"):
+        CompositeReward([Constant()], max_tasks_per_worker=0)
+    with pytest.raises(ValueError, match="max_worker_memory_mb must be a positive int or None"):
+        CompositeReward([Constant()], max_worker_memory_mb=1.5)
+
+
+def test_the_reward_interface_imports_neither_the_composite_nor_the_pool():
+    # STYLE.md: the pool depends on the interface, never the reverse (no import circle)
+    def imported(module: str) -> set[str]:
+        tree = ast.parse(Path(rewards_base.__file__).with_name(f"{module}.py").read_text())
+        return {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+        }
+
+    assert not imported("base") & {
+        "lit_qwen3.rewards.workers",
+        "lit_qwen3.rewards.composite",
+        "lit_qwen3.rewards.outcome",
+    }
+    assert "lit_qwen3.rewards.composite" not in imported("workers")
+    assert "lit_qwen3.rewards.workers" not in imported("outcome")

@@ -12,7 +12,6 @@ import importlib
 from typing import Any
 
 from lit_qwen3.rewards.base import (
-    CompositeReward,
     Reward,
     RewardResult,
     Sample,
@@ -20,6 +19,7 @@ from lit_qwen3.rewards.base import (
     build_reward,
     register_reward,
 )
+from lit_qwen3.rewards.composite import CompositeReward
 
 #: Modules whose import registers the built-in rewards (relative to this package).
 _BUILTIN_MODULES: tuple[str, ...] = (

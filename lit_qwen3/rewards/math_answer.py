@@ -7,7 +7,7 @@ math-verify guards ``parse`` and ``verify`` with ``signal.alarm``, which only wo
 thread: called from a thread it raises, and wrappers that swallow the error score every sample 0
 (verl PR 5635). Here both calls always run with math-verify's timeouts switched off, so the
 reward works from any thread; the time limit comes from outside, from
-:class:`~lit_qwen3.rewards.base.CompositeReward`'s worker processes (``run_in_worker = True``).
+:class:`~lit_qwen3.rewards.composite.CompositeReward`'s worker processes (``run_in_worker = True``).
 Calling :meth:`MathReward.score` directly runs without a time limit.
 """
 

@@ -1,44 +1,53 @@
-"""Worker processes of :class:`~lit_qwen3.rewards.base.CompositeReward`: timeouts and kills.
+"""Worker processes of :class:`~lit_qwen3.rewards.composite.CompositeReward`: timeouts, kills,
+recycling.
 
 Slow or unsafe rewards (math-verify, code execution) score one sample per task in a process
 pool, so that a reward stuck on one sample cannot stall training. Two clocks guard each task: an
 interval timer inside the worker, and, for code stuck in C where signals never arrive, the
-parent, which kills the pool after ``timeout + kill_grace`` and starts a new one.
+parent, which kills the pool after ``timeout + kill_grace`` and starts a new one. Whatever a
+reward raises in a worker (``SystemExit`` and ``KeyboardInterrupt`` included) comes back as a
+:class:`~lit_qwen3.rewards.outcome.Failure`.
+
+Each result also carries the worker's task count and resident memory. When one worker has done
+``max_tasks_per_worker`` tasks or holds more than ``max_worker_memory_mb``, the pool stops
+handing out tasks, lets those in flight finish, and replaces all its workers (``concurrent.
+futures`` cannot retire a single worker before Python 3.11, and recycling them together keeps
+start-up cost in one place).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
+import resource
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # base imports this module; the types are only needed for annotations
-    from lit_qwen3.rewards.base import Reward, RewardResult, Sample
+from lit_qwen3.rewards.base import Reward, RewardResult, Sample
+from lit_qwen3.rewards.outcome import Failure, Task
+
+logger = logging.getLogger("lit_qwen3.rewards")
 
 _POLL_S = 0.05
 
-#: ``(component label, sample index)``: one reward scoring one sample.
-Task = tuple[str, int]
-
 
 @dataclass(frozen=True)
-class Failure:
-    """A reward that raised, timed out or returned garbage for one sample."""
+class _Done:
+    """A worker's answer for one task, with what the parent needs to decide on recycling."""
 
-    message: str
-
-    @classmethod
-    def from_exception(cls, err: BaseException) -> Failure:
-        text = f"{type(err).__name__}: {err}"
-        return cls(text if len(text) <= 500 else text[:497] + "...")
+    result: RewardResult | Failure
+    pid: int
+    tasks: int
+    rss_bytes: int
 
 
 class RewardWorkerPool:
@@ -58,8 +67,16 @@ class RewardWorkerPool:
         kill_grace: float,
         startup_timeout: float,
         mp_context: str,
+        max_tasks_per_worker: int | None = None,
+        max_worker_memory_mb: int | None = None,
+        recycles: int = 0,
     ) -> None:
         self.rewards = dict(rewards)
+        self.max_tasks_per_worker = max_tasks_per_worker
+        self.max_worker_memory_mb = max_worker_memory_mb
+        self.recycles = recycles
+        """How many times the workers were replaced for tasks done or memory held."""
+        self._recycle_reason: str | None = None
         self.num_workers = num_workers
         self.timeout = timeout
         self.kill_grace = kill_grace
@@ -81,8 +98,10 @@ class RewardWorkerPool:
         running: dict[Future, tuple[str, int, bool, float]] = {}
         deadline = self.timeout + self.kill_grace
         while queue or running:
+            if self._recycle_reason is not None and not running:
+                self._recycle()
             executor = self._ensure_started()
-            while queue and len(running) < self.num_workers:
+            while queue and len(running) < self.num_workers and self._recycle_reason is None:
                 if queue[0][2] and running:  # a suspect runs alone
                     break
                 label, i, suspect = queue.popleft()
@@ -92,10 +111,10 @@ class RewardWorkerPool:
                     break
             done, _ = wait(list(running), timeout=_POLL_S, return_when=FIRST_COMPLETED)
             alone = len(running) == 1
-            broken = _collect(done, running, out)
+            broken = self._collect(done, running, out)
             if broken:  # a dead worker fails every future in flight: gather them all
                 done, _ = wait(list(running), timeout=1.0)
-                broken += _collect(done, running, out)
+                broken += self._collect(done, running, out)
             now = time.monotonic()
             overdue = [f for f, (*_, start) in running.items() if now - start > deadline]
             if not (broken or overdue):
@@ -150,7 +169,51 @@ class RewardWorkerPool:
             raise RuntimeError(f"could not start reward worker processes: {err}") from err
         return executor
 
+    def _collect(
+        self,
+        done: set[Future],
+        running: dict[Future, tuple[str, int, bool, float]],
+        out: dict[Task, RewardResult | Failure],
+    ) -> list[tuple[str, int, bool]]:
+        """Move finished futures from ``running`` to ``out``; return those whose worker died.
+        Note a worker that asks to be recycled."""
+        broken = []
+        for future in done:
+            label, i, suspect, _ = running.pop(future)
+            try:
+                answer = future.result()
+            except BrokenProcessPool:
+                broken.append((label, i, suspect))
+                continue
+            except BaseException as err:  # noqa: BLE001 - raised in the worker, sent back
+                out[(label, i)] = Failure.from_exception(err)
+                continue
+            out[(label, i)] = answer.result
+            self._note_worker(answer)
+        return broken
+
+    def _note_worker(self, answer: _Done) -> None:
+        if self._recycle_reason is not None:
+            return
+        if self.max_tasks_per_worker is not None and answer.tasks >= self.max_tasks_per_worker:
+            self._recycle_reason = f"worker {answer.pid} scored {answer.tasks} samples"
+        elif (
+            self.max_worker_memory_mb is not None
+            and answer.rss_bytes > self.max_worker_memory_mb << 20
+        ):
+            self._recycle_reason = (
+                f"worker {answer.pid} holds {answer.rss_bytes >> 20} MB "
+                f"(max_worker_memory_mb={self.max_worker_memory_mb})"
+            )
+
+    def _recycle(self) -> None:
+        logger.info("recycling reward workers: %s", self._recycle_reason)
+        self._recycle_reason = None
+        self.recycles += 1
+        self.close(wait=True)
+
     def _kill(self) -> None:
+        self._recycle_reason = None  # the replacements start fresh anyway
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -165,28 +228,11 @@ class RewardWorkerPool:
                 process.join(timeout=5)
 
 
-def _collect(
-    done: set[Future],
-    running: dict[Future, tuple[str, int, bool, float]],
-    out: dict[Task, RewardResult | Failure],
-) -> list[tuple[str, int, bool]]:
-    """Move finished futures from ``running`` to ``out``; return those whose worker died."""
-    broken = []
-    for future in done:
-        label, i, suspect, _ = running.pop(future)
-        try:
-            out[(label, i)] = future.result()
-        except BrokenProcessPool:
-            broken.append((label, i, suspect))
-        except Exception as err:
-            out[(label, i)] = Failure.from_exception(err)
-    return broken
-
-
 # --------------------------------------------------------------------------------------------
 # Worker side (module level so that spawn/forkserver workers can unpickle them)
 
 _WORKER_REWARDS: dict[str, Reward] = {}
+_WORKER_TASKS = [0]
 
 
 class _DeadlineExceeded(BaseException):
@@ -223,9 +269,25 @@ def _interval_timer(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _worker_score(label: str, sample: Sample, timeout: float) -> RewardResult:
+def _worker_score(label: str, sample: Sample, timeout: float) -> _Done:
+    """Score one task; anything the reward raises becomes a :class:`Failure`."""
+    result: RewardResult | Failure
     try:
         with _interval_timer(timeout):
-            return _WORKER_REWARDS[label].score(sample)
+            result = _WORKER_REWARDS[label].score(sample)
     except _DeadlineExceeded:
-        raise TimeoutError(f"reward {label!r} took longer than {timeout:g}s") from None
+        result = Failure(f"TimeoutError: reward {label!r} took longer than {timeout:g}s")
+    except BaseException as err:  # noqa: BLE001 - SystemExit, KeyboardInterrupt: the reward's bug
+        result = Failure.from_exception(err)
+    _WORKER_TASKS[0] += 1
+    return _Done(result, os.getpid(), _WORKER_TASKS[0], _resident_bytes())
+
+
+def _resident_bytes() -> int:
+    """Current resident memory (Linux); elsewhere the peak, which only grows."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
