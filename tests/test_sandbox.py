@@ -247,8 +247,11 @@ probe = (
     "            import time; time.sleep(30)\\n"
     "    except OSError:\\n"
     "        print('FORK-BLOCKED'); break\\n"
+    "status = open('/proc/self/status').read()\\n"
+    "print('NNP' if 'NoNewPrivs:\\\\t1' in status else 'privs', os.path.exists('/etc/passwd'))\\n"
+    "print('unshare', ctypes.CDLL(None, use_errno=True).unshare(0x10000000), ctypes.get_errno())\\n"
 )
-print(box.run_python(probe).stdout)
+print(box.run_python("import ctypes\\n" + probe).stdout)
 """
 
 
@@ -272,3 +275,6 @@ def test_ordinary_user_gets_a_refusal_or_the_logged_weaker_mode():
     assert "LOG sandbox starting as the calling user (user=None)" in out
     assert "NET-BLOCKED" in out and "FORK-BLOCKED" in out
     assert not os.path.exists("/tmp/rootless-probe")
+    # the same file system view, no_new_privs and seccomp filter; memory falls back to rlimits
+    assert "NNP False" in out and "unshare -1 1" in out  # EPERM
+    assert "'memory': 'rlimit: 512 MB address space per process" in out

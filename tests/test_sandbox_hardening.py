@@ -244,3 +244,37 @@ def test_bad_paths_are_rejected():
         SandboxConfig(read_only_paths=("relative",))
     with pytest.raises(ValueError, match="require_modules must be a list of str"):
         SandboxConfig(require_modules="numpy")
+
+
+MOUNTINFO = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+35 31 0:32 /docker/abc /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/cpu\\040x rw,relatime - cgroup cgroup rw,cpu,cpuacct
+22 1 8:1 / / rw,relatime - ext4 /dev/vda rw
+"""
+
+
+def test_cgroup_discovery_reads_v1_and_v2_layouts():
+    mounts = sandbox_cgroup.parse_mountinfo(MOUNTINFO)
+    assert mounts["cgroup2"] == ("/sys/fs/cgroup", "/")
+    assert mounts["memory"] == ("/sys/fs/cgroup/memory", "/docker/abc")
+    assert mounts["cpuacct"] == ("/sys/fs/cgroup/cpu x", "/")
+    own = sandbox_cgroup.parse_proc_cgroup("0::/user.slice/run.scope\n4:memory:/docker/abc/w\n")
+    assert own == {"": "/user.slice/run.scope", "memory": "/docker/abc/w"}
+    # a v1 mount whose root is the container's cgroup: paths are relative to it
+    assert sandbox_cgroup._join(mounts["memory"], own["memory"]) == "/sys/fs/cgroup/memory/w"
+    assert sandbox_cgroup._join(mounts["cgroup2"], own[""]) == "/sys/fs/cgroup/user.slice/run.scope"
+
+
+@pytest.mark.parametrize(
+    ("version", "name", "text", "killed"),
+    [
+        ("v2", "memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n", True),
+        ("v2", "memory.events", "low 0\nmax 3\noom 0\noom_kill 0\n", False),
+        ("v1", "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", True),
+        ("v1", "memory.failcnt", "4\n", True),  # kernels before 4.13: no oom_kill line
+    ],
+)
+def test_oom_kills_are_read_from_the_cgroup(tmp_path, version, name, text, killed):
+    (tmp_path / name).write_text(text)
+    assert sandbox_cgroup.MemoryCgroup(version, str(tmp_path)).oom_killed() is killed

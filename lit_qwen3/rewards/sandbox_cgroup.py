@@ -26,7 +26,7 @@ import os
 import signal
 import time
 
-__all__ = ["MemoryCgroup", "memory_cgroup_support"]
+__all__ = ["MemoryCgroup", "memory_cgroup_support", "parse_mountinfo", "parse_proc_cgroup"]
 
 _PREFIX = "lit-qwen3-sandbox-"
 _counter = itertools.count()
@@ -172,14 +172,17 @@ def _remove_stale(directory: str) -> None:
 
 
 def _cgroup_mounts() -> dict[str, tuple[str, str]]:
+    return parse_mountinfo(_read_text("/proc/self/mountinfo"))
+
+
+def _own_cgroups() -> dict[str, str]:
+    return parse_proc_cgroup(_read_text("/proc/self/cgroup"))
+
+
+def parse_mountinfo(text: str) -> dict[str, tuple[str, str]]:
     """``"cgroup2"`` and v1 controller names -> (mount point, root of the mount)."""
     found: dict[str, tuple[str, str]] = {}
-    try:
-        with open("/proc/self/mountinfo") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return found
-    for line in lines:
+    for line in text.splitlines():
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
         if len(fields) < 5 or len(tail) < 3:
@@ -193,18 +196,25 @@ def _cgroup_mounts() -> dict[str, tuple[str, str]]:
     return found
 
 
-def _own_cgroups() -> dict[str, str]:
-    """This process's cgroup path per v1 controller, and ``""`` for v2."""
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """A process's cgroup path per v1 controller, and ``""`` for v2 (``/proc/PID/cgroup``)."""
     out: dict[str, str] = {}
-    try:
-        with open("/proc/self/cgroup") as handle:
-            for line in handle:
-                _, controllers, path = line.rstrip("\n").split(":", 2)
-                for name in controllers.split(",") if controllers else [""]:
-                    out[name] = path
-    except (OSError, ValueError):
-        pass
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        for name in controllers.split(",") if controllers else [""]:
+            out[name] = path
     return out
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return ""
 
 
 def _join(mount: tuple[str, str], path: str) -> str:
