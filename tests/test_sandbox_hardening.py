@@ -244,6 +244,8 @@ def test_bad_paths_are_rejected():
         SandboxConfig(read_only_paths=("relative",))
     with pytest.raises(ValueError, match="require_modules must be a list of str"):
         SandboxConfig(require_modules="numpy")
+    with pytest.raises(ValueError, match="read_only_paths: '/no/such/dir' does not exist"):
+        Sandbox(read_only_paths=["/no/such/dir"]).run_python("print(1)")
 
 
 MOUNTINFO = """\

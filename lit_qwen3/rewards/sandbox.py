@@ -504,7 +504,10 @@ def _visible_paths(python: str, extra: tuple[str, ...]) -> list[str]:
         paths = [p for p in _SYSTEM_PATHS if os.path.lexists(p)]
         prefixes = _prefixes(python)
         paths += prefixes + [os.path.realpath(p) for p in prefixes]
-        paths += [os.path.normpath(p) for p in extra]
+        for path in extra:
+            if not os.path.exists(path):
+                raise ValueError(f"SandboxConfig.read_only_paths: {path!r} does not exist")
+            paths.append(os.path.normpath(path))
         unique = sorted(set(p for p in paths if p != "/"))
         Sandbox._binds[key] = [
             p for p in unique if not any(p.startswith(q + "/") for q in unique if q != p)
