@@ -50,14 +50,11 @@ only) and falls back to per-process memory limits.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import logging
 import math
 import os
 import pwd
-import selectors
 import shutil
 import signal
 import subprocess
@@ -69,6 +66,7 @@ from dataclasses import asdict, dataclass
 
 from lit_qwen3.rewards import sandbox_launch
 from lit_qwen3.rewards.sandbox_cgroup import MemoryCgroup, memory_cgroup_support
+from lit_qwen3.rewards.sandbox_io import collect, kill_group
 from lit_qwen3.rewards.sandbox_seccomp import seccomp_filter
 
 logger = logging.getLogger("lit_qwen3.rewards")
@@ -468,7 +466,7 @@ class Sandbox:
         for fd in child_ends:
             os.close(fd)
         try:
-            streams, timed_out, truncated = _collect(
+            streams, timed_out, truncated = collect(
                 process,
                 {"status": status_r, "results": results_r},
                 stdin_w,
@@ -480,7 +478,7 @@ class Sandbox:
             for fd in (status_r, results_r):
                 if fd is not None:
                     os.close(fd)
-            _kill_group(process)
+            kill_group(process)
         status = streams["status"].decode(errors="replace").strip()
         if status:
             exec_failed = status.startswith(sandbox_launch.EXEC_FAILED)
@@ -565,82 +563,3 @@ def _nproc_limit(ids: tuple[int, int] | None, max_processes: int) -> int | None:
 def _default_pythons() -> list[str]:
     candidates = [sys.executable, "/usr/bin/python3", shutil.which("python3") or ""]
     return list(dict.fromkeys(c for c in candidates if c and os.path.exists(c)))
-
-
-def _collect(
-    process: subprocess.Popen,
-    extra: dict[str, int | None],
-    stdin_fd: int,
-    stdin: bytes,
-    *,
-    deadline: float,
-    cap: int,
-) -> tuple[dict[str, bytes], bool, bool]:
-    """Feed stdin; read stdout, stderr and the ``extra`` pipes until EOF, the deadline or the
-    cap (the launcher's status pipe does not count towards it)."""
-    chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": [], **{k: [] for k in extra}}
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ, "stdout")
-    selector.register(process.stderr, selectors.EVENT_READ, "stderr")
-    for name, fd in extra.items():
-        if fd is not None:
-            selector.register(fd, selectors.EVENT_READ, name)
-    pending = memoryview(stdin)
-    if pending:
-        os.set_blocking(stdin_fd, False)
-        selector.register(stdin_fd, selectors.EVENT_WRITE, "stdin")
-    else:
-        os.close(stdin_fd)
-    timed_out = truncated = False
-    total = 0
-    try:
-        while any(key.data != "stdin" for key in selector.get_map().values()):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            for key, _ in selector.select(timeout=min(left, 0.25)):
-                if key.data == "stdin":
-                    try:
-                        pending = pending[os.write(stdin_fd, pending[: 1 << 16]) :]
-                    except BlockingIOError:
-                        continue
-                    except OSError as err:  # the program closed stdin or ended: stop feeding
-                        if err.errno not in (errno.EPIPE, errno.EBADF):
-                            raise
-                        pending = pending[:0]
-                    if not pending:
-                        selector.unregister(stdin_fd)
-                        os.close(stdin_fd)
-                    continue
-                data = os.read(key.fd, 65536)
-                if not data:
-                    selector.unregister(key.fileobj)
-                    continue
-                if key.data != "status":
-                    total += len(data)
-                    if total > cap:
-                        data = data[: len(data) - (total - cap)]
-                        truncated = True
-                chunks[key.data].append(data)
-            if truncated:
-                break
-        if not (timed_out or truncated):
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 0.01))
-            except subprocess.TimeoutExpired:
-                timed_out = True
-    finally:
-        if "stdin" in {key.data for key in selector.get_map().values()}:
-            os.close(stdin_fd)
-        selector.close()
-    return {name: b"".join(parts) for name, parts in chunks.items()}, timed_out, truncated
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
