@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from lit_qwen3.rewards import instruction_reference
-from lit_qwen3.rewards.base import CompositeReward, Sample, available_rewards, build_reward
+from lit_qwen3.rewards import (
+    CompositeReward,
+    Sample,
+    available_rewards,
+    build_reward,
+    instruction_reference,
+)
 from lit_qwen3.rewards.extra_instructions import EXTRA_INSTRUCTIONS
 from lit_qwen3.rewards.instructions import (
     InstructionFollowingReward,

@@ -14,7 +14,7 @@ from lit_qwen3.datamodules.toy_instructions import (
     toy_ifeval_rows,
     toy_instruction_row,
 )
-from lit_qwen3.rewards.base import CompositeReward, Sample
+from lit_qwen3.rewards import CompositeReward, Sample
 from lit_qwen3.rewards.instructions import InstructionFollowingReward
 
 STRICT = InstructionFollowingReward(all_or_nothing=True)
