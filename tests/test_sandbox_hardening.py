@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lit_qwen3.rewards import sandbox as sandbox_module
-from lit_qwen3.rewards import sandbox_cgroup
+from lit_qwen3.rewards import sandbox_cgroup, sandbox_launch
 from lit_qwen3.rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
 from lit_qwen3.rewards.sandbox_seccomp import DENIED_SYSCALLS, seccomp_filter
 
@@ -97,6 +97,19 @@ def test_the_program_sees_a_minimal_file_system(sandbox):
     if str(sys.prefix).startswith(str(CHECKOUT)):
         listing = run_ok(sandbox, f"import os\nprint(sorted(os.listdir({str(CHECKOUT)!r})))")
         assert listing.strip() == repr([Path(sys.prefix).relative_to(CHECKOUT).parts[0]])
+
+
+def test_without_a_pivot_root_number_the_chroot_fallback_hides_the_host_too(sandbox, monkeypatch):
+    monkeypatch.setattr(sandbox_launch, "PIVOT_ROOT_SYSCALL", {})  # as on an unknown CPU
+    source = (
+        "import os\n"
+        "print(sorted(os.listdir('/')))\n"
+        f"print([p for p in ['/etc/passwd', '/home', {str(CHECKOUT / 'README.md')!r}]"
+        " if os.path.exists(p)])\n"
+        "print(os.path.exists('/proc/1/root/etc/passwd'))\n"
+    )
+    top, visible, through_init = run_ok(sandbox, source).splitlines()
+    assert "etc" not in top and visible == "[]" and through_init == "False"
 
 
 def test_no_new_privileges_and_no_nested_namespaces(sandbox):

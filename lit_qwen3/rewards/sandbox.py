@@ -54,6 +54,7 @@ import json
 import logging
 import math
 import os
+import platform
 import pwd
 import shutil
 import signal
@@ -419,6 +420,7 @@ class Sandbox:
                 "disk_mb": config.disk_mb,
                 "cgroup_procs": cgroup.procs if cgroup else None,
                 "seccomp": filter_bytes.hex() if filter_bytes else None,
+                "pivot_root_nr": sandbox_launch.PIVOT_ROOT_SYSCALL.get(platform.machine()),
             }
             wall = config.wall_time_s if timeout is None else timeout
             result = self._launch(spec, stdin, wall, results_fd)

@@ -25,7 +25,6 @@ import ctypes
 import fcntl
 import json
 import os
-import platform
 import resource
 import signal
 import sys
@@ -41,7 +40,9 @@ _MS_NOATIME, _MS_NODIRATIME, _MS_RELATIME = 0x400, 0x800, 0x200000
 _MNT_DETACH = 2
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP = 1, 38, 22
 _SECCOMP_MODE_FILTER = 2
-_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+#: pivot_root(2) numbers; elsewhere (the parent passes None) the new root is moved over / and
+#: chrooted into, which hides the host's root under it instead of detaching it.
+PIVOT_ROOT_SYSCALL = {"x86_64": 155, "aarch64": 41}
 #: statvfs flags a bind mount inherits and, inside a user namespace, must keep when remounted.
 _LOCKED_FLAGS = (
     (os.ST_NOSUID, _MS_NOSUID),
@@ -151,7 +152,7 @@ def _init_main(spec: dict, status_fd: int, exit_fd: int, libc: ctypes.CDLL) -> N
         with open(os.path.join(spec["staging"], name), "rb") as handle:
             staged[name] = handle.read()
     _build_root(libc, spec["staging"], spec)
-    _pivot_root(libc, spec["staging"])
+    _pivot_root(libc, spec["staging"], spec["pivot_root_nr"])
     ids = spec["ids"]
     workdir = spec["workdir"]
     os.mkdir(workdir, 0o700)
@@ -232,9 +233,8 @@ def _build_root(libc: ctypes.CDLL, root: str, spec: dict) -> None:
         )
 
 
-def _pivot_root(libc: ctypes.CDLL, root: str) -> None:
+def _pivot_root(libc: ctypes.CDLL, root: str, number: int | None) -> None:
     """Make ``root`` the root and detach the host's: nothing of it stays reachable."""
-    number = _SYS_PIVOT_ROOT.get(platform.machine())
     os.chdir(root)
     if number is not None:
         if libc.syscall(number, b".", b".") != 0:
