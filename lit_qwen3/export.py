@@ -14,16 +14,12 @@ import torch
 import torch.distributed as dist
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-
-def _is_sharded(model: torch.nn.Module) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in model.parameters())
+from lit_qwen3.generation import is_sharded
 
 
 def _full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     """All ranks must call this: gathering sharded parameters is a collective."""
-    if not _is_sharded(model):
+    if not is_sharded(model):
         return None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 

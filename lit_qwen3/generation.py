@@ -336,8 +336,10 @@ class RolloutSampler:
         model.eval()
         try:
             # Inference mode trims per-op overhead; the clone hands back ordinary tensors that
-            # the training step may use in autograd graphs.
-            with torch.inference_mode():
+            # the training step may use in autograd graphs. Sharded (FSDP2) models gather their
+            # parameters into buffers that training reuses in place, so they only get no_grad.
+            no_autograd = torch.no_grad if is_sharded(model) else torch.inference_mode
+            with no_autograd():
                 state = BudgetState(
                     prompt_ids, prompt_mask, budget, self.think_tokens, self._table, self._lengths
                 )
@@ -506,13 +508,20 @@ class _StepRecorder:
         )
 
 
-def needs_lockstep(model: torch.nn.Module) -> bool:
-    """Sharded (FSDP2) models gather weights in every forward: all ranks must step together."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether the model's parameters are FSDP2 shards (DTensors)."""
+    if not torch.distributed.is_available():
         return False
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def needs_lockstep(model: torch.nn.Module) -> bool:
+    """Sharded (FSDP2) models gather weights in every forward: all ranks must step together."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    return is_sharded(model)
 
 
 def global_alive(n_alive: int, lockstep: bool) -> int:
