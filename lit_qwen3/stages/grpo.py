@@ -328,6 +328,7 @@ class GroupRelativeRL(OnPolicyStage):
         out = {f"train/reward/{k}": sum(v) / len(v) if v else nan for k, v in sums.items()}
         for label, errors in self.rewards.error_counts.items():
             out[f"train/reward_errors/{label}"] = float(errors)
+        out["train/reward_worker_recycles"] = float(self.rewards.worker_recycles)
         return out
 
     # -- updates ----------------------------------------------------------------------------
