@@ -61,6 +61,7 @@ class Context:
         self.resume = resume
         self.out = Path(config.output_dir)
         self._composite = None
+        self.models: dict[str, Any] = {}  # loaded models of the running step, by name
 
     @property
     def composite(self) -> Any:
@@ -75,7 +76,15 @@ class Context:
             )
         return self._composite
 
+    def release_models(self) -> None:
+        """Drop the step's models (the next step may need the memory for another)."""
+        self.models.clear()
+        import gc
+
+        gc.collect()
+
     def close(self) -> None:
+        self.release_models()
         if self._composite is not None:
             self._composite.close()
 
@@ -93,7 +102,12 @@ class Context:
     def source(self, name: str, sampling: Any = None) -> Any:
         c = self.config
         return build_source(
-            name, sampling=sampling, toy_program=c.toy_program, device=c.device, dtype=c.dtype
+            name,
+            sampling=sampling,
+            toy_program=c.toy_program,
+            device=c.device,
+            dtype=c.dtype,
+            loaded=self.models,
         )
 
     def sample(

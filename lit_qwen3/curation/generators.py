@@ -9,6 +9,7 @@ returning one ``{"completion": str, ...}`` per (query, sample index).
 
 from __future__ import annotations
 
+import copy
 import json
 import zlib
 from collections.abc import Mapping, Sequence
@@ -74,6 +75,14 @@ class ModelSource:
         self.model.to(self.device).eval()
         self.sampler = RolloutSampler(self.tokenizer, sampling)
 
+    def with_sampling(self, sampling: Any) -> ModelSource:
+        """The same loaded model with other sampling settings (no second copy of the weights)."""
+        from lit_qwen3.generation import RolloutSampler
+
+        other = copy.copy(self)
+        other.sampler = RolloutSampler(self.tokenizer, sampling)
+        return other
+
     def generate(
         self,
         queries: Sequence[Mapping[str, Any]],
@@ -104,15 +113,22 @@ def build_source(
     toy_program: ToyProgram | None = None,
     device: str = "auto",
     dtype: str | None = None,
+    loaded: dict[str, ModelSource] | None = None,
 ) -> CompletionSource:
-    """``toy-program`` (the synthetic source) or a model loaded by :class:`ModelSource`."""
+    """``toy-program`` (the synthetic source) or a model loaded by :class:`ModelSource`;
+    ``loaded`` (name -> source) reuses a model already in memory."""
     if name == TOY_PROGRAM:
         return toy_program if toy_program is not None else ToyProgram()
     if sampling is None:
         from lit_qwen3.generation import SamplingConfig
 
         sampling = SamplingConfig.qwen3(True)
-    return ModelSource(name, sampling, device=device, dtype=dtype)
+    if loaded is not None and name in loaded:
+        return loaded[name].with_sampling(sampling)
+    source = ModelSource(name, sampling, device=device, dtype=dtype)
+    if loaded is not None:
+        loaded[name] = source
+    return source
 
 
 def _batch_seed(seed: int, batch: int) -> int:

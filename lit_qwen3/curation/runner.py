@@ -112,7 +112,10 @@ def curate(config: Curation, *, resume: bool = False, config_text: str | None = 
                     )
             _check_unfinished_cache(ctx, step, settings)
             started = time.perf_counter()
-            result = STEP_FUNCTIONS[step](ctx)
+            try:
+                result = STEP_FUNCTIONS[step](ctx)
+            finally:
+                ctx.release_models()
             manifest["steps"][step] = {
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "seconds": round(time.perf_counter() - started, 3),
