@@ -21,7 +21,19 @@ from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 from lit_qwen3.curation.config import Curation
 
 
+def _attribute_docstrings() -> None:
+    """Show the config dataclasses' attribute docstrings in ``--help`` (a jsonargparse-wide
+    setting; its name changed in 4.49)."""
+    import jsonargparse
+
+    if hasattr(jsonargparse, "set_parsing_settings"):
+        jsonargparse.set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    else:  # pragma: no cover - jsonargparse < 4.49
+        jsonargparse.set_docstring_parse_options(attribute_docstrings=True)
+
+
 def build_parser() -> ArgumentParser:
+    _attribute_docstrings()
     parser = ArgumentParser(
         prog="lit-qwen3 curate",
         description=(
