@@ -78,10 +78,11 @@ class Context:
 
     def release_models(self) -> None:
         """Drop the step's models (the next step may need the memory for another)."""
-        self.models.clear()
-        import gc
+        if self.models:
+            self.models.clear()
+            import gc
 
-        gc.collect()
+            gc.collect()
 
     def close(self) -> None:
         self.release_models()
