@@ -285,6 +285,8 @@ def test_a_filter_that_removes_everything_is_named(tmp_path, store):
     rows = [row(f"Explain why {a}+{a + 50} needs a carry.", str(2 * a + 50)) for a in range(10, 14)]
     with pytest.raises(EmptyResultError, match="filter 'open_ended' removed all 3 queries it saw"):
         own_data(tmp_path, rows, store)
+    rejected = read_jsonl(tmp_path / "out/work/queries/rejected.jsonl")  # saved before the error
+    assert [r["reason"] for r in rejected] == ["open-ended request: 'explain why'"] * 3
 
 
 def test_hf_models_as_judge_no_think_model_and_teacher(tmp_path, store):

@@ -98,7 +98,9 @@ class Context:
         return path
 
     def ledger(self, step: str) -> FilterLedger:
-        return FilterLedger(step, progress=self.config.progress)
+        return FilterLedger(
+            step, progress=self.config.progress, rejected_path=self.work(step) / "rejected.jsonl"
+        )
 
     def source(self, name: str, sampling: Any = None) -> Any:
         c = self.config

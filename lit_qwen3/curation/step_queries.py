@@ -29,7 +29,6 @@ from lit_qwen3.curation.data import (
     check_verifier_specs,
     load_query_rows,
     query_text,
-    write_jsonl,
 )
 from lit_qwen3.curation.query_filters import (
     judge_verifiable,
@@ -223,7 +222,7 @@ def run_queries(ctx: Context) -> StepResult:
         domains=dict(Counter(row["domain"] for row in pool)),
         config_key="queries.domains",
     )
-    write_jsonl(ctx.work("queries") / "rejected.jsonl", ledger.rejected)
+    ledger.save()
     outputs = {
         "queries": write_output(ctx.path("queries", "queries"), pool),
         "validation": write_output(ctx.path("queries", "validation"), validation),

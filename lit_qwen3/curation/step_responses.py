@@ -20,7 +20,7 @@ from lit_qwen3.curation.context import (
     settings_of,
     write_output,
 )
-from lit_qwen3.curation.data import query_text, read_jsonl, write_jsonl
+from lit_qwen3.curation.data import query_text, read_jsonl
 from lit_qwen3.curation.response_filters import (
     guess,
     language_mix,
@@ -196,7 +196,7 @@ def run_responses(ctx: Context) -> StepResult:
 
     run("near_duplicate", near)
 
-    write_jsonl(ctx.work("responses") / "rejected.jsonl", ledger.rejected)
+    ledger.save()
     rows = [conversation(c) for c in candidates]
     return StepResult(
         ledger.filters,

@@ -18,7 +18,7 @@ from typing import Any
 
 from lit_qwen3.chat import with_thinking_flag
 from lit_qwen3.curation.context import Context, StepResult, describe_query, write_output
-from lit_qwen3.curation.data import read_jsonl, write_jsonl
+from lit_qwen3.curation.data import read_jsonl
 from lit_qwen3.curation.selection import balance_domains, select_hardest
 from lit_qwen3.curation.verdict import Verdict
 
@@ -119,6 +119,6 @@ def run_rl_queries(ctx: Context) -> StepResult:
         domains=dict(Counter(row["domain"] for row in chosen)),
         pass_rates={str(p): n for p, n in sorted(Counter(r["pass_rate"] for r in chosen).items())},
     )
-    write_jsonl(ctx.work("rl_queries") / "rejected.jsonl", ledger.rejected)
+    ledger.save()
     output = write_output(ctx.path("rl_queries", "rl_queries"), chosen)
     return StepResult(ledger.filters, {"rl_queries": output}, {"policy": cfg.policy})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.progress import (
@@ -71,13 +72,24 @@ def track(items: Sequence[T], description: str, enabled: bool = True) -> Iterabl
 class FilterLedger:
     """Runs filters in order and records, per filter: ``in``, ``out``, ``removed``, ``seconds``
     and the ``settings`` it ran with; removed items go to ``rejected`` with the filter's name
-    and reason. ``unit`` names what is counted (queries, responses) in errors."""
+    and reason, saved to ``rejected_path`` by :meth:`save` (and before an empty-result error).
+    ``unit`` names what is counted (queries, responses) in errors."""
 
-    def __init__(self, step: str, *, progress: bool = True) -> None:
+    def __init__(
+        self, step: str, *, progress: bool = True, rejected_path: Path | None = None
+    ) -> None:
         self.step = step
         self.progress = progress
+        self.rejected_path = rejected_path
         self.filters: dict[str, dict[str, Any]] = {}
         self.rejected: list[dict[str, Any]] = []
+
+    def save(self) -> None:
+        """Write the removed items and why to ``rejected_path`` (JSONL), when there is one."""
+        if self.rejected_path is not None:
+            from lit_qwen3.curation.data import write_jsonl
+
+            write_jsonl(self.rejected_path, self.rejected)
 
     def run(
         self,
@@ -140,6 +152,7 @@ class FilterLedger:
             **extra,
         }
         if n_in > 0 and n_out == 0:
+            self.save()  # what was removed, and why, is the first thing to look at
             where = f" (settings: {config_key})" if config_key else ""
             because = f"; e.g. {example}" if example else ""
             raise EmptyResultError(
