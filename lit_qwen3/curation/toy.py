@@ -35,7 +35,7 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from lit_qwen3.datamodules.arithmetic import ArithmeticProblem, ArithmeticTask, boxed
 
@@ -179,6 +179,8 @@ class ToyProgram:
     """``toy-program``: the synthetic teacher (thinking mode) and direct answerer (non-thinking
     mode) of the toy task. Deterministic per (question, sample index, seed)."""
 
+    name: ClassVar[str] = TOY_PROGRAM
+
     slip_rate: float = 0.03
     """Chance per scratchpad column of misreading a digit: a wrong answer."""
     repetition_rate: float = 0.04
@@ -204,8 +206,6 @@ class ToyProgram:
             raise ValueError("ToyProgram: the fault rates add up to more than 1")
         if not (isinstance(self.repeat_copies, int) and self.repeat_copies >= 2):
             raise ValueError(f"ToyProgram.repeat_copies must be >= 2, got {self.repeat_copies}")
-
-    name = TOY_PROGRAM
 
     def generate(
         self,
