@@ -54,16 +54,15 @@ __all__ = [
 ]
 
 #: Words that hedge a conclusion. Looked for only where the thinking concludes (its tail) and in
-#: the final answer: real chains of thought say "maybe" all the time while exploring.
+#: the final answer. "Maybe" and "perhaps" are left out: real chains of thought use them all the
+#: time while exploring and re-checking, right up to a sound conclusion.
 DEFAULT_HEDGES: tuple[str, ...] = (
     "probably",
+    "most likely",
     "i guess",
     "my guess",
     "not sure",
     "roughly",
-    "approximately",
-    "perhaps",
-    "maybe",
 )
 
 
