@@ -203,6 +203,20 @@ def test_resume_skips_finished_steps_then_rl_queries_selects_learnable_ones(smok
     assert "responses" in manifest["steps"]  # earlier steps stay recorded
 
 
+def test_rl_queries_with_a_model_that_solves_nothing_is_an_error(smoke, store, tmp_path):
+    from lit_qwen3.models import save_toy_checkpoint
+
+    out, _ = smoke
+    policy = str(save_toy_checkpoint(tmp_path / "policy", preset="toy-student"))
+    args = ["--rl_queries.samples", "2", "--rl_queries.sampling.max_new_tokens", "8"]
+    with pytest.raises(EmptyResultError, match="'unlearnable_unsolved' removed all 16 queries"):
+        curate(
+            "--steps", "[rl_queries]", "--rl_queries.policy", policy, *args, out=out, store=store
+        )
+    samples = read_jsonl(out / "work/rl_queries/policy_samples.jsonl")
+    assert len(samples) == 32 and {s["index"] for s in samples} == {0, 1}
+
+
 def test_generation_resumes_at_the_first_unfinished_batch(tmp_path):
     class Counting(ToyProgram):
         calls = 0
