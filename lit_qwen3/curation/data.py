@@ -1,6 +1,6 @@
 """Query rows in and curated rows out: reading, checking, and the JSONL the datamodules read.
 
-Input rows are RL query rows (``/work/shared`` query format, what ``QueryDataModule`` reads):
+Input rows are RL query rows (:mod:`lit_qwen3.queries`, what ``QueryDataModule`` reads):
 ``{"messages": [...], "answer": "936", "reward": {"names": [...], ...}, "domain": ...}``, or
 IFEval rows ``{"prompt", "instruction_id_list", "kwargs"}``; optional ``id`` (default
 ``file:line``) and ``split`` (``val``/``validation`` rows are the reserved validation set).
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_qwen3.chat import strip_thinking_flags
+from lit_qwen3.queries import parse_query
 from lit_qwen3.rewards.base import ROUTING_KEY, CompositeReward, Sample
 
 __all__ = [
@@ -40,40 +41,21 @@ VALIDATION_SPLITS = ("val", "validation")
 
 
 def normalize_query_row(row: Any, where: str, default_id: str) -> dict[str, Any]:
-    """One input row checked and in the query format (``messages``, ``id``); IFEval rows get one
-    user message and their lists in ``reward``. ``where`` names the row in errors."""
-    if not isinstance(row, Mapping):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    row = dict(row)
-    if "messages" not in row and isinstance(row.get("prompt"), str):
-        reward = dict(row.get("reward") or {})
-        for key in ("instruction_id_list", "kwargs"):
-            if key in row:
-                reward.setdefault(key, row.pop(key))
-        row["messages"] = [{"role": "user", "content": row.pop("prompt")}]
-        if reward:
-            row["reward"] = reward
-    messages = row.get("messages")
-    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
-        raise ValueError(f"{where}: needs 'messages' (a non-empty list) or a 'prompt' string")
-    for i, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not isinstance(message.get("content"), str):
-            raise ValueError(f"{where}: messages[{i}] must be an object with a string 'content'")
-    if not any(m.get("role") == "user" for m in messages):
-        raise ValueError(f"{where}: no user message: nothing to answer")
-    if messages[-1].get("role") == "assistant":
-        raise ValueError(f"{where}: ends with an assistant turn; a query stops before the reply")
-    reward = row.get("reward")
-    if reward is not None and not isinstance(reward, Mapping):
-        raise ValueError(f"{where}: 'reward' must be an object, got {type(reward).__name__}")
-    if row.get("answer") is not None:
-        row["answer"] = str(row["answer"])
-    domain = row.get("domain")
-    if domain is not None and not isinstance(domain, str):
-        raise ValueError(f"{where}: 'domain' must be a string, got {domain!r}")
-    row["id"] = str(row.get("id", default_id))
-    row["messages"] = [dict(m) for m in messages]
-    return row
+    """One input row checked by the RL query reader (:func:`lit_qwen3.queries.parse_query`:
+    messages, roles, mode, reward, answer) and kept as a dict in the query format, with an
+    ``id``; IFEval rows are rewritten with one user message and their lists in ``reward``."""
+    query = parse_query(row, where)
+    out = dict(row)
+    if "messages" not in out:  # an IFEval row
+        for key in ("prompt", "instruction_id_list", "kwargs", "key", "metadata"):
+            out.pop(key, None)
+        names = {"names": query.rewards} if query.rewards is not None else {}
+        out["reward"] = {**names, **query.metadata}
+    out["messages"] = query.messages
+    if out.get("answer") is not None:
+        out["answer"] = str(out["answer"])
+    out["id"] = str(out.get("id", default_id))
+    return out
 
 
 def query_text(row: Mapping[str, Any]) -> str:
@@ -83,16 +65,9 @@ def query_text(row: Mapping[str, Any]) -> str:
 
 
 def reward_metadata(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The reward ``Sample.metadata`` of a query row: ``reward``'s keys but ``names`` (which
-    becomes the routing list), and ``answer`` as ``reference`` when ``reward`` has none."""
-    reward = dict(row.get("reward") or {})
-    names = reward.pop("names", None)
-    metadata = dict(reward)
-    if names is not None:
-        metadata[ROUTING_KEY] = list(names)
-    if metadata.get("reference") is None and row.get("answer") is not None:
-        metadata["reference"] = row["answer"]
-    return metadata
+    """The reward ``Sample.metadata`` of a query row, as the RL stages build it (``reward``'s
+    keys, ``names`` as the routing list, ``answer`` as ``reference`` when there is none)."""
+    return parse_query(row, str(row.get("id", "query"))).reward_metadata()
 
 
 def check_verifier_specs(

@@ -130,6 +130,10 @@ def run_queries(ctx: Context) -> StepResult:
     if shares:
         check_domains(rows, shares, where)
     validation, pool = reserve_validation(ctx, rows, ledger)
+    for row in validation:  # by the rules only (no judge): for per-domain evaluation
+        if row.get("domain") is None:
+            found = rule_domain(query_text(row), cfg.domains.rules)
+            row["domain"] = found or cfg.domains.default or "default"
 
     def run(name: str, settings: dict, key: str, decide: Callable[[dict], Verdict]) -> None:
         nonlocal pool
