@@ -180,11 +180,18 @@ class Pipeline:
         directory = str(self.stage_dir(spec))
         for key, value in spec.set.items():
             _set_dotted(config, key, _substitute(copy.deepcopy(value), self.paths))
-        if spec.command == "curate":
+        if spec.command == "curate":  # lit_qwen3.curation.config.Curation's keys
             config["output_dir"] = directory
-            config["tracking_uri"] = self.config.tracking_uri
-            config["experiment"] = self.config.experiment
-            config.setdefault("tags", {}).update(self.tags(spec))
+            config["resume"] = True  # a rerun of a killed curation continues it
+            tracking = config.get("mlflow") or {}
+            config["mlflow"] = {
+                **tracking,
+                "tracking_uri": self.config.tracking_uri,
+                "experiment_name": self.config.experiment,
+                "run_name": spec.name,
+                "artifact_location": str(self.root / "mlartifacts"),
+                "tags": {**(tracking.get("tags") or {}), **self.tags(spec)},
+            }
             return config
         _set_dotted(config, "trainer.default_root_dir", directory)
         _set_dotted(config, "model.init_args.output_dir", str(self.stage_dir(spec) / "model"))

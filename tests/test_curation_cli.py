@@ -239,6 +239,40 @@ def test_generation_resumes_at_the_first_unfinished_batch(tmp_path):
     assert Counting.calls == 2 and resumed == whole
 
 
+def test_pipeline_curate_stages_nest_in_mlflow_and_feed_each_other(tmp_path, store):
+    """The pipeline gives each stage its own folder: the rl_queries call reads the first
+    call's outputs through input_dir, and both runs nest under the pipeline's parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from lit_qwen3.pipeline import Pipeline, PipelineConfig, StageSpec
+
+    rl = {"steps": ["rl_queries"], "input_dir": "{curation}", "rl_queries.policy": "toy-program"}
+    stages = [
+        StageSpec("curation", str(SMOKE), command="curate", output="."),
+        StageSpec("rl_curation", str(SMOKE), command="curate", output=".", set=rl),
+    ]
+    config = PipelineConfig(root=str(tmp_path / "pipe"), tracking_uri=store["uri"], stages=stages)
+    pipeline = Pipeline(config)
+    for spec in stages:
+        path = tmp_path / f"{spec.name}.yaml"
+        path.write_text(yaml.safe_dump(pipeline.stage_config(spec)))
+        main(["curate", "--config", str(path), "--progress", "false"])
+    first = tmp_path / "pipe/curation"
+    second = json.loads((tmp_path / "pipe/rl_curation/manifest.json").read_text())
+    assert list(second["steps"]) == ["rl_queries"]
+    assert second["steps"]["rl_queries"]["inputs"] == {
+        "queries": str(first.resolve()),
+        "cold_start": str(first.resolve()),
+    }
+    used = {r["query_id"] for r in read_jsonl(first / "cold_start.jsonl")}
+    rl_rows = read_jsonl(tmp_path / "pipe/rl_curation/rl_queries.jsonl")
+    assert rl_rows and not used & {r["id"] for r in rl_rows}
+    client = MlflowClient(tracking_uri=store["uri"])
+    run = client.get_run(second["mlflow_runs"][0]["run_id"])
+    assert run.data.tags["mlflow.parentRunId"] == pipeline.parent_id
+    assert run.data.tags["stage"] == "curation" and run.info.run_name == "rl_curation"
+
+
 # -- bad input -----------------------------------------------------------------------------------
 
 

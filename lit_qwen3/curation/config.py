@@ -172,6 +172,8 @@ class MLflowTracking:
     run_name: str = "curation"
     artifact_location: str | None = "runs/mlartifacts"
     """Artifact folder of a newly created experiment (an existing one keeps its own)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Extra run tags (a pipeline nests the run with ``mlflow.parentRunId``)."""
 
 
 @dataclass
@@ -180,6 +182,9 @@ class Curation:
 
     output_dir: str = "runs/curation"
     """Where the JSONL outputs, ``manifest.json`` and the work files go."""
+    input_dir: str | None = None
+    """Where to read earlier steps' outputs that ``output_dir`` lacks: the first call's
+    ``output_dir`` when a pipeline gives the ``rl_queries`` call a folder of its own."""
     steps: list[Step] = field(default_factory=lambda: ["queries", "responses", "cold_start"])
     """Steps to run now (in pipeline order). ``rl_queries`` needs the cold-start model, so
     it runs in a second call after the cold start."""

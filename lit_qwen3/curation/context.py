@@ -60,6 +60,7 @@ class Context:
         self.config = config
         self.resume = resume
         self.out = Path(config.output_dir)
+        self.inputs: dict[str, Path] = {}  # step -> folder of its outputs, when not ``out``
         self._composite = None
         self.models: dict[str, Any] = {}  # loaded models of the running step, by name
 
@@ -90,7 +91,8 @@ class Context:
             self._composite.close()
 
     def path(self, step: str, name: str) -> Path:
-        return self.out / OUTPUTS[step][name]
+        """Output ``name`` of ``step``: in ``output_dir``, or where ``input_dir`` holds it."""
+        return self.inputs.get(step, self.out) / OUTPUTS[step][name]
 
     def work(self, step: str) -> Path:
         path = self.out / "work" / step

@@ -73,6 +73,23 @@ def _check_unfinished_cache(ctx: Context, step: str, settings: dict[str, Any]) -
     _write_json(record, settings)
 
 
+def _find_input(ctx: Context, manifest: dict[str, Any], step: str, need: str) -> None:
+    """Where the outputs of ``need`` are: ``output_dir``, else ``input_dir``; else an error."""
+    if _finished(ctx.out, manifest, need):
+        ctx.inputs.pop(need, None)
+        return
+    other = ctx.config.input_dir
+    if other is not None and _finished(Path(other), load_manifest(Path(other)), need):
+        ctx.inputs[need] = Path(other)
+        return
+    where = ctx.out if other is None else f"{ctx.out} or {other}"
+    raise ValueError(
+        f"step {step!r} needs the outputs of step {need!r} "
+        f"({', '.join(OUTPUTS[need].values())} in {where}); add {need!r} to steps"
+        + ("" if other else " or set input_dir to the folder of an earlier curation")
+    )
+
+
 def flat_counts(manifest: dict[str, Any], steps: list[str] | None = None) -> dict[str, float]:
     """``step/filter/{in,out,removed}`` and ``step/seconds`` of the given (default: all) steps."""
     counts: dict[str, float] = {}
@@ -105,19 +122,17 @@ def curate(config: Curation, *, resume: bool = False, config_text: str | None = 
                 print(f"curate: step {step} already done in {out}, skipped (--resume)")
                 continue
             for need in NEEDS[step]:
-                if not _finished(out, manifest, need):
-                    raise ValueError(
-                        f"step {step!r} needs the outputs of step {need!r} "
-                        f"({', '.join(OUTPUTS[need].values())} in {out}); add {need!r} to steps"
-                    )
+                _find_input(ctx, manifest, step, need)
             _check_unfinished_cache(ctx, step, settings)
             started = time.perf_counter()
             try:
                 result = STEP_FUNCTIONS[step](ctx)
             finally:
                 ctx.release_models()
+            inputs = {need: str(ctx.inputs[need]) for need in NEEDS[step] if need in ctx.inputs}
             manifest["steps"][step] = {
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                **({"inputs": inputs} if inputs else {}),
                 "seconds": round(time.perf_counter() - started, 3),
                 "models": result.models,
                 "outputs": result.outputs,
@@ -195,7 +210,12 @@ def log_to_mlflow(
     run = client.create_run(
         experiment_id,
         run_name=tracking.run_name,
-        tags={"stage": "curation", "steps": ",".join(ran), "output_dir": config.output_dir},
+        tags={
+            **tracking.tags,
+            "stage": "curation",
+            "steps": ",".join(ran),
+            "output_dir": config.output_dir,
+        },
     )
     run_id = run.info.run_id
     try:
