@@ -10,7 +10,6 @@ returning one ``{"completion": str, ...}`` per (query, sample index).
 from __future__ import annotations
 
 import copy
-import json
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -182,8 +181,3 @@ def generate_cached(
                 done.update({(r["id"], r["index"]): r for r in records})
             bar.advance(task, len(chunk))
     return {q["id"]: [done[(q["id"], j)] for j in range(n)] for q in queries}
-
-
-def config_fingerprint(config: Mapping[str, Any]) -> str:
-    """A stable text form of a step's settings, to tell a cache made with other settings."""
-    return json.dumps(config, sort_keys=True, default=str)
