@@ -22,7 +22,8 @@ from typing import Any
 
 from lit_qwen3.chat import strip_thinking_flags
 from lit_qwen3.queries import parse_query
-from lit_qwen3.rewards.base import ROUTING_KEY, CompositeReward, Sample
+from lit_qwen3.rewards.base import Sample
+from lit_qwen3.rewards.composite import ROUTING_KEY, CompositeReward
 
 __all__ = [
     "VALIDATION_SPLITS",
