@@ -4,58 +4,23 @@ From logits (``token_logprobs``, ``token_entropy``), ``chunk_size`` rows at a ti
 from the last hidden states and the ``lm_head`` weight (``chunked_logprobs_and_entropy``), which
 recomputes each chunk of logits in backward so that neither pass holds ``tokens x vocab``.
 
-The small input checks every loss module shares live here too, at the bottom of the import
-graph (:mod:`lit_qwen3.distill_losses` and :mod:`lit_qwen3.losses` import them).
+Input checks shared with the other loss modules live in :mod:`lit_qwen3.tensor_checks`.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from lit_qwen3.tensor_checks import (
+    check_chunk_size,
+    check_labels,
+    check_shape,
+    check_temperature,
+    compute_dtype,
+)
+
 IGNORE_INDEX = -100
-
-
-# ----------------------------------------------------------------------------- shared checks
-def _check_shape(name: str, tensor: Tensor, shape: torch.Size, ref_name: str) -> None:
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.shape != shape:
-        raise ValueError(
-            f"{name} has shape {tuple(tensor.shape)} but {ref_name} has shape {tuple(shape)}; "
-            "they must match"
-        )
-
-
-def _check_temperature(temperature: float) -> None:
-    ok = isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
-    if not ok:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _check_labels(labels: Tensor, vocab_size: int, ignore_index: int) -> None:
-    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-    if not labels.numel():
-        return
-    bad = ((labels < 0) & (labels != ignore_index)) | (labels >= vocab_size)
-    if bad.any():
-        value = labels[bad][0].item()
-        raise ValueError(
-            f"labels hold id {value}, outside [0, {vocab_size}) (vocabulary size) and not "
-            f"ignore_index={ignore_index}"
-        )
-
-
-def _check_chunk_size(chunk_size: int) -> None:
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
 
 
 # ----------------------------------------------------------------------------- log-probs
@@ -74,9 +39,9 @@ def token_logprobs(
     builds the full log-softmax, so forward temporaries stay at ``chunk_size x V``.
     Gradients flow to ``logits``.
     """
-    _check_temperature(temperature)
-    _check_shape("labels", labels, logits.shape[:-1], "logits without its vocab dim")
-    _check_labels(labels, logits.shape[-1], ignore_index)
+    check_temperature(temperature)
+    check_shape("labels", labels, logits.shape[:-1], "logits without its vocab dim")
+    check_labels(labels, logits.shape[-1], ignore_index)
     valid = labels != ignore_index
     safe = labels.masked_fill(~valid, 0).long().reshape(-1, 1)
 
@@ -91,7 +56,7 @@ def token_entropy(logits: Tensor, temperature: float = 1.0, *, chunk_size: int =
 
     Returns ``logits.shape[:-1]``; computed ``chunk_size`` rows at a time.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
 
     def chunk_entropy(z: Tensor, rows: slice) -> Tensor:
         return torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1)
@@ -101,9 +66,9 @@ def token_entropy(logits: Tensor, temperature: float = 1.0, *, chunk_size: int =
 
 def _by_rows(logits: Tensor, temperature: float, chunk_size: int, fn) -> Tensor:
     """Apply ``fn(scaled_logits_chunk, rows)`` to ``chunk_size`` rows at a time."""
-    _check_chunk_size(chunk_size)
+    check_chunk_size(chunk_size)
     flat = logits.reshape(-1, logits.shape[-1])
-    cdt = _compute_dtype(logits.dtype)
+    cdt = compute_dtype(logits.dtype)
     pieces = [
         fn(flat[start : start + chunk_size].to(cdt) / temperature, slice(start, start + chunk_size))
         for start in range(0, flat.shape[0], chunk_size)
@@ -123,14 +88,14 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, temperature, chunk_size, ignore_index):
-        n, cdt = hidden.shape[0], _compute_dtype(hidden.dtype)
+        n, cdt = hidden.shape[0], compute_dtype(hidden.dtype)
         valid = labels != ignore_index
         safe = labels.masked_fill(~valid, 0).long()[:, None]
         logprobs, entropy, lse_all = (hidden.new_empty(n, dtype=cdt) for _ in range(3))
-        z_buf, p_buf = _chunk_buffers(hidden, weight, chunk_size, cdt, 2)
+        z_buf, p_buf = chunk_buffers(hidden, weight, chunk_size, cdt, 2)
         for start in range(0, n, chunk_size):
             rows = slice(start, start + chunk_size)
-            z = _scaled_logits(z_buf, hidden[rows], weight, bias, temperature)
+            z = lm_head_logits(z_buf, hidden[rows], weight, bias, temperature)
             top = z.amax(-1, keepdim=True)
             chosen = z.gather(-1, safe[rows]).squeeze(-1)
             z.sub_(top)
@@ -160,10 +125,10 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
         # 1/T of dz/dlogits folded into the per-token coefficients
         g_lp = grad_logprobs.to(cdt) * valid * inv_t if grad_logprobs is not None else None
         g_ent = grad_entropy.to(cdt) * inv_t if grad_entropy is not None else None
-        bufs = _chunk_buffers(hidden, weight, ctx.chunk_size, cdt, 1 if g_ent is None else 2)
+        bufs = chunk_buffers(hidden, weight, ctx.chunk_size, cdt, 1 if g_ent is None else 2)
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             rows = slice(start, start + ctx.chunk_size)
-            z = _scaled_logits(bufs[0], hidden[rows], weight, bias, ctx.temperature)
+            z = lm_head_logits(bufs[0], hidden[rows], weight, bias, ctx.temperature)
             log_p = z.sub_(lse_all[rows, None])
             if g_ent is None:  # grad_z = -g_lp p (+ g_lp at the label)
                 grad_z = log_p.exp_().mul_(-g_lp[rows, None])
@@ -176,29 +141,25 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
                 grad_z = log_p.mul_(g_e).add_(offset).mul_(p).neg_()
             if g_lp is not None:
                 grad_z.scatter_add_(1, safe[rows], g_lp[rows, None])
-            if grad_b is not None:
-                grad_b += grad_z.sum(0)
-            if grad_h is not None:
-                grad_h[rows] = (grad_z.to(weight.dtype) @ weight).to(hidden.dtype)
-            if grad_w is not None:
-                h_rows = hidden[rows].to(cdt)
-                if weight.dtype == cdt:
-                    grad_w.addmm_(grad_z.T, h_rows)
-                else:  # low-precision weights: matmul in their dtype, accumulate in float32
-                    grad_w += (grad_z.to(weight.dtype).T @ h_rows.to(weight.dtype)).to(cdt)
+            accumulate_lm_head_grads(grad_z, rows, hidden, weight, grad_h, grad_w, grad_b)
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
         grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
         return grad_h, grad_w, grad_b, None, None, None, None
 
 
-def _chunk_buffers(hidden, weight, chunk_size, dtype, count) -> list[Tensor]:
+# ----------------------------------------------------------------------------- chunk helpers
+# Shared with the distillation kernel (lit_qwen3.distill_kernel).
+def chunk_buffers(hidden, weight, chunk_size, dtype, count) -> list[Tensor]:
     """``count`` reusable ``(chunk, V)`` buffers: CPU allocators do not cache large blocks."""
     rows = min(chunk_size, hidden.shape[0])
     return [hidden.new_empty(rows, weight.shape[0], dtype=dtype) for _ in range(count)]
 
 
-def _scaled_logits(buf: Tensor, hidden: Tensor, weight: Tensor, bias, temperature) -> Tensor:
-    """``(hidden W^T + bias) / temperature`` written into the leading rows of ``buf``."""
+def lm_head_logits(buf: Tensor, hidden: Tensor, weight: Tensor, bias, temperature) -> Tensor:
+    """``(hidden W^T + bias) / temperature`` written into the leading rows of ``buf``.
+
+    ``hidden`` is one chunk of rows; ``buf`` is in the compute dtype (float32 or float64).
+    """
     out = buf[: hidden.shape[0]]
     if weight.dtype == buf.dtype and hidden.dtype == buf.dtype:
         if bias is None:
@@ -212,6 +173,33 @@ def _scaled_logits(buf: Tensor, hidden: Tensor, weight: Tensor, bias, temperatur
     if temperature != 1.0:
         out.div_(temperature)
     return out
+
+
+def accumulate_lm_head_grads(
+    grad_z: Tensor,
+    rows: slice,
+    hidden: Tensor,
+    weight: Tensor,
+    grad_h: Tensor | None,
+    grad_w: Tensor | None,
+    grad_b: Tensor | None,
+) -> None:
+    """Back through ``z = hidden W^T + b`` for one chunk, given ``grad_z = d loss / d z``.
+
+    Writes ``grad_h[rows]`` and adds into ``grad_w`` / ``grad_b`` (kept in ``grad_z``'s dtype);
+    any of the three may be ``None`` when that input needs no gradient.
+    """
+    cdt = grad_z.dtype
+    if grad_b is not None:
+        grad_b += grad_z.sum(0)
+    if grad_h is not None:
+        grad_h[rows] = (grad_z.to(weight.dtype) @ weight).to(hidden.dtype)
+    if grad_w is not None:
+        h_rows = hidden[rows].to(cdt)
+        if weight.dtype == cdt:
+            grad_w.addmm_(grad_z.T, h_rows)
+        else:  # low-precision weights: matmul in their dtype, accumulate in float32
+            grad_w += (grad_z.to(weight.dtype).T @ h_rows.to(weight.dtype)).to(cdt)
 
 
 def chunked_logprobs_and_entropy(
@@ -242,8 +230,8 @@ def chunked_logprobs_and_entropy(
     Returns:
         ``(logprobs, entropy)``, each shaped like ``labels``, float32 (float64 for float64 input).
     """
-    _check_temperature(temperature)
-    _check_chunk_size(chunk_size)
+    check_temperature(temperature)
+    check_chunk_size(chunk_size)
     if weight.dim() != 2:
         raise ValueError(f"weight must be (vocab, hidden), got shape {tuple(weight.shape)}")
     if hidden.shape[-1] != weight.shape[1]:
@@ -251,10 +239,10 @@ def chunked_logprobs_and_entropy(
             f"hidden has size {hidden.shape[-1]} in its last dim but weight is "
             f"{tuple(weight.shape)} (vocab, hidden); they must agree"
         )
-    _check_shape("labels", labels, hidden.shape[:-1], "hidden without its last dim")
+    check_shape("labels", labels, hidden.shape[:-1], "hidden without its last dim")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-    _check_labels(labels, weight.shape[0], ignore_index)
+    check_labels(labels, weight.shape[0], ignore_index)
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])
     logprobs, entropy = _ChunkedLinearLogprobs.apply(
         flat_hidden, weight, bias, labels.reshape(-1), float(temperature), chunk_size, ignore_index

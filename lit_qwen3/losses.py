@@ -7,7 +7,8 @@
   DAPO / GRPO / Dr.GRPO loss aggregations, k1/k2/k3 KL estimators, entropy bonus, truncated
   importance sampling (TIS) for sampler/trainer mismatch.
 - Reward models: the Bradley-Terry pairwise loss.
-- Distillation divergences live in :mod:`lit_qwen3.distill_losses` and are re-exported here.
+- Distillation divergences live in :mod:`lit_qwen3.distill_losses` (from logits, or a top-k
+  cache); the public functions are re-exported here. Input checks shared by all: :mod:`lit_qwen3.tensor_checks`.
 
 Conventions: masks are bool or 0/1 tensors of the same shape as the per-token values; every
 temperature divides the logits before the softmax, exactly as the sampler does; log-probs and
@@ -24,10 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_qwen3.distill_losses import (  # noqa: F401  (distillation losses re-exported here)
-    _check_reduction,
-    _float_mask,
-    _reduce,
+from lit_qwen3.distill_losses import (  # noqa: F401  (re-exported: the public loss functions)
+    TeacherTopK,
     forward_kl,
     generalized_jsd,
     reverse_kl,
@@ -35,14 +34,19 @@ from lit_qwen3.distill_losses import (  # noqa: F401  (distillation losses re-ex
     topk_forward_kl,
     topk_reverse_kl,
 )
-from lit_qwen3.logprobs import (  # noqa: F401  (log-prob kernels re-exported here)
+from lit_qwen3.logprobs import (  # noqa: F401
     IGNORE_INDEX,
-    _check_labels,
-    _check_shape,
-    _compute_dtype,
     chunked_logprobs_and_entropy,
     token_entropy,
     token_logprobs,
+)
+from lit_qwen3.tensor_checks import (
+    check_labels,
+    check_reduction,
+    check_shape,
+    compute_dtype,
+    float_mask,
+    masked_reduce,
 )
 
 # exp() of a log-ratio beyond this is numerically meaningless in float32 (e^20 ~ 5e8);
@@ -57,7 +61,7 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 # ----------------------------------------------------------------------------- masks
 def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     """Mean of ``values`` where ``mask`` is set; 0 where nothing is set (never NaN)."""
-    m = _float_mask(mask, values).bool()
+    m = float_mask(mask, values).bool()
     total = torch.where(m, values, torch.zeros((), dtype=values.dtype))
     if dim is None:
         return total.sum() / m.sum().clamp(min=1)
@@ -83,16 +87,16 @@ def masked_cross_entropy(
     trained); ``"sum"`` lets the caller divide by a global token count under gradient
     accumulation; ``"none"`` returns per-token losses, zero where masked.
     """
-    _check_reduction(reduction)
-    _check_shape("labels", labels, logits.shape[:-1], "logits without its vocab dim")
-    _check_labels(labels, logits.shape[-1], ignore_index)
-    counted = _float_mask(loss_mask, labels, "loss_mask").bool() & (labels != ignore_index)
+    check_reduction(reduction)
+    check_shape("labels", labels, logits.shape[:-1], "logits without its vocab dim")
+    check_labels(labels, logits.shape[-1], ignore_index)
+    counted = float_mask(loss_mask, labels, "loss_mask").bool() & (labels != ignore_index)
     if position_ids is not None:
-        _check_shape("position_ids", position_ids, labels.shape, "labels")
+        check_shape("position_ids", position_ids, labels.shape, "labels")
         counted &= position_ids != 0
     targets = labels.masked_fill(~counted, ignore_index).long()
     per_token = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).to(_compute_dtype(logits.dtype)),
+        logits.reshape(-1, logits.shape[-1]).to(compute_dtype(logits.dtype)),
         targets.reshape(-1),
         ignore_index=ignore_index,
         reduction="none",
@@ -101,7 +105,7 @@ def masked_cross_entropy(
         "loss_mask selects no target token (after ignore_index and packed-document starts); "
         "check that the mask covers assistant tokens and is aligned with labels"
     )
-    return _reduce(per_token, counted, reduction, empty_error)
+    return masked_reduce(per_token, counted, reduction, empty_error)
 
 
 def causal_lm_loss(
@@ -118,10 +122,10 @@ def causal_lm_loss(
     """
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
-    _check_shape("logits", logits[..., 0], input_ids.shape, "input_ids")
-    _check_shape("loss_mask", loss_mask, input_ids.shape, "input_ids")
+    check_shape("logits", logits[..., 0], input_ids.shape, "input_ids")
+    check_shape("loss_mask", loss_mask, input_ids.shape, "input_ids")
     if position_ids is not None:
-        _check_shape("position_ids", position_ids, input_ids.shape, "input_ids")
+        check_shape("position_ids", position_ids, input_ids.shape, "input_ids")
         position_ids = position_ids[:, 1:]
     return masked_cross_entropy(
         logits[:, :-1],
@@ -137,13 +141,13 @@ def bradley_terry_loss(
     chosen_scores: Tensor, rejected_scores: Tensor, margin: Tensor | float | None = None
 ) -> Tensor:
     """Pairwise reward-model loss ``mean(-log sigmoid(chosen - rejected - margin))``."""
-    _check_shape("rejected_scores", rejected_scores, chosen_scores.shape, "chosen_scores")
+    check_shape("rejected_scores", rejected_scores, chosen_scores.shape, "chosen_scores")
     if chosen_scores.numel() == 0:
         raise ValueError("chosen_scores is empty: need at least one preference pair")
     diff = chosen_scores - rejected_scores
     if margin is not None:
         if isinstance(margin, Tensor) and margin.dim() > 0:
-            _check_shape("margin", margin, chosen_scores.shape, "chosen_scores")
+            check_shape("margin", margin, chosen_scores.shape, "chosen_scores")
         diff = diff - margin
     return -F.logsigmoid(diff).mean()
 
@@ -163,9 +167,9 @@ def completion_mask(
         raise ValueError(
             f"completion_mask must be (batch, seq), got shape {tuple(completion_mask.shape)}"
         )
-    mask = _float_mask(completion_mask, completion_mask, "completion_mask").bool()
+    mask = float_mask(completion_mask, completion_mask, "completion_mask").bool()
     if truncated is not None and mask_truncated:
-        _check_shape("truncated", truncated, completion_mask.shape[:1], "completion_mask[:, 0]")
+        check_shape("truncated", truncated, completion_mask.shape[:1], "completion_mask[:, 0]")
         mask = mask & ~truncated.bool()[:, None]
     return mask
 
@@ -210,7 +214,7 @@ def group_advantages(
     if not torch.isfinite(rewards).all():
         bad = (~torch.isfinite(rewards)).nonzero()[0].item()
         raise ValueError(f"rewards[{bad}] is {rewards[bad].item()}: rewards must be finite")
-    r = rewards.to(_compute_dtype(rewards.dtype)).view(-1, group_size)
+    r = rewards.to(compute_dtype(rewards.dtype)).view(-1, group_size)
     if leave_one_out:
         baseline = (r.sum(1, keepdim=True) - r) / (group_size - 1)
     else:
@@ -249,7 +253,7 @@ def kl_estimate(
     can be negative), k2 = ``d**2 / 2`` (biased, low variance), k3 = ``exp(-d) - 1 + d``
     (unbiased, always >= 0; ``d`` clamped to +-20 so ``exp`` stays finite).
     """
-    _check_shape("ref_logprobs", ref_logprobs, logprobs.shape, "logprobs")
+    check_shape("ref_logprobs", ref_logprobs, logprobs.shape, "logprobs")
     if estimator not in KL_ESTIMATORS:
         raise ValueError(f"estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
     d = logprobs - ref_logprobs
@@ -287,7 +291,7 @@ def aggregate_loss(
         raise ValueError(f"mode must be one of {LOSS_AGG_MODES}, got {mode!r}")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise ValueError(f"max_tokens must be a positive int or None, got {max_tokens!r}")
-    m = _float_mask(mask, per_token).bool()
+    m = float_mask(mask, per_token).bool()
     if num_items_in_batch is None and not m.any():
         raise ValueError("mask selects no token: nothing to aggregate")
     values = torch.where(m, per_token, torch.zeros((), dtype=per_token.dtype))
@@ -395,12 +399,12 @@ def grpo_loss(
     if logprobs.dim() != 2:
         raise ValueError(f"logprobs must be (batch, seq), got shape {tuple(logprobs.shape)}")
     shape = logprobs.shape
-    _check_shape("old_logprobs", old_logprobs, shape, "logprobs")
+    check_shape("old_logprobs", old_logprobs, shape, "logprobs")
     for name, value in (("ref", ref_logprobs), ("rollout", rollout_logprobs)):
         if value is not None:
-            _check_shape(f"{name}_logprobs", value, shape, "logprobs")
+            check_shape(f"{name}_logprobs", value, shape, "logprobs")
     if entropy is not None:
-        _check_shape("entropy", entropy, shape, "logprobs")
+        check_shape("entropy", entropy, shape, "logprobs")
     if advantages.shape not in (shape[:1], shape):
         raise ValueError(
             f"advantages has shape {tuple(advantages.shape)}; expected ({shape[0]},) per "
@@ -412,7 +416,7 @@ def grpo_loss(
         raise ValueError("config.entropy_coef != 0 needs entropy")
     if config.tis_cap is not None and rollout_logprobs is None:
         raise ValueError("config.tis_cap is set but rollout_logprobs were not given")
-    m = _float_mask(mask, logprobs).bool()
+    m = float_mask(mask, logprobs).bool()
     adv = advantages.to(logprobs.dtype)
     adv = adv[:, None].expand(shape) if adv.dim() == 1 else adv
     old = old_logprobs.detach()
