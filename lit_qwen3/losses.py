@@ -8,7 +8,8 @@
   importance sampling (TIS) for sampler/trainer mismatch.
 - Reward models: the Bradley-Terry pairwise loss.
 - Distillation divergences live in :mod:`lit_qwen3.distill_losses` (from logits, or a top-k
-  cache); the public functions are re-exported here. Input checks shared by all: :mod:`lit_qwen3.tensor_checks`.
+  cache) and :mod:`lit_qwen3.distill_kernel` (chunked, from hidden states); the public
+  functions are re-exported here. Input checks shared by all: :mod:`lit_qwen3.tensor_checks`.
 
 Conventions: masks are bool or 0/1 tensors of the same shape as the per-token values; every
 temperature divides the logits before the softmax, exactly as the sampler does; log-probs and
@@ -25,7 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_qwen3.distill_losses import (  # noqa: F401  (re-exported: the public loss functions)
+from lit_qwen3.distill_kernel import (  # noqa: F401  (re-exported: the public loss functions)
+    DistillationTerms,
+    chunked_distillation,
+)
+from lit_qwen3.distill_losses import (  # noqa: F401
     TeacherTopK,
     forward_kl,
     generalized_jsd,
