@@ -333,3 +333,20 @@ def test_bad_inputs_raise_clear_errors():
         chunked_distillation(h, w, th, tw, torch.ones_like(mask), labels=labels)
     with pytest.raises(ValueError, match="outside \\[0, 11\\)"):
         chunked_distillation(h, w, th, tw, mask, labels=labels.masked_fill(mask, 11))
+
+
+def test_bfloat16_heads_match_bfloat16_logits_upcast():
+    torch.manual_seed(8)
+    hidden = torch.randn(2, 9, 16, dtype=torch.bfloat16, requires_grad=True)
+    weight = torch.randn(40, 16, dtype=torch.bfloat16, requires_grad=True)
+    t_hidden, t_weight = torch.randn(2, 9, 24, dtype=torch.bfloat16), torch.randn(40, 24)
+    mask = torch.rand(2, 9) > 0.2
+    out = chunked_distillation(hidden, weight, t_hidden, t_weight.bfloat16(), mask, chunk_size=5)
+    assert out.divergence.dtype == torch.float32
+    g = torch.autograd.grad(out.divergence.sum(), (hidden, weight))
+    assert g[0].dtype == g[1].dtype == torch.bfloat16
+    ref = reverse_kl(hidden @ weight.T, t_hidden @ t_weight.bfloat16().T, mask, reduction="none")
+    g_ref = torch.autograd.grad(ref.sum(), (hidden, weight))
+    assert_close(out.divergence, ref, atol=1e-4, rtol=1e-4)
+    for a, b in zip(g, g_ref, strict=True):  # both round the same float32 gradient to bf16
+        assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
