@@ -1,0 +1,486 @@
+"""Distillation: the chunked kernel's peak memory against full logits, and TRL's on-policy step.
+
+    .venv/bin/python benchmarks/bench_distill.py                   # the issue's sizes
+    .venv/bin/python benchmarks/bench_distill.py --tokens 2048     # a kernel case that fits 24 GB
+    .venv/bin/python benchmarks/bench_distill.py --skip-kernel --runs 9 --trl-trainers gkd
+
+Kernel half (``measure_kernel_memory``): forward *and* backward of a per-token divergence
+(reverse KL by default) between a student and a frozen teacher, from final hidden states
+``(batch x tokens, hidden)`` and ``lm_head`` weights ``(vocab, hidden)``, fp32, at Qwen3's
+vocabulary:
+
+- naive: both models' full logits, ``log_softmax``, the divergence summed over the vocabulary
+  (what a plain training loop, or TRL's ``GKDTrainer.generalized_jsd_loss``, does);
+- kernel: ``chunked_distillation`` (which also returns the student's entropy).
+
+Each runs in its own subprocess so that peaks do not mix; peak memory is the growth of peak
+RSS over the baseline taken after the inputs exist (``torch.cuda.max_memory_allocated`` on a
+GPU), and both include the student's weight gradient. Naive needs about ``5 x tokens x vocab``
+floats (~23 GiB at 2 x 4096 tokens); it is skipped, with a message, when the machine has less
+memory available. A smaller case checks that both give the same loss and gradients.
+
+TRL half: one on-policy step of TRL's ``GKDTrainer`` (``time_trl_gkd_step``: ``lmbda=1``, the
+student samples every batch) and of its ``DistillationTrainer`` (``time_trl_distillation_step``,
+TRL's maintained on-policy trainer), both with ``beta=1`` (reverse KL, our on-policy default),
+on a ~0.4M-parameter random Qwen3 student and a ~3.2M teacher with the toy tokenizer, batch
+8 x exactly 64 new tokens (``min_new_tokens``), fp32, no gradient checkpointing (TRL's SFT
+defaults turn on bf16 and checkpointing; both are off so that steps compare like with like),
+``--threads`` torch threads. A step is what the ``Trainer`` runs between ``on_step_begin`` and
+``on_step_end``: sampling, both models' forwards, loss, backward, clipping, optimizer step;
+figures are medians over ``--runs`` steps after ``--warmup`` (wall clock, and process CPU
+time, which other jobs on a shared machine disturb less).
+
+``main`` merges each half's dict into the last stdout line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from transformers import Qwen3ForCausalLM, TrainerCallback
+
+from lit_qwen3.distill_kernel import chunked_distillation
+from lit_qwen3.models import TinyQwen3, count_parameters, load_model, tiny_qwen3_config
+from lit_qwen3.tokenizer import build_toy_tokenizer
+
+GIB = 1024**3
+#: the benchmark's models: student ~0.43M (the toy-teacher preset), teacher ~3.2M parameters
+STUDENT = "toy-teacher"
+TEACHER = TinyQwen3(256, 4, 4, 2, 64, 768)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    kernel = parser.add_argument_group("kernel memory")
+    kernel.add_argument("--skip-kernel", action="store_true")
+    kernel.add_argument("--batch", type=int, default=2)
+    kernel.add_argument("--tokens", type=int, default=4096, help="tokens per sequence")
+    kernel.add_argument("--vocab", type=int, default=151_936)
+    kernel.add_argument("--hidden", type=int, default=1024, help="student hidden size")
+    kernel.add_argument("--teacher-hidden", type=int, default=1024)
+    kernel.add_argument(
+        "--divergence", choices=["forward_kl", "reverse_kl", "jsd"], default="reverse_kl"
+    )
+    kernel.add_argument("--beta", type=float, default=0.5, help="JSD's beta")
+    kernel.add_argument("--temperature", type=float, default=1.0)
+    kernel.add_argument("--chunk-size", type=int, default=1024)
+    kernel.add_argument(
+        "--check-tokens", type=int, default=128, help="tokens per sequence of the correctness case"
+    )
+    kernel.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    kernel.add_argument("--worker", choices=["naive", "kernel"], help=argparse.SUPPRESS)
+    trl = parser.add_argument_group("TRL on-policy step")
+    trl.add_argument("--skip-trl", action="store_true")
+    trl.add_argument("--trl-batch", type=int, default=8)
+    trl.add_argument("--new-tokens", type=int, default=64)
+    trl.add_argument("--runs", type=int, default=5)
+    trl.add_argument("--warmup", type=int, default=1)
+    trl.add_argument("--threads", type=int, default=1, help="torch threads; 0 = default")
+    trl.add_argument("--seed", type=int, default=0)
+    trl.add_argument(
+        "--trl-trainers",
+        nargs="+",
+        choices=["gkd", "distillation"],
+        default=["gkd", "distillation"],
+    )
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- kernel half
+def naive_divergence(hidden, weight, t_hidden, t_weight, divergence, beta, temperature):
+    """Per-token divergence from full logits, written the plain way (one vocab-sized tensor
+    per step of the formula); the teacher under ``no_grad``."""
+    logp = F.log_softmax(hidden @ weight.T / temperature, dim=-1)
+    with torch.no_grad():
+        logq = F.log_softmax(t_hidden @ t_weight.T / temperature, dim=-1)
+    if divergence == "reverse_kl":
+        return (logp.exp() * (logp - logq)).sum(-1)
+    if divergence == "forward_kl":
+        return (logq.exp() * (logq - logp)).sum(-1)
+    logm = torch.logaddexp(logp + torch.log1p(torch.tensor(-beta)), logq + torch.tensor(beta).log())
+    return beta * (logq.exp() * (logq - logm)).sum(-1) + (1 - beta) * (
+        logp.exp() * (logp - logm)
+    ).sum(-1)
+
+
+def kernel_divergence(hidden, weight, t_hidden, t_weight, divergence, beta, temperature, chunk):
+    mask = torch.ones(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+    out = chunked_distillation(
+        hidden,
+        weight,
+        t_hidden,
+        t_weight,
+        mask,
+        divergence,
+        beta=beta,
+        temperature=temperature,
+        chunk_size=chunk,
+    )
+    return out.divergence
+
+
+def make_case(n: int, args: argparse.Namespace, seed: int = 0):
+    """Student hidden + weight (with grad), teacher hidden + weight, scaled in place so that
+    no temporary copy inflates the baseline."""
+    torch.manual_seed(seed)
+    device, v = args.device, args.vocab
+    hidden = torch.randn(n, args.hidden, device=device).requires_grad_()
+    weight = torch.randn(v, args.hidden, device=device).mul_(0.05).requires_grad_()
+    t_hidden = torch.randn(n, args.teacher_hidden, device=device)
+    t_weight = torch.randn(v, args.teacher_hidden, device=device).mul_(0.05)
+    return hidden, weight, t_hidden, t_weight
+
+
+def run_variant(variant: str, case, args: argparse.Namespace) -> torch.Tensor:
+    common = (args.divergence, args.beta, args.temperature)
+    if variant == "naive":
+        return naive_divergence(*case, *common)
+    return kernel_divergence(*case, *common, args.chunk_size)
+
+
+def peak_bytes(device: str) -> int:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def run_worker(args: argparse.Namespace) -> dict:
+    """One variant, in this process: peak growth over forward + backward, time, a checksum."""
+    case = make_case(args.batch * args.tokens, args)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    baseline = peak_bytes(args.device)
+    start = time.perf_counter()
+    loss = run_variant(args.worker, case, args).sum()
+    loss.backward()
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return {
+        "peak_gib": (peak_bytes(args.device) - baseline) / GIB,
+        "seconds": time.perf_counter() - start,
+        "loss": loss.item(),
+    }
+
+
+def check_correctness(args: argparse.Namespace) -> dict:
+    """Max abs differences of loss and gradients, kernel vs naive, on a smaller case."""
+    case = make_case(args.batch * args.check_tokens, args, seed=1)
+    results = []
+    for variant in ("naive", "kernel"):
+        loss = run_variant(variant, case, args).sum()
+        grads = torch.autograd.grad(loss, case[:2])
+        results.append((loss.detach(), *grads))
+    (loss_n, gh_n, gw_n), (loss_k, gh_k, gw_k) = results
+    return {
+        "check_tokens": args.batch * args.check_tokens,
+        "loss_abs_diff": (loss_k - loss_n).abs().item(),
+        "loss_rel_diff": ((loss_k - loss_n).abs() / loss_n.abs()).item(),
+        "grad_hidden_max_abs_diff": (gh_k - gh_n).abs().max().item(),
+        "grad_weight_max_abs_diff": (gw_k - gw_n).abs().max().item(),
+        "grad_weight_max_abs": gw_n.abs().max().item(),
+    }
+
+
+def available_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+    return info["MemAvailable"]
+
+
+def measure_kernel_memory(args: argparse.Namespace, forwarded: list[str]) -> dict:
+    """Peak memory of kernel and naive (subprocesses), their ratio, and the correctness case."""
+    n = args.batch * args.tokens
+    naive_need = 5 * n * args.vocab * 4 + 2 * args.vocab * args.hidden * 4
+    results, summary = {}, {}
+    for variant in ("kernel", "naive"):
+        if variant == "naive" and args.device == "cpu" and naive_need > 0.9 * available_bytes():
+            print(
+                f"skipping naive: needs ~{naive_need / GIB:.1f} GiB, "
+                f"{available_bytes() / GIB:.1f} GiB available"
+            )
+            continue
+        cmd = [sys.executable, __file__, *forwarded, "--worker", variant]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results[variant] = r = json.loads(out.strip().splitlines()[-1])
+        print(
+            f"{variant:7s} peak {r['peak_gib']:7.2f} GiB   forward+backward {r['seconds']:7.1f} s"
+        )
+    summary.update(
+        kernel_tokens=n,
+        vocab=args.vocab,
+        hidden=args.hidden,
+        teacher_hidden=args.teacher_hidden,
+        divergence=args.divergence,
+        chunk_size=args.chunk_size,
+        device=args.device,
+        kernel_peak_gib=results["kernel"]["peak_gib"],
+        kernel_seconds=results["kernel"]["seconds"],
+    )
+    if "naive" in results:
+        k, v = results["kernel"], results["naive"]
+        summary.update(
+            naive_peak_gib=v["peak_gib"],
+            naive_seconds=v["seconds"],
+            peak_ratio=k["peak_gib"] / v["peak_gib"],
+            full_size_loss_rel_diff=abs(k["loss"] - v["loss"]) / abs(v["loss"]),
+        )
+    check = check_correctness(args)
+    print("correctness (kernel vs naive):", json.dumps(check))
+    summary.update(check)
+    return summary
+
+
+# ----------------------------------------------------------------------------- TRL half
+def bench_models(seed: int = 0):
+    """The random student (~0.43M) and teacher (~3.2M) Qwen3s on the toy vocabulary."""
+    tokenizer = build_toy_tokenizer()
+    student = load_model(STUDENT, seed=seed, attn_implementation="sdpa")
+    torch.manual_seed(seed + 1)
+    config = tiny_qwen3_config(
+        TEACHER,
+        len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config._attn_implementation = "sdpa"
+    teacher = Qwen3ForCausalLM(config).eval()
+    return student, teacher, tokenizer
+
+
+def toy_conversations(count: int, seed: int) -> list[dict]:
+    """``count`` one-turn sums as ``messages`` (the format TRL's ChatML collator reads: the
+    prompt is every turn but the last, which it replaces by the student's sample)."""
+    rng = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(count):
+        digits = int(torch.randint(1, 4, (1,), generator=rng))
+        a, b = (int(x) for x in torch.randint(1, 10**digits, (2,), generator=rng))
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"{a}+{b}"},
+                    {"role": "assistant", "content": str(a + b)},
+                ]
+            }
+        )
+    return rows
+
+
+class StepTimer(TrainerCallback):
+    """Wall-clock and process CPU seconds of each optimizer step, as the ``Trainer`` loop
+    brackets it (CPU time is less disturbed by other jobs on a shared machine)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.cpu_seconds: list[float] = []
+        self._start = self._start_cpu = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start, self._start_cpu = time.perf_counter(), time.process_time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self._start)
+        self.cpu_seconds.append(time.process_time() - self._start_cpu)
+
+
+def _common_trainer_args(out_dir: str, batch: int, steps: int, seed: int) -> dict:
+    """The ``TrainingArguments`` both TRL trainers get: fp32, no checkpointing, no I/O."""
+    return {
+        "output_dir": out_dir,
+        "per_device_train_batch_size": batch,
+        "max_steps": steps,
+        "learning_rate": 1e-4,
+        "lr_scheduler_type": "constant",
+        "gradient_checkpointing": False,
+        "bf16": False,
+        "use_cpu": not torch.cuda.is_available(),
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "seed": seed,
+    }
+
+
+def _summary(prefix: str, timer: StepTimer, sampled: list[int], warmup: int) -> dict:
+    timed = timer.seconds[warmup:]
+    return {
+        f"{prefix}_step_s": statistics.median(timed),
+        f"{prefix}_step_cpu_s": statistics.median(timer.cpu_seconds[warmup:]),
+        f"{prefix}_step_runs_s": [round(s, 4) for s in timed],
+        f"{prefix}_sampled_tokens_per_step": sampled[warmup:],
+    }
+
+
+def time_trl_gkd_step(
+    student,
+    teacher,
+    tokenizer,
+    *,
+    batch: int = 8,
+    new_tokens: int = 64,
+    runs: int = 5,
+    warmup: int = 1,
+    beta: float = 1.0,
+    seed: int = 0,
+) -> dict:
+    """Median seconds of one on-policy ``GKDTrainer`` step (``lmbda=1``), see the module doc.
+
+    The student is trained in place (copy it first to reuse its initial weights). Every
+    sample is exactly ``new_tokens`` long (``min_new_tokens``), as ours with ``ignore_eos``.
+    Returns ``trl_gkd_step_s`` (the median), the timed runs and the tokens each step sampled.
+    """
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from datasets import Dataset
+
+    try:
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
+    except ImportError:  # TRL < 0.24 kept GKD at the top level
+        from trl import GKDConfig, GKDTrainer
+
+    steps, timer = warmup + runs, StepTimer()
+    with tempfile.TemporaryDirectory() as out_dir, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = GKDConfig(
+            **_common_trainer_args(out_dir, batch, steps, seed),
+            lmbda=1.0,  # every batch sampled by the student: on-policy
+            beta=beta,
+            temperature=1.0,
+            max_new_tokens=new_tokens,
+        )
+        trainer = GKDTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=config,
+            train_dataset=Dataset.from_list(toy_conversations(batch * steps, seed)),
+            processing_class=tokenizer,
+            callbacks=[timer],
+        )
+        # exactly new_tokens per sample: a random student rarely samples <|im_end|>, but may
+        trainer.generation_config.min_new_tokens = new_tokens
+        trainer.generation_kwargs["min_new_tokens"] = new_tokens
+        sampled = []  # completion tokens per step, to show every step sampled batch x new_tokens
+        generate = trainer.generate_on_policy_outputs
+
+        def counting_generate(model, inputs, generation_config):
+            ids, attention_mask, labels = generate(model, inputs, generation_config)
+            sampled.append(int(attention_mask[:, inputs["prompts"].shape[1] :].sum()))
+            return ids, attention_mask, labels
+
+        trainer.generate_on_policy_outputs = counting_generate
+        trainer.train()
+    return _summary("trl_gkd", timer, sampled, warmup)
+
+
+def time_trl_distillation_step(
+    student,
+    teacher,
+    tokenizer,
+    *,
+    batch: int = 8,
+    new_tokens: int = 64,
+    runs: int = 5,
+    warmup: int = 1,
+    beta: float = 1.0,
+    seed: int = 0,
+) -> dict:
+    """Median seconds of one ``DistillationTrainer`` step (TRL's maintained on-policy trainer,
+    with its own chunked divergence), set up as :func:`time_trl_gkd_step`."""
+    from datasets import Dataset
+    from trl import DistillationConfig, DistillationTrainer
+
+    steps, timer = warmup + runs, StepTimer()
+    prompts = [{"prompt": row["messages"][:1]} for row in toy_conversations(batch * steps, seed)]
+    with tempfile.TemporaryDirectory() as out_dir, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = DistillationConfig(
+            **_common_trainer_args(out_dir, batch, steps, seed),
+            beta=beta,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_completion_length=new_tokens,
+            generation_kwargs={"min_new_tokens": new_tokens},
+        )
+        trainer = DistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=config,
+            train_dataset=Dataset.from_list(prompts),
+            processing_class=tokenizer,
+            callbacks=[timer],
+        )
+        sampled = []
+        score = trainer._generate_and_score_completions
+
+        def counting_score(inputs):
+            out = score(inputs)
+            sampled.append(int(out["completion_mask"].sum()))
+            return out
+
+        trainer._generate_and_score_completions = counting_score
+        trainer.train()
+    return _summary("trl_distillation", timer, sampled, warmup)
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        print(json.dumps(run_worker(args)))
+        return
+    forwarded = sys.argv[1:]
+    results: dict = {}
+    if not args.skip_kernel:
+        results.update(measure_kernel_memory(args, forwarded))
+    if not args.skip_trl:
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        initial_student, teacher, tokenizer = bench_models(args.seed)
+        results.update(
+            trl_batch=args.trl_batch,
+            new_tokens=args.new_tokens,
+            student_params=count_parameters(initial_student),
+            teacher_params=count_parameters(teacher),
+            threads=torch.get_num_threads(),
+            runs=args.runs,
+        )
+        for name, timer in (
+            ("gkd", time_trl_gkd_step),
+            ("distillation", time_trl_distillation_step),
+        ):
+            if name not in args.trl_trainers:
+                continue
+            student = copy.deepcopy(initial_student)  # each trainer starts from the same weights
+            figures = timer(
+                student,
+                teacher,
+                tokenizer,
+                batch=args.trl_batch,
+                new_tokens=args.new_tokens,
+                runs=args.runs,
+                warmup=args.warmup,
+                seed=args.seed,
+            )
+            median, runs = figures[f"trl_{name}_step_s"], figures[f"trl_{name}_step_runs_s"]
+            print(f"TRL {name} step: median {median:.3f} s, runs {runs}")
+            results.update(figures)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
