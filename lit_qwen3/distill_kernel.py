@@ -2,7 +2,8 @@
 
 The naive way, ``reverse_kl(student_lm_head(h_s), teacher_lm_head(h_t), mask)``, holds both
 models' logits and several same-sized temporaries for the whole batch: at Qwen3's vocabulary
-(151,936 words) and 8k tokens that is over 20 GB in float32 before the backward pass starts.
+(151,936 words) its forward + backward peaks at 11.6 GiB for 4096 tokens in float32, growing
+linearly (this kernel: 2.7 GiB at 4096 or 8192 tokens; ``benchmarks/bench_distill.py``).
 :func:`chunked_distillation` computes the same per-token values (``forward_kl``, ``reverse_kl``
 or ``generalized_jsd`` of :mod:`lit_qwen3.distill_losses`, same floors, same temperature
 convention) ``chunk_size`` rows at a time, and recomputes each chunk's logits in backward, so

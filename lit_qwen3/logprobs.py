@@ -177,7 +177,7 @@ def lm_head_logits(buf: Tensor, hidden: Tensor, weight: Tensor, bias, temperatur
 
 def accumulate_lm_head_grads(
     grad_z: Tensor,
-    rows: slice,
+    rows: slice | Tensor,
     hidden: Tensor,
     weight: Tensor,
     grad_h: Tensor | None,
@@ -186,7 +186,8 @@ def accumulate_lm_head_grads(
 ) -> None:
     """Back through ``z = hidden W^T + b`` for one chunk, given ``grad_z = d loss / d z``.
 
-    Writes ``grad_h[rows]`` and adds into ``grad_w`` / ``grad_b`` (kept in ``grad_z``'s dtype);
+    ``rows`` (a slice or an index tensor) picks the chunk's rows of ``hidden``. Writes
+    ``grad_h[rows]`` and adds into ``grad_w`` / ``grad_b`` (kept in ``grad_z``'s dtype);
     any of the three may be ``None`` when that input needs no gradient.
     """
     cdt = grad_z.dtype
