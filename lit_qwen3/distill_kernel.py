@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from lit_qwen3.distill_losses import DIVERGENCES, check_beta, log_prob_floor
+from lit_qwen3.distill_losses import DIVERGENCES, Divergence, check_beta, log_prob_floor
 from lit_qwen3.logprobs import (
     IGNORE_INDEX,
     accumulate_lm_head_grads,
@@ -42,8 +42,6 @@ from lit_qwen3.tensor_checks import (
     compute_dtype,
     float_mask,
 )
-
-Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 
 
 class DistillationTerms(NamedTuple):

@@ -22,7 +22,7 @@ divergence; where the student puts mass on such ids that divergence is large, as
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,8 @@ from lit_qwen3.tensor_checks import (
 )
 
 #: The divergences by name, as :mod:`lit_qwen3.distill_kernel` and the stages spell them.
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+Divergence = Literal["reverse_kl", "forward_kl", "jsd"]
+DIVERGENCES = ("reverse_kl", "forward_kl", "jsd")
 
 
 # ----------------------------------------------------------------------------- floors, checks

@@ -9,14 +9,17 @@ names the first ids that differ.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from torch import Tensor
 
-from lit_qwen3.distill_losses import forward_kl, generalized_jsd, reverse_kl
-
-Divergence = Literal["reverse_kl", "forward_kl", "jsd"]
-DIVERGENCES = ("reverse_kl", "forward_kl", "jsd")
+from lit_qwen3.distill_losses import (  # noqa: F401  (Divergence re-exported for the stages)
+    DIVERGENCES,
+    Divergence,
+    forward_kl,
+    generalized_jsd,
+    reverse_kl,
+)
 
 
 def check_same_vocabulary(student: Any, teacher: Any, *, limit: int = 5) -> None:
