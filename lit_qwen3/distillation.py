@@ -1,4 +1,4 @@
-"""What both distillation stages share: the shared-vocabulary check and the divergence choice.
+"""What both distillation stages check first: that teacher and student share a vocabulary.
 
 Strong-to-weak distillation (report section 4.5) compares the student's next-token distribution
 with the teacher's at every position, so both must index the same vocabulary: a teacher and a
@@ -8,18 +8,9 @@ names the first ids that differ.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from torch import Tensor
-
-from lit_qwen3.distill_losses import (  # noqa: F401  (Divergence re-exported for the stages)
-    DIVERGENCES,
-    Divergence,
-    forward_kl,
-    generalized_jsd,
-    reverse_kl,
-)
+__all__ = ["check_same_vocabulary"]
 
 
 def check_same_vocabulary(student: Any, teacher: Any, *, limit: int = 5) -> None:
@@ -40,20 +31,3 @@ def check_same_vocabulary(student: Any, teacher: Any, *, limit: int = 5) -> None
         f"{len(diffs)} ids differ; first: {'; '.join(diffs[:limit])}): distillation needs a "
         "shared vocabulary"
     )
-
-
-def make_divergence(name: Divergence, beta: float = 0.5) -> Callable[..., Tensor]:
-    """``fn(student_logits, teacher_logits, mask, temperature, reduction)`` for ``name``."""
-    if name == "reverse_kl":
-        return reverse_kl
-    if name == "forward_kl":
-        return forward_kl
-    if name == "jsd":
-
-        def jsd(student_logits, teacher_logits, mask, temperature=1.0, reduction="mean"):
-            return generalized_jsd(
-                student_logits, teacher_logits, mask, beta, temperature, reduction
-            )
-
-        return jsd
-    raise ValueError(f"divergence must be one of {DIVERGENCES}, got {name!r}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,7 +25,12 @@ from torch import Tensor
 from lit_qwen3.generation import Rollouts
 from lit_qwen3.logprobs import IGNORE_INDEX, chunked_logprobs_and_entropy
 
-__all__ = ["CompletionScores", "completion_hidden_states", "score_completions"]
+__all__ = [
+    "CompletionScores",
+    "completion_hidden_states",
+    "last_hidden_states",
+    "score_completions",
+]
 
 
 @dataclass
@@ -58,19 +64,25 @@ def _capture_output(module: torch.nn.Module) -> Iterator[list[Tensor]]:
         handle.remove()
 
 
+def last_hidden_states(model: torch.nn.Module, input_ids: Tensor, **kwargs: Any) -> Tensor:
+    """(B, L, H) final hidden states of ``input_ids`` (``attention_mask``, ``position_ids`` as
+    for the model), without computing the logits of more than one position."""
+    with _capture_output(final_norm(model)) as captured:
+        model(input_ids=input_ids, use_cache=False, logits_to_keep=1, **kwargs)
+    (hidden,) = captured
+    return hidden
+
+
 def completion_hidden_states(model: torch.nn.Module, rollouts: Rollouts) -> Tensor:
     """(B, T, H) last hidden states that predict each completion token."""
     width = rollouts.prompt_ids.shape[1]
     length = rollouts.completion_ids.shape[1]
-    with _capture_output(final_norm(model)) as captured:
-        model(
-            input_ids=rollouts.sequences(),
-            attention_mask=rollouts.attention_mask(),
-            position_ids=rollouts.position_ids(),
-            use_cache=False,
-            logits_to_keep=1,
-        )
-    (hidden,) = captured
+    hidden = last_hidden_states(
+        model,
+        rollouts.sequences(),
+        attention_mask=rollouts.attention_mask(),
+        position_ids=rollouts.position_ids(),
+    )
     return hidden[:, width - 1 : width - 1 + length]
 
 

@@ -75,7 +75,9 @@ def test_fusion_then_off_and_on_policy_distillation(tmp_path, toy_policy):
                 "init_args": {
                     "size": 80,
                     "val_size": 8,
-                    "rejection_samples": 1,
+                    "toy_max_digits": 2,  # what the 2-digit toy policy can answer
+                    "toy_mul_fraction": 0.0,
+                    "rejection_samples": 2,
                     "rejection_max_new_tokens": 48,
                     "max_tokens_per_batch": 1024,
                     "tool_share": 0.1,

@@ -33,13 +33,14 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 600
-    while time.time() < deadline and not (root / "reasoning_rl" / "log.txt").exists():
+    while time.time() < deadline and not (root / "rl_queries" / "log.txt").exists():
         time.sleep(1)
         assert first.poll() is None, "the pipeline ended before its second stage started"
     os.killpg(first.pid, signal.SIGKILL)  # kill -9 of the pipeline and the stage it runs
     first.wait()
     done = root / "cold_start" / "DONE.json"
     assert done.exists() and not (root / "reasoning_rl" / "DONE.json").exists()
+    time.sleep(1)  # a redone stage would get a later modification time
     finished_at = done.stat().st_mtime
 
     rerun = subprocess.run(_command(root), cwd=REPO, capture_output=True, text=True, timeout=900)

@@ -15,10 +15,12 @@ from typing import Any, ClassVar
 import torch
 
 from lit_qwen3.chat import STOP_THINKING
-from lit_qwen3.distillation import Divergence, check_same_vocabulary, make_divergence
-from lit_qwen3.losses import causal_lm_loss
+from lit_qwen3.distill_kernel import chunked_distillation
+from lit_qwen3.distill_losses import DIVERGENCES, Divergence
+from lit_qwen3.distillation import check_same_vocabulary
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.rescoring import last_hidden_states
 from lit_qwen3.stages.sft import SupervisedFineTuning
 
 
@@ -75,7 +77,8 @@ class OffPolicyDistillation(SupervisedFineTuning):
             )
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.divergence_fn = make_divergence(divergence, jsd_beta)
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
         check_same_vocabulary(self.tokenizer, load_tokenizer(teacher))
         object.__setattr__(self, "teacher", None)  # frozen: not a submodule
 
@@ -89,22 +92,37 @@ class OffPolicyDistillation(SupervisedFineTuning):
         return [self.teacher] if self.teacher is not None else []
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """CE on the teacher's tokens plus the divergence to its distribution at the same
+        positions, both from the chunked kernel (no B x T x V logits for either model)."""
         hp = self.hparams
         extra = {k: batch[k] for k in ("position_ids", "attention_mask") if k in batch}
-        logits = self(batch["input_ids"], **extra).float()
-        loss_mask = batch["labels"] != -100
-        tokens = loss_mask[:, 1:].sum()
-        ce = causal_lm_loss(logits, batch["input_ids"], loss_mask, extra.get("position_ids"))
+        student = last_hidden_states(self.model, batch["input_ids"], **extra)
         with torch.no_grad():
-            teacher_logits = self.teacher(
-                input_ids=batch["input_ids"], use_cache=False, **extra
-            ).logits.float()
-        mask = loss_mask[:, 1:]
+            teacher = last_hidden_states(self.teacher, batch["input_ids"], **extra)
+        labels = batch["input_ids"][:, 1:]
+        mask = batch["labels"][:, 1:] != -100
         if "position_ids" in extra:  # a packed row: never predict a document from the previous
             mask = mask & (extra["position_ids"][:, 1:] != 0)
-        kd = self.divergence_fn(
-            logits[:, :-1], teacher_logits[:, :-1], mask, hp.temperature, reduction="mean"
+        tokens = mask.sum()
+        if tokens == 0:
+            raise ValueError("a batch without assistant tokens: nothing to distil")
+        student_head = self.model.get_output_embeddings()
+        teacher_head = self.teacher.get_output_embeddings()
+        terms = chunked_distillation(
+            student[:, :-1],
+            student_head.weight,
+            teacher[:, :-1],
+            teacher_head.weight,
+            mask,
+            hp.divergence,
+            beta=hp.jsd_beta,
+            temperature=hp.temperature,
+            student_bias=getattr(student_head, "bias", None),
+            teacher_bias=getattr(teacher_head, "bias", None),
+            labels=labels,
         )
+        ce = -(terms.logprobs * mask).sum() / tokens
+        kd = terms.divergence.sum() / tokens
         self._last_parts = {"ce": ce.detach(), "kd": kd.detach()}
         return hp.ce_weight * ce + hp.kd_weight * kd, tokens
 

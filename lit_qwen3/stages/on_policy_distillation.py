@@ -20,7 +20,9 @@ from typing import Any
 import torch
 
 from lit_qwen3.chat import STOP_THINKING
-from lit_qwen3.distillation import Divergence, check_same_vocabulary, make_divergence
+from lit_qwen3.distill_kernel import chunked_distillation
+from lit_qwen3.distill_losses import DIVERGENCES, Divergence
+from lit_qwen3.distillation import check_same_vocabulary
 from lit_qwen3.generation import SamplingConfig
 from lit_qwen3.models import load_model, load_tokenizer
 from lit_qwen3.optim import OptimizerConfig
@@ -87,7 +89,8 @@ class OnPolicyDistillation(OnPolicyStage):
             raise ValueError(f"samples_per_query must be >= 1, got {samples_per_query}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.divergence_fn = make_divergence(divergence, jsd_beta)
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
         self.init_stage(model, tokenizer, optimizer, allow_download=allow_download)
         check_same_vocabulary(
             self.tokenizer, load_tokenizer(teacher, allow_download=allow_download)
@@ -170,25 +173,31 @@ class OnPolicyDistillation(OnPolicyStage):
     def batch_loss(
         self, batch: UpdateBatch, normalizer: float
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """The divergence at every trained position, over the full vocabulary, computed chunk
+        by chunk from both models' hidden states (never B x T x V logits)."""
         hp = self.hparams
-        hidden = completion_hidden_states(self.model, batch.rollouts)
-        student_logits = self.model.get_output_embeddings()(hidden).float()
+        student_head = self.model.get_output_embeddings()
         teacher_head = self.teacher.get_output_embeddings()
-        with torch.no_grad():
-            teacher_logits = teacher_head(batch.tensors["teacher_hidden"]).float()
-        per_token = self.divergence_fn(
-            student_logits, teacher_logits, batch.mask, hp.temperature, reduction="none"
+        terms = chunked_distillation(
+            completion_hidden_states(self.model, batch.rollouts),
+            student_head.weight,
+            batch.tensors["teacher_hidden"],
+            teacher_head.weight,
+            batch.mask,
+            hp.divergence,
+            beta=hp.jsd_beta,
+            temperature=hp.temperature,
+            student_bias=getattr(student_head, "bias", None),
+            teacher_bias=getattr(teacher_head, "bias", None),
+            labels=batch.rollouts.completion_ids,
+            chunk_size=hp.chunk_size,
         )
-        loss = (per_token * batch.mask).sum() / normalizer
+        loss = terms.divergence.sum() / normalizer
         with torch.no_grad():
-            logp = torch.log_softmax(student_logits / hp.temperature, -1)
-            entropy = -(logp.exp() * logp).sum(-1) * batch.rollouts.completion_mask
-            ids = batch.rollouts.completion_ids.unsqueeze(-1)
-            teacher_logp = torch.log_softmax(teacher_logits, -1).gather(-1, ids).squeeze(-1)
             tokens = batch.mask.sum().clamp(min=1)
             metrics = {
-                "divergence": (per_token * batch.mask).sum() / tokens,
-                "teacher_logprob": (teacher_logp * batch.mask).sum() / tokens,
-                "entropy": (entropy * batch.mask).sum() / tokens,
+                "divergence": terms.divergence.sum() / tokens,
+                "teacher_logprob": (terms.teacher_logprobs * batch.mask).sum() / tokens,
+                "entropy": (terms.entropy * batch.mask).sum() / tokens,
             }
-        return loss, metrics, entropy
+        return loss, metrics, terms.entropy.detach()
