@@ -19,7 +19,7 @@ GPU), and both include the student's weight gradient. Naive needs about ``5 x to
 floats (~23 GiB at 2 x 4096 tokens); it is skipped, with a message, when the machine has less
 memory available. A smaller case checks that both give the same loss and gradients.
 
-TRL half: one on-policy step of TRL's ``GKDTrainer`` (``time_trl_gkd_step``: ``lmbda=1``, the
+TRL half, and ours beside it: one on-policy step of TRL's ``GKDTrainer`` (``time_trl_gkd_step``: ``lmbda=1``, the
 student samples every batch) and of its ``DistillationTrainer`` (``time_trl_distillation_step``,
 TRL's maintained on-policy trainer), both with ``beta=1`` (reverse KL, our on-policy default),
 on a ~0.4M-parameter random Qwen3 student and a ~3.2M teacher with the toy tokenizer, batch
@@ -29,6 +29,10 @@ defaults turn on bf16 and checkpointing; both are off so that steps compare like
 ``on_step_end``: sampling, both models' forwards, loss, backward, clipping, optimizer step;
 figures are medians over ``--runs`` steps after ``--warmup`` (wall clock, and process CPU
 time, which other jobs on a shared machine disturb less).
+
+Ours (``time_our_step``) is ``OnPolicyDistillation`` on the same models, prompts, batch and
+token count, in a Lightning ``Trainer``, timed the same way. ``"speedup"`` is the faster TRL
+trainer's median step time over ours (``"speedup_cpu_time"`` the same in CPU time).
 
 ``main`` merges each half's dict into the last stdout line, one JSON object.
 """
@@ -438,6 +442,75 @@ def time_trl_distillation_step(
 
 
 # ----------------------------------------------------------------------------- main
+def time_our_step(
+    student,
+    teacher,
+    tokenizer,
+    *,
+    batch: int = 8,
+    new_tokens: int = 64,
+    runs: int = 5,
+    warmup: int = 1,
+    beta: float = 1.0,
+    seed: int = 0,
+) -> dict:
+    """Step seconds of our ``OnPolicyDistillation`` in a Lightning ``Trainer``: the same
+    models (saved and loaded as Hugging Face directories), prompts, batch and token count as
+    TRL's, reverse KL (``beta=1``) through the chunked kernel."""
+    import tempfile
+
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from lit_qwen3.generation import SamplingConfig
+    from lit_qwen3.optim import OptimizerConfig
+    from lit_qwen3.queries import Query
+    from lit_qwen3.stages import OnPolicyDistillation
+
+    divergence = "reverse_kl" if beta == 1 else "forward_kl" if beta == 0 else "jsd"
+    rows = toy_conversations(batch, seed)
+    queries = [Query(r["messages"][:1], mode="auto") for r in rows]
+    seconds, cpu = [], []
+
+    class Timer(L.Callback):
+        def on_train_batch_start(self, *a, **k):
+            self._start, self._cpu = time.perf_counter(), time.process_time()
+
+        def on_train_batch_end(self, *a, **k):
+            seconds.append(time.perf_counter() - self._start)
+            cpu.append(time.process_time() - self._cpu)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in (("student", student), ("teacher", teacher)):
+            model.save_pretrained(f"{tmp}/{name}")
+            tokenizer.save_pretrained(f"{tmp}/{name}")
+        module = OnPolicyDistillation(
+            f"{tmp}/student",
+            teacher=f"{tmp}/teacher",
+            divergence=divergence,
+            jsd_beta=beta,
+            sampling=SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, ignore_eos=True),
+            optimizer=OptimizerConfig(lr=1e-4, warmup_steps=0, min_lr_ratio=1.0),
+            samples_every_n_steps=0,
+            seed=seed,
+        )
+        loader = DataLoader([queries] * (warmup + runs + 1), batch_size=None)
+        L.Trainer(
+            max_steps=warmup + runs,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[Timer()],
+        ).fit(module, train_dataloaders=loader)
+    return {
+        "ours_step_s": statistics.median(seconds[warmup:]),
+        "ours_step_cpu_s": statistics.median(cpu[warmup:]),
+        "ours_step_runs_s": [round(x, 4) for x in seconds[warmup:]],
+    }
+
+
 def main() -> None:
     args = parse_args()
     if args.worker:
@@ -479,6 +552,31 @@ def main() -> None:
             median, runs = figures[f"trl_{name}_step_s"], figures[f"trl_{name}_step_runs_s"]
             print(f"TRL {name} step: median {median:.3f} s, runs {runs}")
             results.update(figures)
+        ours = time_our_step(
+            copy.deepcopy(initial_student),
+            teacher,
+            tokenizer,
+            batch=args.trl_batch,
+            new_tokens=args.new_tokens,
+            runs=args.runs,
+            warmup=args.warmup,
+            seed=args.seed,
+        )
+        print(f"our on-policy distillation step: median {ours['ours_step_s']:.3f} s")
+        results.update(ours)
+        trl = [
+            results[f"trl_{n}_step_s"]
+            for n in ("gkd", "distillation")
+            if f"trl_{n}_step_s" in results
+        ]
+        if trl:  # against TRL's faster on-policy trainer
+            results["speedup"] = min(trl) / ours["ours_step_s"]
+            cpu = [
+                results[f"trl_{n}_step_cpu_s"]
+                for n in ("gkd", "distillation")
+                if f"trl_{n}_step_cpu_s" in results
+            ]
+            results["speedup_cpu_time"] = min(cpu) / ours["ours_step_cpu_s"]
     print(json.dumps(results))
 
 
