@@ -18,8 +18,6 @@ from lit_qwen3.datamodules.conversations import (
 )
 from lit_qwen3.packing import IGNORE_INDEX
 
-QWEN3_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "qwen3-tokenizer"
-
 
 def chat(a: int, b: int, thinking: bool = True) -> dict:
     reply = {"role": "assistant", "content": str(a + b)}
@@ -182,10 +180,8 @@ def test_bad_arguments():
         ConversationDataModule(val_fraction=1.0)
 
 
-def test_real_qwen3_tokenizer_directory(jsonl):
-    if not (QWEN3_TOKENIZER_DIR / "tokenizer_config.json").exists():
-        pytest.skip(f"real Qwen3 tokenizer not found at {QWEN3_TOKENIZER_DIR} (kept outside repo)")
-    dm = ConversationDataModule(str(QWEN3_TOKENIZER_DIR), data=str(jsonl), val_size=2)
+def test_real_qwen3_tokenizer_directory(jsonl, qwen3_tokenizer_dir):
+    dm = ConversationDataModule(str(qwen3_tokenizer_dir), data=str(jsonl), val_size=2)
     dm.setup()
     assert len(dm.tokenizer) > 150_000
     batch = next(iter(dm.train_dataloader()))
