@@ -14,7 +14,6 @@ separated by restarting ``position_ids`` (run the model with ``use_cache=False``
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lit_qwen3.chat import split_thinking
+from lit_qwen3.datamodules.jsonl import iter_jsonl
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.packing import (
     QWEN3_ASSISTANT_HEADER,
@@ -33,12 +33,33 @@ from lit_qwen3.packing import (
     Overflow,
     collate_packed,
     collate_padded,
+    control_tokens,
     group_by_padded_length,
+    max_chars_per_token,
     pack_sequences,
     tokenize_conversation,
 )
 
 ROLES = ("system", "user", "assistant", "tool")
+_TOOL_CALL_SHAPE = (
+    "{'function': {'name': str, 'arguments': object or str}} or {'name': str, 'arguments': ...}"
+)
+
+
+def _check_tool_calls(calls: Any, where: str) -> None:
+    if not isinstance(calls, list):
+        raise ValueError(f"{where}.tool_calls must be a list, got {type(calls).__name__}")
+    for j, call in enumerate(calls):
+        function = call.get("function", call) if isinstance(call, Mapping) else None
+        if not (
+            isinstance(function, Mapping)
+            and isinstance(function.get("name"), str)
+            and function["name"]
+            and isinstance(function.get("arguments"), (Mapping, str))
+        ):
+            raise ValueError(
+                f"{where}.tool_calls[{j}] must be {_TOOL_CALL_SHAPE}, got {call!r:.120}"
+            )
 
 
 def validate_conversation(row: Any, where: str) -> dict[str, Any]:
@@ -67,8 +88,8 @@ def validate_conversation(row: Any, where: str) -> dict[str, Any]:
             raise ValueError(f"{where}: messages[{i}] ({role}) needs a string 'content'")
         if not isinstance(message.get("reasoning_content", ""), str):
             raise ValueError(f"{where}: messages[{i}].reasoning_content must be a string")
-        if not isinstance(message.get("tool_calls", []), Sequence):
-            raise ValueError(f"{where}: messages[{i}].tool_calls must be a list")
+        if "tool_calls" in message:
+            _check_tool_calls(message["tool_calls"], f"{where}: messages[{i}]")
         clean.append(message)
     if not any(m["role"] == "assistant" for m in clean):
         raise ValueError(f"{where}: no assistant message, so nothing to train on")
@@ -82,49 +103,69 @@ def validate_conversation(row: Any, where: str) -> dict[str, Any]:
     return {**row, "messages": clean, "enable_thinking": enable_thinking}
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Conversations of a JSONL file; blank lines are skipped, errors name ``path:line``."""
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: invalid JSON: {error.msg}") from error
-            rows.append(validate_conversation(row, f"{path}:{number}"))
-    return rows
+Located = list[tuple[str, dict[str, Any]]]
 
 
-def read_dataset_dir(path: Path) -> list[dict[str, Any]]:
-    """Conversations of a ``save_to_disk`` directory (a DatasetDict: its ``train`` split)."""
+def _located_jsonl(path: Path) -> Located:
+    return [(where, validate_conversation(row, where)) for where, row in iter_jsonl(path)]
+
+
+def _located_dataset_dir(path: Path) -> Located:
     import datasets  # lazy: only this source needs it
 
-    loaded = datasets.load_from_disk(str(path))
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError as error:  # a directory that save_to_disk did not write
+        raise FileNotFoundError(f"{path}: not a datasets directory ({error})") from None
+    except Exception as error:  # corrupt files: Arrow's or json's own error, with no path
+        raise ValueError(
+            f"{path}: unreadable datasets directory ({type(error).__name__}: {error})"
+        ) from error
     if isinstance(loaded, datasets.DatasetDict):
         if "train" not in loaded:
             raise ValueError(f"{path}: dataset has splits {list(loaded)}, expected a 'train' split")
         loaded = loaded["train"]
     if "messages" not in loaded.column_names:
         raise ValueError(f"{path}: no 'messages' column (columns: {loaded.column_names})")
-    return [validate_conversation(row, f"{path}[row {i}]") for i, row in enumerate(loaded)]
+    located = ((f"{path}[row {i}]", row) for i, row in enumerate(loaded))
+    return [(where, validate_conversation(row, where)) for where, row in located]
 
 
-def read_conversations(data: str | Path) -> list[dict[str, Any]]:
-    """Validated conversations from a ``.jsonl`` file or a ``datasets`` directory."""
+def _located_toy(rows: list[dict[str, Any]], split: str) -> Located:
+    located = [(f"toy {split} row {i}", row) for i, row in enumerate(rows)]
+    return [(where, validate_conversation(row, where)) for where, row in located]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Conversations of a JSONL file; blank lines are skipped, errors name ``path:line``."""
+    return [row for _, row in _located_jsonl(Path(path))]
+
+
+def read_dataset_dir(path: Path) -> list[dict[str, Any]]:
+    """Conversations of a ``save_to_disk`` directory (a DatasetDict: its ``train`` split)."""
+    return [row for _, row in _located_dataset_dir(Path(path))]
+
+
+def read_located_conversations(data: str | Path) -> Located:
+    """``(where, row)`` pairs of :func:`read_conversations`; ``where`` names the file and line
+    (or row), so errors found later (tokenizing, length) can still point at the data."""
     path = Path(data)
     if not path.exists():
         raise FileNotFoundError(f"conversation data {str(path)!r} does not exist")
     if path.is_dir():
-        rows = read_dataset_dir(path)
+        located = _located_dataset_dir(path)
     elif path.suffix == ".jsonl":
-        rows = read_jsonl(path)
+        located = _located_jsonl(path)
     else:
         raise ValueError(f"{path}: expected a .jsonl file or a datasets directory")
-    if not rows:
+    if not located:
         raise ValueError(f"no conversations in {path}")
-    return rows
+    return located
+
+
+def read_conversations(data: str | Path) -> list[dict[str, Any]]:
+    """Validated conversations from a ``.jsonl`` file or a ``datasets`` directory."""
+    return [row for _, row in read_located_conversations(data)]
 
 
 def split_indices(
@@ -306,9 +347,13 @@ class ConversationDataModule(LightningDataModule):
 
     def load_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(train rows, val rows): the toy task's two splits, or a seeded split of ``data``."""
+        train, val = self._load_located()
+        return [row for _, row in train], [row for _, row in val]
+
+    def _load_located(self) -> tuple[Located, Located]:
         hp = self.hparams
         if hp.data is not None:
-            rows = read_conversations(hp.data)
+            rows = read_located_conversations(hp.data)
             train, val = split_indices(
                 len(rows), val_fraction=hp.val_fraction, val_size=hp.val_size, seed=hp.seed
             )
@@ -326,25 +371,35 @@ class ConversationDataModule(LightningDataModule):
         kwargs = {"think_fraction": hp.toy_think_fraction, "cut_fraction": hp.toy_cut_fraction}
         train = task.conversations(hp.toy_size, split="train", **kwargs)
         val = task.conversations(n_val, split="val", **kwargs) if n_val else []
-        return (
-            [validate_conversation(r, f"toy train row {i}") for i, r in enumerate(train)],
-            [validate_conversation(r, f"toy val row {i}") for i, r in enumerate(val)],
-        )
+        return _located_toy(train, "train"), _located_toy(val, "val")
 
-    def _tokenize(self, rows: list[dict[str, Any]], counts: dict[str, int]) -> list[dict]:
+    def _tokenize(self, rows: Located, counts: dict[str, int]) -> list[dict]:
+        """Tokenized examples; any error names the row it came from (``file:line``)."""
         hp = self.hparams
+        chars_per_token = max_chars_per_token(self.tokenizer)
+        markers = frozenset(control_tokens(self.tokenizer) | {hp.assistant_header, hp.turn_end})
         examples = []
-        for row in rows:
-            example = tokenize_conversation(
-                self.tokenizer,
-                row["messages"],
-                enable_thinking=row["enable_thinking"],
-                max_length=hp.max_length,
-                overflow=hp.overflow,
-                train_on_all_assistant_turns=hp.train_on_all_assistant_turns,
-                assistant_header=hp.assistant_header,
-                turn_end=hp.turn_end,
-            )
+        for where, row in rows:
+            try:
+                example = tokenize_conversation(
+                    self.tokenizer,
+                    row["messages"],
+                    enable_thinking=row["enable_thinking"],
+                    max_length=hp.max_length,
+                    overflow=hp.overflow,
+                    train_on_all_assistant_turns=hp.train_on_all_assistant_turns,
+                    assistant_header=hp.assistant_header,
+                    turn_end=hp.turn_end,
+                    chars_per_token=chars_per_token,
+                    markers=markers,
+                )
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
+            except Exception as error:  # the chat template or the tokenizer itself
+                raise ValueError(
+                    f"{where}: the tokenizer's chat template failed on this conversation: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
             if example is None:
                 counts["dropped_long"] += 1
             elif not any(example["loss_mask"]):
@@ -364,7 +419,7 @@ class ConversationDataModule(LightningDataModule):
         """Tokenize, split and batch once (cached in memory; later calls do nothing)."""
         if self._train is not None:
             return
-        train_rows, val_rows = self.load_rows()
+        train_rows, val_rows = self._load_located()
         counts = {"dropped_long": 0, "dropped_no_loss": 0, "truncated": 0}
         train = self._tokenize(train_rows, counts)
         val = self._tokenize(val_rows, counts)
@@ -375,7 +430,7 @@ class ConversationDataModule(LightningDataModule):
                 f"{counts['dropped_no_loss']} with no assistant tokens left)"
             )
         self._train, self._val = self._batch(train), self._batch(val)
-        self.val_queries = [prompt_and_answer(row) for row in val_rows]
+        self.val_queries = [prompt_and_answer(row) for _, row in val_rows]
         self.stats = {
             "conversations": len(train_rows) + len(val_rows),
             "train_conversations": len(train),
