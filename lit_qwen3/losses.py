@@ -342,7 +342,11 @@ class GRPOLossConfig:
         def none_or_above(v: object, low: float) -> bool:
             return v is None or (number(v) and v > low)
 
-        positive_int = isinstance(self.max_tokens, int) and self.max_tokens >= 1
+        positive_int = (
+            isinstance(self.max_tokens, int)
+            and not isinstance(self.max_tokens, bool)
+            and self.max_tokens >= 1
+        )
         rules = (
             ("eps_low", number(self.eps_low) and 0 <= self.eps_low < 1, "a number in [0, 1)"),
             ("eps_high", number(self.eps_high) and self.eps_high >= 0, "a number >= 0"),
