@@ -62,10 +62,18 @@ def _check_tool_calls(calls: Any, where: str) -> None:
             )
 
 
-def validate_conversation(row: Any, where: str) -> dict[str, Any]:
+class Conversation(dict):
+    """A validated row: a plain dict that remembers where it came from (``where``), so errors
+    found later, tokenizing or measuring it, still name its file and line."""
+
+    where: str = "a conversation"
+
+
+def validate_conversation(row: Any, where: str) -> Conversation:
     """Check one row's schema; return it with clean messages (``None`` fields dropped).
 
-    ``where`` names the row in errors (``"data.jsonl:12"``). Extra keys (``answer``...) are kept.
+    ``where`` names the row in errors (``"data.jsonl:12"``) and stays on the returned
+    :class:`Conversation`. Extra keys (``answer``...) are kept.
     """
     if not isinstance(row, Mapping):
         raise ValueError(
@@ -100,17 +108,18 @@ def validate_conversation(row: Any, where: str) -> dict[str, Any]:
         raise ValueError(
             f"{where}: 'enable_thinking' must be true or false, got {enable_thinking!r}"
         )
-    return {**row, "messages": clean, "enable_thinking": enable_thinking}
+    conversation = Conversation({**row, "messages": clean, "enable_thinking": enable_thinking})
+    conversation.where = where
+    return conversation
 
 
-Located = list[tuple[str, dict[str, Any]]]
+def read_jsonl(path: Path) -> list[Conversation]:
+    """Conversations of a JSONL file; blank lines are skipped, errors name ``path:line``."""
+    return [validate_conversation(row, where) for where, row in iter_jsonl(path)]
 
 
-def _located_jsonl(path: Path) -> Located:
-    return [(where, validate_conversation(row, where)) for where, row in iter_jsonl(path)]
-
-
-def _located_dataset_dir(path: Path) -> Located:
+def read_dataset_dir(path: Path) -> list[Conversation]:
+    """Conversations of a ``save_to_disk`` directory (a DatasetDict: its ``train`` split)."""
     import datasets  # lazy: only this source needs it
 
     try:
@@ -127,45 +136,23 @@ def _located_dataset_dir(path: Path) -> Located:
         loaded = loaded["train"]
     if "messages" not in loaded.column_names:
         raise ValueError(f"{path}: no 'messages' column (columns: {loaded.column_names})")
-    located = ((f"{path}[row {i}]", row) for i, row in enumerate(loaded))
-    return [(where, validate_conversation(row, where)) for where, row in located]
+    return [validate_conversation(row, f"{path}[row {i}]") for i, row in enumerate(loaded)]
 
 
-def _located_toy(rows: list[dict[str, Any]], split: str) -> Located:
-    located = [(f"toy {split} row {i}", row) for i, row in enumerate(rows)]
-    return [(where, validate_conversation(row, where)) for where, row in located]
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Conversations of a JSONL file; blank lines are skipped, errors name ``path:line``."""
-    return [row for _, row in _located_jsonl(Path(path))]
-
-
-def read_dataset_dir(path: Path) -> list[dict[str, Any]]:
-    """Conversations of a ``save_to_disk`` directory (a DatasetDict: its ``train`` split)."""
-    return [row for _, row in _located_dataset_dir(Path(path))]
-
-
-def read_located_conversations(data: str | Path) -> Located:
-    """``(where, row)`` pairs of :func:`read_conversations`; ``where`` names the file and line
-    (or row), so errors found later (tokenizing, length) can still point at the data."""
+def read_conversations(data: str | Path) -> list[Conversation]:
+    """Validated conversations from a ``.jsonl`` file or a ``datasets`` directory."""
     path = Path(data)
     if not path.exists():
         raise FileNotFoundError(f"conversation data {str(path)!r} does not exist")
     if path.is_dir():
-        located = _located_dataset_dir(path)
+        rows = read_dataset_dir(path)
     elif path.suffix == ".jsonl":
-        located = _located_jsonl(path)
+        rows = read_jsonl(path)
     else:
         raise ValueError(f"{path}: expected a .jsonl file or a datasets directory")
-    if not located:
+    if not rows:
         raise ValueError(f"no conversations in {path}")
-    return located
-
-
-def read_conversations(data: str | Path) -> list[dict[str, Any]]:
-    """Validated conversations from a ``.jsonl`` file or a ``datasets`` directory."""
-    return [row for _, row in read_located_conversations(data)]
+    return rows
 
 
 def split_indices(
@@ -347,13 +334,9 @@ class ConversationDataModule(LightningDataModule):
 
     def load_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(train rows, val rows): the toy task's two splits, or a seeded split of ``data``."""
-        train, val = self._load_located()
-        return [row for _, row in train], [row for _, row in val]
-
-    def _load_located(self) -> tuple[Located, Located]:
         hp = self.hparams
         if hp.data is not None:
-            rows = read_located_conversations(hp.data)
+            rows = read_conversations(hp.data)
             train, val = split_indices(
                 len(rows), val_fraction=hp.val_fraction, val_size=hp.val_size, seed=hp.seed
             )
@@ -371,15 +354,19 @@ class ConversationDataModule(LightningDataModule):
         kwargs = {"think_fraction": hp.toy_think_fraction, "cut_fraction": hp.toy_cut_fraction}
         train = task.conversations(hp.toy_size, split="train", **kwargs)
         val = task.conversations(n_val, split="val", **kwargs) if n_val else []
-        return _located_toy(train, "train"), _located_toy(val, "val")
+        return (
+            [validate_conversation(r, f"toy train row {i}") for i, r in enumerate(train)],
+            [validate_conversation(r, f"toy val row {i}") for i, r in enumerate(val)],
+        )
 
-    def _tokenize(self, rows: Located, counts: dict[str, int]) -> list[dict]:
-        """Tokenized examples; any error names the row it came from (``file:line``)."""
+    def _tokenize(self, rows: list[dict[str, Any]], counts: dict[str, int]) -> list[dict]:
+        """Tokenized examples; an error names the row's file and line (``Conversation.where``)."""
         hp = self.hparams
         chars_per_token = max_chars_per_token(self.tokenizer)
         markers = frozenset(control_tokens(self.tokenizer) | {hp.assistant_header, hp.turn_end})
         examples = []
-        for where, row in rows:
+        for index, row in enumerate(rows):
+            where = getattr(row, "where", f"{self._source()}: conversation {index}")
             try:
                 example = tokenize_conversation(
                     self.tokenizer,
@@ -419,7 +406,7 @@ class ConversationDataModule(LightningDataModule):
         """Tokenize, split and batch once (cached in memory; later calls do nothing)."""
         if self._train is not None:
             return
-        train_rows, val_rows = self._load_located()
+        train_rows, val_rows = self.load_rows()
         counts = {"dropped_long": 0, "dropped_no_loss": 0, "truncated": 0}
         train = self._tokenize(train_rows, counts)
         val = self._tokenize(val_rows, counts)
@@ -430,7 +417,7 @@ class ConversationDataModule(LightningDataModule):
                 f"{counts['dropped_no_loss']} with no assistant tokens left)"
             )
         self._train, self._val = self._batch(train), self._batch(val)
-        self.val_queries = [prompt_and_answer(row) for _, row in val_rows]
+        self.val_queries = [prompt_and_answer(row) for row in val_rows]
         self.stats = {
             "conversations": len(train_rows) + len(val_rows),
             "train_conversations": len(train),

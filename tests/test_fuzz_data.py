@@ -26,6 +26,7 @@ from lit_qwen3.datamodules.preference_pairs import (
     read_preference_pairs,
 )
 from lit_qwen3.losses import bradley_terry_loss
+from lit_qwen3.queries import read_queries
 
 ROLES = ["system", "user", "assistant", "tool"]
 
@@ -179,8 +180,41 @@ def test_rows_that_read_cleanly_tokenize_or_fail_naming_their_line(
         return
     event("tokenized")
     assert dm.stats["train_conversations"] >= 1
-    for batch in dm.train_dataloader():
-        assert batch["input_ids"].shape[1] <= max_length
+    for batch in dm.train_dataloader():  # packed rows: every document within max_length
+        assert int(batch["position_ids"].max()) < max_length
+
+
+# -- RL queries -----------------------------------------------------------------------------------
+@st.composite
+def query_rows(draw) -> dict:
+    if draw(st.integers(0, 4)) == 0:  # the IFEval form
+        ids = draw(mostly(st.lists(st.sampled_from(["punctuation:no_comma", "x"])), json_values))
+        row = {"prompt": draw(texts), "instruction_id_list": ids}
+        size = len(ids) if isinstance(ids, list) else 1
+        row["kwargs"] = draw(mostly(st.just([{}] * size), json_values))
+        return row
+    row = {"messages": draw(mostly(st.lists(messages(), min_size=1, max_size=3), json_values))}
+    optional = {
+        "mode": st.sampled_from(["think", "no_think", "mixed", "auto", "bad"]),
+        "reward": st.fixed_dictionaries({"names": st.lists(st.sampled_from(["math", "x"]))}),
+        "domain": any_text,
+        "tools": st.lists(any_text, max_size=2),
+        "answer": any_text,
+    }
+    for key, good in optional.items():
+        if draw(st.booleans()):
+            row[key] = draw(mostly(good, json_values))
+    return row
+
+
+@fuzz(150)
+@given(st.lists(raw_lines(query_rows()), min_size=1, max_size=4))
+def test_query_reader_fails_only_with_file_and_line(scratch, lines):
+    queries = check_reader(read_queries, scratch, lines)
+    if queries is not None:
+        assert [q.source for q in queries] == [
+            f"{scratch / 'data.jsonl'}:{n}" for n, line in enumerate(lines, 1) if not blank(line)
+        ]
 
 
 # -- preference pairs ----------------------------------------------------------------------------
