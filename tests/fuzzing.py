@@ -1,7 +1,7 @@
 """Shared settings and strategies of the fuzz suites (tests/test_fuzz_*.py).
 
 Every property runs a fixed, derandomized set of examples (same inputs on every machine, no
-example database), so CI is reproducible and the whole fuzz suite stays within ~40 s on one
+example database), so CI is reproducible and the whole fuzz suite stays within ~20 s of one
 core. ``deadline`` guards against parsers that go quadratic or worse on long repeated input: the
 faults it caught took a minute or more per example, while every example now takes milliseconds,
 so a 10 s deadline holds even on a machine loaded several times over.
