@@ -4,6 +4,7 @@
 - ``conversations``: ``ConversationDataModule``, chat SFT with assistant-only loss and packing.
 - ``preference_pairs``: ``PreferencePairsDataModule``, (prompt, chosen, rejected) for reward models.
 - ``toy_instructions``: IFEval-format instruction prompts on the toy questions, and compliant replies.
+- ``jsonl``: ``iter_jsonl``, the JSONL reader both use; every error names the file and line.
 
 Import the module you need; this package imports nothing, so the pure toy task stays light.
 """

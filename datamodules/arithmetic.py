@@ -47,7 +47,7 @@ SPLITS = ("train", "val", "test")
 # Ten hash buckets: eight train, one val, one test (80/10/10).
 _BUCKET_SPLIT = ("train",) * 8 + ("val", "test")
 _BOXED = re.compile(r"\\boxed\s*\{")
-_WRAPPER = re.compile(r"^\\(?:text|textbf|mathrm|mathbf|mbox)\s*\{(.*)\}$", re.DOTALL)
+_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox)\s*\{")
 _INT = re.compile(r"[+-]?\d+")
 _GROUPED_INT = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+")
 _MAX_DRAWS = 10_000  # tries per problem before a (sub)space counts as exhausted
@@ -192,17 +192,37 @@ def extract_boxed(text: str) -> str | None:
     return last
 
 
+def _closing_braces(text: str) -> list[int]:
+    """``close[i]``: where the ``{`` at ``i`` is closed (-1: not a brace, or never closed)."""
+    close, opened = [-1] * len(text), []
+    for i, char in enumerate(text):
+        if char == "{":
+            opened.append(i)
+        elif char == "}" and opened:
+            close[opened.pop()] = i
+    return close
+
+
 def _unwrap(content: str) -> str:
-    """Strip whitespace, whole-content braces and ``\\text{}``-style wrappers, repeatedly."""
+    """Strip whitespace, whole-content braces and ``\\text{}``-style wrappers, repeatedly.
+
+    One pass over the braces, then a window that only shrinks: linear, where peeling a copy of
+    the string per layer was quadratic (``{`` x 60000 took over a minute).
+    """
+    close = _closing_braces(content)
+    lo, hi = 0, len(content)
     while True:
-        content = content.strip()
-        wrapper = _WRAPPER.match(content)
-        if wrapper and extract_boxed("\\boxed{" + wrapper.group(1) + "}") == wrapper.group(1):
-            content = wrapper.group(1)
-        elif content.startswith("{") and extract_boxed("\\boxed" + content) == content[1:-1]:
-            content = content[1:-1]
+        while lo < hi and content[lo].isspace():
+            lo += 1
+        while hi > lo and content[hi - 1].isspace():
+            hi -= 1
+        wrapper = _WRAPPER.match(content, lo, hi)
+        if wrapper and close[wrapper.end() - 1] == hi - 1:
+            lo, hi = wrapper.end(), hi - 1
+        elif lo < hi and content[lo] == "{" and close[lo] == hi - 1:
+            lo, hi = lo + 1, hi - 1
         else:
-            return content
+            return content[lo:hi]
 
 
 def parse_integer(content: str) -> int | None:

@@ -14,7 +14,6 @@ separated by restarting ``position_ids`` (run the model with ``use_cache=False``
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lit_qwen3.chat import split_thinking
+from lit_qwen3.datamodules.jsonl import iter_jsonl
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.packing import (
     QWEN3_ASSISTANT_HEADER,
@@ -33,18 +33,47 @@ from lit_qwen3.packing import (
     Overflow,
     collate_packed,
     collate_padded,
+    control_tokens,
     group_by_padded_length,
+    max_chars_per_token,
     pack_sequences,
     tokenize_conversation,
 )
 
 ROLES = ("system", "user", "assistant", "tool")
+_TOOL_CALL_SHAPE = (
+    "{'function': {'name': str, 'arguments': object or str}} or {'name': str, 'arguments': ...}"
+)
 
 
-def validate_conversation(row: Any, where: str) -> dict[str, Any]:
+def _check_tool_calls(calls: Any, where: str) -> None:
+    if not isinstance(calls, list):
+        raise ValueError(f"{where}.tool_calls must be a list, got {type(calls).__name__}")
+    for j, call in enumerate(calls):
+        function = call.get("function", call) if isinstance(call, Mapping) else None
+        if not (
+            isinstance(function, Mapping)
+            and isinstance(function.get("name"), str)
+            and function["name"]
+            and isinstance(function.get("arguments"), (Mapping, str))
+        ):
+            raise ValueError(
+                f"{where}.tool_calls[{j}] must be {_TOOL_CALL_SHAPE}, got {call!r:.120}"
+            )
+
+
+class Conversation(dict):
+    """A validated row: a plain dict that remembers where it came from (``where``), so errors
+    found later, tokenizing or measuring it, still name its file and line."""
+
+    where: str = "a conversation"
+
+
+def validate_conversation(row: Any, where: str) -> Conversation:
     """Check one row's schema; return it with clean messages (``None`` fields dropped).
 
-    ``where`` names the row in errors (``"data.jsonl:12"``). Extra keys (``answer``...) are kept.
+    ``where`` names the row in errors (``"data.jsonl:12"``) and stays on the returned
+    :class:`Conversation`. Extra keys (``answer``...) are kept.
     """
     if not isinstance(row, Mapping):
         raise ValueError(
@@ -67,8 +96,8 @@ def validate_conversation(row: Any, where: str) -> dict[str, Any]:
             raise ValueError(f"{where}: messages[{i}] ({role}) needs a string 'content'")
         if not isinstance(message.get("reasoning_content", ""), str):
             raise ValueError(f"{where}: messages[{i}].reasoning_content must be a string")
-        if not isinstance(message.get("tool_calls", []), Sequence):
-            raise ValueError(f"{where}: messages[{i}].tool_calls must be a list")
+        if "tool_calls" in message:
+            _check_tool_calls(message["tool_calls"], f"{where}: messages[{i}]")
         clean.append(message)
     if not any(m["role"] == "assistant" for m in clean):
         raise ValueError(f"{where}: no assistant message, so nothing to train on")
@@ -79,29 +108,28 @@ def validate_conversation(row: Any, where: str) -> dict[str, Any]:
         raise ValueError(
             f"{where}: 'enable_thinking' must be true or false, got {enable_thinking!r}"
         )
-    return {**row, "messages": clean, "enable_thinking": enable_thinking}
+    conversation = Conversation({**row, "messages": clean, "enable_thinking": enable_thinking})
+    conversation.where = where
+    return conversation
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[Conversation]:
     """Conversations of a JSONL file; blank lines are skipped, errors name ``path:line``."""
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: invalid JSON: {error.msg}") from error
-            rows.append(validate_conversation(row, f"{path}:{number}"))
-    return rows
+    return [validate_conversation(row, where) for where, row in iter_jsonl(path)]
 
 
-def read_dataset_dir(path: Path) -> list[dict[str, Any]]:
+def read_dataset_dir(path: Path) -> list[Conversation]:
     """Conversations of a ``save_to_disk`` directory (a DatasetDict: its ``train`` split)."""
     import datasets  # lazy: only this source needs it
 
-    loaded = datasets.load_from_disk(str(path))
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError as error:  # a directory that save_to_disk did not write
+        raise FileNotFoundError(f"{path}: not a datasets directory ({error})") from None
+    except Exception as error:  # corrupt files: Arrow's or json's own error, with no path
+        raise ValueError(
+            f"{path}: unreadable datasets directory ({type(error).__name__}: {error})"
+        ) from error
     if isinstance(loaded, datasets.DatasetDict):
         if "train" not in loaded:
             raise ValueError(f"{path}: dataset has splits {list(loaded)}, expected a 'train' split")
@@ -111,7 +139,7 @@ def read_dataset_dir(path: Path) -> list[dict[str, Any]]:
     return [validate_conversation(row, f"{path}[row {i}]") for i, row in enumerate(loaded)]
 
 
-def read_conversations(data: str | Path) -> list[dict[str, Any]]:
+def read_conversations(data: str | Path) -> list[Conversation]:
     """Validated conversations from a ``.jsonl`` file or a ``datasets`` directory."""
     path = Path(data)
     if not path.exists():
@@ -332,19 +360,33 @@ class ConversationDataModule(LightningDataModule):
         )
 
     def _tokenize(self, rows: list[dict[str, Any]], counts: dict[str, int]) -> list[dict]:
+        """Tokenized examples; an error names the row's file and line (``Conversation.where``)."""
         hp = self.hparams
+        chars_per_token = max_chars_per_token(self.tokenizer)
+        markers = frozenset(control_tokens(self.tokenizer) | {hp.assistant_header, hp.turn_end})
         examples = []
-        for row in rows:
-            example = tokenize_conversation(
-                self.tokenizer,
-                row["messages"],
-                enable_thinking=row["enable_thinking"],
-                max_length=hp.max_length,
-                overflow=hp.overflow,
-                train_on_all_assistant_turns=hp.train_on_all_assistant_turns,
-                assistant_header=hp.assistant_header,
-                turn_end=hp.turn_end,
-            )
+        for index, row in enumerate(rows):
+            where = getattr(row, "where", f"{self._source()}: conversation {index}")
+            try:
+                example = tokenize_conversation(
+                    self.tokenizer,
+                    row["messages"],
+                    enable_thinking=row["enable_thinking"],
+                    max_length=hp.max_length,
+                    overflow=hp.overflow,
+                    train_on_all_assistant_turns=hp.train_on_all_assistant_turns,
+                    assistant_header=hp.assistant_header,
+                    turn_end=hp.turn_end,
+                    chars_per_token=chars_per_token,
+                    markers=markers,
+                )
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
+            except Exception as error:  # the chat template or the tokenizer itself
+                raise ValueError(
+                    f"{where}: the tokenizer's chat template failed on this conversation: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
             if example is None:
                 counts["dropped_long"] += 1
             elif not any(example["loss_mask"]):

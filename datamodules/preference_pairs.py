@@ -5,8 +5,10 @@ Each line::
     {"prompt": "How do I ...?" | [{"role": "user", "content": ...}, ...],
      "chosen": "the better reply", "rejected": "the worse reply", "margin": 1.0}
 
-``margin`` is optional (how much better ``chosen`` is, for a margin Bradley-Terry loss); other
-keys are ignored. Replies may carry a ``<think>`` block: it is dropped, because the reward model
+``margin`` is optional (how much better ``chosen`` is, for a margin Bradley-Terry loss; a finite
+number of at most ``MAX_MARGIN`` in size); other keys are ignored. A pair whose two answers are
+the same text teaches nothing and is an error, as are prompt roles other than system, user,
+assistant and tool. Replies may carry a ``<think>`` block: it is dropped, because the reward model
 scores answers only (as every reward does). Text is rendered with
 :func:`~lit_qwen3.rewards.reward_model.render_for_reward_model`, exactly as the reward scores it.
 """
@@ -14,7 +16,6 @@ scores answers only (as every reward does). Text is rendered with
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,11 +28,23 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from lit_qwen3.chat import split_thinking
+from lit_qwen3.datamodules.conversations import ROLES
+from lit_qwen3.datamodules.jsonl import iter_jsonl
 from lit_qwen3.models import load_tokenizer
-from lit_qwen3.packing import pad_batch
+from lit_qwen3.packing import max_chars_per_token, pad_batch
 from lit_qwen3.rewards.reward_model import encode_for_reward_model, render_for_reward_model
 
-__all__ = ["PreferencePair", "PreferencePairsDataModule", "collate_pairs", "read_preference_pairs"]
+__all__ = [
+    "MAX_MARGIN",
+    "PreferencePair",
+    "PreferencePairsDataModule",
+    "collate_pairs",
+    "read_preference_pairs",
+]
+
+#: Largest margin accepted, in reward-score units: past it ``sigmoid`` is 1 in float32 and the
+#: pair's loss is the margin itself, swamping every other pair of the batch.
+MAX_MARGIN = 100.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,10 @@ def _messages(value: Any, where: str) -> list[dict]:
                 f"{where}: prompt[{i}] must be a dict with string 'role' and 'content', "
                 f"got {message!r:.100}"
             )
+        if message["role"] not in ROLES:
+            raise ValueError(
+                f"{where}: prompt[{i}] has role {message['role']!r:.40}, expected one of {ROLES}"
+            )
     return value
 
 
@@ -72,41 +89,42 @@ def _reply(record: dict, key: str, where: str) -> str:
     return answer
 
 
+def _margin(record: dict, where: str) -> float | None:
+    margin = record.get("margin")
+    if margin is None:
+        return None
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+        raise ValueError(f"{where}: 'margin' must be a number, got {margin!r:.40}")
+    if not abs(margin) <= MAX_MARGIN:  # NaN and inf fail too; an int of any size compares
+        raise ValueError(
+            f"{where}: 'margin' must be a finite number in [-{MAX_MARGIN:g}, {MAX_MARGIN:g}] "
+            f"(reward-score units), got {margin!r:.40}"
+        )
+    return float(margin)
+
+
 def read_preference_pairs(path: str | Path) -> list[PreferencePair]:
     """Parse and check a preference JSONL file; errors name the file and the line."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"preference pairs file not found: {path}")
     pairs = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            missing = [k for k in ("prompt", "chosen", "rejected") if k not in record]
-            if missing:
-                raise ValueError(f"{where}: missing key(s) {missing}")
-            margin = record.get("margin")
-            if margin is not None and (
-                isinstance(margin, bool)
-                or not isinstance(margin, (int, float))
-                or not math.isfinite(margin)
-            ):
-                raise ValueError(f"{where}: 'margin' must be a finite number, got {margin!r}")
-            pairs.append(
-                PreferencePair(
-                    prompt=_messages(record["prompt"], where),
-                    chosen=_reply(record, "chosen", where),
-                    rejected=_reply(record, "rejected", where),
-                    margin=None if margin is None else float(margin),
-                )
+    for where, record in iter_jsonl(path, "preference pairs file"):
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        missing = [k for k in ("prompt", "chosen", "rejected") if k not in record]
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {missing}")
+        pair = PreferencePair(
+            prompt=_messages(record["prompt"], where),
+            chosen=_reply(record, "chosen", where),
+            rejected=_reply(record, "rejected", where),
+            margin=_margin(record, where),
+        )
+        if pair.chosen == pair.rejected:
+            raise ValueError(
+                f"{where}: 'chosen' and 'rejected' have the same answer {pair.chosen!r:.60} "
+                "(thinking aside): the pair prefers nothing"
             )
+        pairs.append(pair)
     if not pairs:
         raise ValueError(f"preference pairs file {path} has no pairs (it is empty)")
     return pairs
@@ -190,7 +208,12 @@ class PreferencePairsDataModule(LightningDataModule):
         for pair in pairs:
             texts.append(render_for_reward_model(self.tokenizer, pair.prompt, pair.chosen))
             texts.append(render_for_reward_model(self.tokenizer, pair.prompt, pair.rejected))
-        ids, truncated = encode_for_reward_model(self.tokenizer, texts, self.hparams.max_length)
+        ids, truncated = encode_for_reward_model(
+            self.tokenizer,
+            texts,
+            self.hparams.max_length,
+            chars_per_token=max_chars_per_token(self.tokenizer),
+        )
         self.num_truncated = sum(truncated)
         return [
             {

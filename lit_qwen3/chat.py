@@ -35,8 +35,10 @@ STOP_THINKING_REPORT = f"{_STOP_SENTENCE}\n</think>.\n\n"
 #: The default stop-thinking text of the sampler and the budget callbacks.
 STOP_THINKING = STOP_THINKING_DOCS
 
-_FLAG = re.compile(r"/(no_)?think\b")
-_FLAG_WITH_SPACE = re.compile(r"\s*/(?:no_)?think\b")
+# A flag is a word of its own: "/think" in a path or URL ("src/no_think.py", "/think/x") is not
+# one, so removing flags never turns the rest of the text into a new flag.
+_FLAG = re.compile(r"(?<!\S)/(no_)?think(?![\w/])")
+_FLAG_WITH_SPACE = re.compile(r"\s*(?<!\S)/(?:no_)?think(?![\w/])")
 
 _TOOLS_HEADER = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -194,11 +196,17 @@ def strip_thinking_flags(text: str) -> str:
 
 
 def with_thinking_flag(messages: Sequence[Message], thinking: bool) -> list[dict]:
-    """A copy whose last user message ends with exactly the flag of the wanted mode."""
+    """A copy whose last user message ends with exactly the flag of the wanted mode.
+
+    Flags of system messages after that user message are removed: they would win over it.
+    """
     messages = [dict(m) for m in messages]
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     if not users:
         raise ValueError("a conversation needs at least one user message to carry a flag")
+    for later in messages[users[-1] + 1 :]:
+        if later.get("role") == "system" and _FLAG.search(_text(later)):
+            later["content"] = strip_thinking_flags(later["content"])
     last = messages[users[-1]]
     text = _FLAG_WITH_SPACE.sub("", last.get("content") or "").rstrip()
     last["content"] = f"{text} {'/think' if thinking else '/no_think'}"
@@ -258,9 +266,12 @@ def split_thinking(text: str, *, opened_in_prompt: bool = False) -> ParsedComple
     span, answer_start, well_formed = _split_positions(
         starts, ends, length=len(units), opened_in_prompt=opened_in_prompt
     )
-    thinking = None if span is None else "".join(units[span[0] : span[1]]).strip()
-    answer = "".join(u for u in units[answer_start:] if u not in (THINK_START, THINK_END))
-    return ParsedCompletion(thinking, answer.strip(), well_formed)
+
+    def join(part: list[str]) -> str:  # stray tags dropped, as parse_completion drops their ids
+        return "".join(u for u in part if u not in (THINK_START, THINK_END)).strip()
+
+    thinking = None if span is None else join(units[span[0] : span[1]])
+    return ParsedCompletion(thinking, join(units[answer_start:]), well_formed)
 
 
 @dataclass(frozen=True)

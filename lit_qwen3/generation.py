@@ -56,6 +56,11 @@ __all__ = [
 ]
 
 
+#: Smallest sampling temperature (vLLM's threshold for greedy): logits divided by 1e-40 are inf
+#: in float32 and the softmax is NaN. Lower temperatures are greedy decoding in all but name.
+MIN_TEMPERATURE = 1e-5
+
+
 @dataclass
 class SamplingConfig:
     """How the sampler draws tokens (Hugging Face semantics and warper order)."""
@@ -103,9 +108,10 @@ class SamplingConfig:
             raise ValueError(
                 f"SamplingConfig.temperature must be finite and >= 0, got {self.temperature}"
             )
-        if self.do_sample and self.temperature <= 0.0:
+        if self.do_sample and self.temperature < MIN_TEMPERATURE:
             raise ValueError(
-                f"SamplingConfig.temperature must be > 0 when do_sample=True, got {self.temperature}"
+                f"SamplingConfig.temperature must be > 0 when do_sample=True (at least "
+                f"{MIN_TEMPERATURE:g}: logits divided by less overflow), got {self.temperature}"
                 " (use do_sample=False for greedy decoding)"
             )
 

@@ -145,14 +145,23 @@ def causal_lm_loss(
 def bradley_terry_loss(
     chosen_scores: Tensor, rejected_scores: Tensor, margin: Tensor | float | None = None
 ) -> Tensor:
-    """Pairwise reward-model loss ``mean(-log sigmoid(chosen - rejected - margin))``."""
+    """Pairwise reward-model loss ``mean(-log sigmoid(chosen - rejected - margin))``.
+
+    Computed in float32 (``logsigmoid`` is stable there for any finite input); a margin that is
+    not finite in float32 (``1e300`` overflows to inf) is an error, not an infinite loss.
+    """
     check_shape("rejected_scores", rejected_scores, chosen_scores.shape, "chosen_scores")
     if chosen_scores.numel() == 0:
         raise ValueError("chosen_scores is empty: need at least one preference pair")
-    diff = chosen_scores - rejected_scores
+    dtype = compute_dtype(chosen_scores.dtype)
+    diff = chosen_scores.to(dtype) - rejected_scores.to(dtype)
     if margin is not None:
         if isinstance(margin, Tensor) and margin.dim() > 0:
             check_shape("margin", margin, chosen_scores.shape, "chosen_scores")
+        margin = torch.as_tensor(margin, dtype=dtype, device=diff.device)
+        if not bool(torch.isfinite(margin).all()):
+            shown = margin.tolist() if margin.numel() <= 8 else "a non-finite value"
+            raise ValueError(f"margin must be finite in {dtype}, got {shown}")
         diff = diff - margin
     return -F.logsigmoid(diff).mean()
 
@@ -342,7 +351,11 @@ class GRPOLossConfig:
         def none_or_above(v: object, low: float) -> bool:
             return v is None or (number(v) and v > low)
 
-        positive_int = isinstance(self.max_tokens, int) and self.max_tokens >= 1
+        positive_int = (
+            isinstance(self.max_tokens, int)
+            and not isinstance(self.max_tokens, bool)
+            and self.max_tokens >= 1
+        )
         rules = (
             ("eps_low", number(self.eps_low) and 0 <= self.eps_low < 1, "a number in [0, 1)"),
             ("eps_high", number(self.eps_high) and self.eps_high >= 0, "a number >= 0"),

@@ -27,16 +27,35 @@ class OptimizerConfig:
     """The cosine decays to ``lr * min_lr_ratio`` at the last step."""
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"optimizer.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"optimizer.betas must be in [0, 1), got {self.betas}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"optimizer.warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"optimizer.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        def number(v: object) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def integer(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        betas = self.betas
+        pair = isinstance(betas, (tuple, list)) and len(betas) == 2
+        rules = (
+            ("lr", number(self.lr) and self.lr > 0, "> 0 (a finite number)"),
+            ("weight_decay", number(self.weight_decay) and self.weight_decay >= 0, ">= 0 (finite)"),
+            ("betas", pair and all(number(b) and 0 <= b < 1 for b in betas), "two in [0, 1)"),
+            ("eps", number(self.eps) and self.eps > 0, "> 0 (a finite number)"),
+            (
+                "warmup_steps",
+                integer(self.warmup_steps) and self.warmup_steps >= 0,
+                ">= 0 (an int)",
+            ),
+            (
+                "min_lr_ratio",
+                number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1,
+                "in [0, 1]",
+            ),
+        )
+        for name, ok, expected in rules:
+            if not ok:
+                raise ValueError(
+                    f"optimizer.{name} must be {expected}, got {getattr(self, name)!r}"
+                )
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:

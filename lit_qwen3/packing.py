@@ -6,7 +6,10 @@ Pure Python and torch, no Lightning, so any training loop can reuse them.
   marks as trained every token of each assistant reply: from just after the assistant header
   (``<|im_start|>assistant\\n`` for Qwen3) up to and including the closing ``<|im_end|>``.
   Spans are found in the rendered *text* and mapped to tokens through the offset mapping, so any
-  Hugging Face chat model works once its header and end marker are given.
+  Hugging Face chat model works once its header and end marker are given. A message that holds
+  one of the template's control tokens is refused (it would forge a turn), and a conversation
+  longer than ``max_length * max_chars_per_token(tokenizer)`` characters is over the limit
+  without tokenizing it whole (a 50 MB row costs the tokenizer minutes and gigabytes).
 * ``pack_sequences`` groups examples into packs of at most ``max_tokens`` tokens (best-fit
   decreasing: few packs, no padding). ``group_by_padded_length`` is the padded counterpart.
 * ``collate_packed`` turns one pack into ONE row of shape ``(1, total_tokens)`` with
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -37,6 +40,48 @@ QWEN3_TURN_END = "<|im_end|>"
 
 Overflow = Literal["truncate", "drop", "error"]
 Example = Mapping[str, Sequence[int]]
+
+
+def max_chars_per_token(tokenizer: Any) -> int:
+    """An upper bound on the characters one token stands for: twice the longest vocabulary entry.
+
+    Byte-level entries spell one character per byte, so an entry is never shorter than the text
+    it stands for; the factor 2 leaves room for normalizers that merge characters (NFC).
+    """
+    return 2 * max(len(token) for token in tokenizer.get_vocab())
+
+
+def message_strings(value: Any) -> Iterator[str]:
+    """Every string inside a message (content, reasoning, tool-call names and arguments)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if key != "role":
+                yield from message_strings(item)
+    elif isinstance(value, Sequence):
+        for item in value:
+            yield from message_strings(item)
+
+
+def control_tokens(tokenizer: Any) -> set[str]:
+    """Texts the tokenizer turns into special tokens (``<|im_start|>``, ``<|im_end|>``...)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {})
+    return {t.content for t in added.values() if t.special} | set(tokenizer.all_special_tokens)
+
+
+def check_no_control_tokens(
+    messages: Sequence[Mapping[str, Any]], markers: set[str] | frozenset[str]
+) -> None:
+    """Refuse a message whose text holds a template marker: it would be read as a turn boundary."""
+    for i, message in enumerate(messages):
+        for text in message_strings(message):
+            for marker in markers:
+                if marker and marker in text:
+                    raise ValueError(
+                        f"messages[{i}] ({message.get('role')}) contains {marker!r}, which the chat "
+                        "template uses to delimit turns: remove it from the data"
+                    )
 
 
 def render_conversation(
@@ -95,6 +140,8 @@ def tokenize_conversation(
     train_on_all_assistant_turns: bool = True,
     assistant_header: str = QWEN3_ASSISTANT_HEADER,
     turn_end: str = QWEN3_TURN_END,
+    chars_per_token: int | None = None,
+    markers: set[str] | frozenset[str] | None = None,
 ) -> dict[str, Any] | None:
     """Token ids and assistant-only loss mask of one conversation.
 
@@ -102,12 +149,19 @@ def tokenize_conversation(
     than ``max_length`` and ``overflow="drop"``; ``overflow="truncate"`` keeps the first
     ``max_length`` tokens, ``"error"`` raises. ``train_on_all_assistant_turns=False`` trains the
     last reply only: the assistant turns after the last user query (a reply that calls tools has
-    several, with the tool responses between them untrained).
+    several, with the tool responses between them untrained). ``chars_per_token`` (see
+    :func:`max_chars_per_token`) bounds the text one token stands for: a rendered conversation
+    over ``max_length * chars_per_token`` characters is over the limit without tokenizing it
+    whole (truncation tokenizes only its head). ``markers``: texts no message may contain
+    (default: the tokenizer's control tokens and the two turn markers).
     """
     if overflow not in ("truncate", "drop", "error"):
         raise ValueError(f"overflow must be 'truncate', 'drop' or 'error', got {overflow!r}")
     if max_length is not None and max_length < 1:
         raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
+    if markers is None:
+        markers = control_tokens(tokenizer) | {assistant_header, turn_end}
+    check_no_control_tokens(messages, markers)
     text = render_conversation(tokenizer, messages, enable_thinking=enable_thinking)
     spans = assistant_spans(text, header=assistant_header, end=turn_end)
     expected = sum(1 for m in messages if m.get("role") == "assistant")
@@ -119,6 +173,15 @@ def tokenize_conversation(
         )
     if not train_on_all_assistant_turns:
         spans = spans[len(spans) - _reply_turns(messages) :]
+    if max_length is not None and chars_per_token and len(text) > max_length * chars_per_token:
+        if overflow == "drop":
+            return None
+        if overflow == "error":
+            raise ValueError(
+                f"conversation has {len(text)} characters, more than max_length={max_length} "
+                f"tokens can hold (at most {chars_per_token} characters per token)"
+            )
+        text = text[: (max_length + 1) * chars_per_token]  # still over max_length tokens
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoding["input_ids"])
     loss_mask = loss_mask_from_offsets(encoding["offset_mapping"], spans)

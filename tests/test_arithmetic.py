@@ -6,7 +6,6 @@ import json
 import re
 import statistics
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -19,9 +18,6 @@ from lit_qwen3.datamodules.arithmetic import (
     parse_integer,
     verify,
 )
-
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-QWEN3_TOKENIZER = SHARED / "qwen3-tokenizer"
 
 COLUMN = re.compile(r"(\d)([+*])(\d)\+(\d)=(\d+) (\d+)")
 NINES = re.compile(r"mod9 (\d)([+*])(\d)=(\d) (\d) ok")
@@ -321,10 +317,10 @@ def test_messages_in_both_modes():
     assert task.prompt(p, thinking=None) == [{"role": "user", "content": "347+589"}]
 
 
-@pytest.mark.skipif(not QWEN3_TOKENIZER.is_dir(), reason="../shared/qwen3-tokenizer is absent")
-def test_messages_render_through_the_official_qwen3_template():
-    jinja2 = pytest.importorskip("jinja2")
-    config = json.loads((QWEN3_TOKENIZER / "tokenizer_config.json").read_text())
+def test_messages_render_through_the_official_qwen3_template(qwen3_tokenizer_dir):
+    import jinja2  # a dependency of transformers
+
+    config = json.loads((qwen3_tokenizer_dir / "tokenizer_config.json").read_text())
     template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(
         config["chat_template"]
     )

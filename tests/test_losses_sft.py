@@ -104,3 +104,18 @@ def test_bradley_terry_bad_inputs():
         bradley_terry_loss(torch.zeros(3), torch.zeros(3), margin=torch.zeros(2))
     with pytest.raises(ValueError, match="empty"):
         bradley_terry_loss(torch.zeros(0), torch.zeros(0))
+    # 1e300 is a finite Python float but inf in float32: an error, never an infinite loss.
+    with pytest.raises(ValueError, match=r"margin must be finite in torch.float32, got \[inf\]"):
+        bradley_terry_loss(torch.zeros(1), torch.zeros(1), margin=torch.tensor([1e300]))
+    with pytest.raises(ValueError, match="margin must be finite"):
+        bradley_terry_loss(torch.zeros(2), torch.zeros(2), margin=1e300)
+
+
+def test_bradley_terry_is_finite_in_bfloat16_with_a_large_margin():
+    # bf16 scores minus a margin of 100: computed in float32, exact softplus, gradient -1.
+    chosen = torch.tensor([3.0], dtype=torch.bfloat16, requires_grad=True)
+    loss = bradley_terry_loss(chosen, torch.tensor([1.0], dtype=torch.bfloat16), margin=100.0)
+    assert loss.dtype == torch.float32
+    assert_close(loss, torch.tensor(98.0))  # -logsigmoid(-98) = 98 + log(1 + e^-98)
+    loss.backward()
+    assert_close(chosen.grad.float(), torch.tensor([-1.0]))

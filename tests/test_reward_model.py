@@ -180,10 +180,17 @@ def test_read_pairs_and_collate(tmp_path, toy_tokenizer):
     assert batch["margin"].tolist() == [0.0, 1.5]
 
 
+def test_not_utf8_line_names_file_and_line(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "\xe9"}\n')
+    with pytest.raises(ValueError, match=r"pairs.jsonl:2: not UTF-8 text \(byte 0xe9"):
+        read_preference_pairs(path)
+
+
 @pytest.mark.parametrize(
     ("line", "match"),
     [
-        ("{not json", r"pairs.jsonl:2: not valid JSON"),
+        ("{not json", r"pairs.jsonl:2: invalid JSON"),
         ('["a", "b"]', r"pairs.jsonl:2: expected a JSON object"),
         ('{"prompt": "q", "chosen": "a"}', r"pairs.jsonl:2: missing key\(s\) \['rejected'\]"),
         ('{"prompt": "q", "chosen": 3, "rejected": "b"}', r":2: 'chosen' must be a string"),
@@ -194,6 +201,21 @@ def test_read_pairs_and_collate(tmp_path, toy_tokenizer):
         ('{"prompt": [{"role": "user"}], "chosen": "a", "rejected": "b"}', r":2: prompt\[0\] must"),
         ('{"prompt": "", "chosen": "a", "rejected": "b"}', r":2: 'prompt' is empty"),
         ('{"prompt": "q", "chosen": "a", "rejected": "b", "margin": "x"}', r":2: 'margin' must"),
+        # Accepted before (issue 13): an unknown role, a pair that prefers nothing, huge margins.
+        (
+            '{"prompt": [{"role": "wizard", "content": "q"}], "chosen": "a", "rejected": "b"}',
+            r":2: prompt\[0\] has role 'wizard', expected one of",
+        ),
+        ('{"prompt": "q", "chosen": "a", "rejected": "a"}', r":2: 'chosen' and 'rejected' have"),
+        (
+            '{"prompt": "q", "chosen": "<think>x</think>a", "rejected": "<think>y</think> a"}',
+            r":2: 'chosen' and 'rejected' have the same answer 'a' \(thinking aside\)",
+        ),
+        ('{"prompt": "q", "chosen": "a", "rejected": "b", "margin": 1e300}', r"in \[-100, 100\]"),
+        ('{"prompt": "q", "chosen": "a", "rejected": "b", "margin": NaN}', r":2: 'margin' must"),
+        ('{"prompt": "q", "chosen": "a", "rejected": "b", "margin": 1' + "0" * 400 + "}", "must"),
+        ("[" * 100_000, r":2: JSON nested too deeply"),
+        ('{"prompt": "\\udc00", "chosen": "a", "rejected": "b"}', r":2: a string holds a lone"),
     ],
 )
 def test_malformed_lines_name_file_and_line(tmp_path, line, match):

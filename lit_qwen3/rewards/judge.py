@@ -17,6 +17,7 @@ Scores are normalised to [0, 1]. Output with no verdict, or a score outside
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Sequence
@@ -66,10 +67,13 @@ BINARY_TEMPLATE = _reference_template(
 )
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
+# No two adjacent parts may match the same characters: "\s*[:=]?\s*" on "Score" + 4000 spaces
+# backtracks over every way of splitting the spaces (cubic: minutes for a 4 kB judge reply).
 _VERDICT_PATTERNS = (
     # Score: 7/10, Rating: **8** / 10, score = 3
     re.compile(
-        rf"\b(?:score|rating)\s*[:=：]?\s*[*\[]*\s*{_NUMBER}\s*[*\]]*\s*(?:(?:/|out of)\s*{_NUMBER})?",
+        rf"\b(?:score|rating)\s*(?:[:=：]\s*)?(?:[*\[]+\s*)?{_NUMBER}"
+        rf"(?:\s*[*\]]+)?\s*(?:(?:/|out of)\s*{_NUMBER})?",
         re.IGNORECASE,
     ),
     # [[7]] or [[7/10]]
@@ -98,8 +102,8 @@ def parse_verdict(text: str, *, max_score: float = 10.0) -> float | None:
                 value: float | None = 1.0 if head == "correct" else 0.0
             else:
                 denominator = float(match.group(2)) if match.group(2) else max_score
-                number = float(head)
-                ok = denominator > 0 and 0 <= number <= denominator
+                number = float(head)  # 400 digits is inf, and inf / inf is NaN: refuse both
+                ok = math.isfinite(denominator) and denominator > 0 and 0 <= number <= denominator
                 value = number / denominator if ok else None
             last = (match.start(), value)
     return None if last is None else last[1]

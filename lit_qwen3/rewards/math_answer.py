@@ -38,27 +38,33 @@ for _name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_name).addFilter(_DropTimeoutDisabledWarning())
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
+_BARE = re.compile(r"[^\s$]+")
 
 
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced.
 
-    ``\\boxed 5`` (no braces) gives ``"5"``; an unclosed last box gives ``None``.
+    ``\\boxed 5`` (no braces) gives ``"5"``; an unclosed last box gives ``None``. Braces are
+    matched in one pass (scanning to the end from each unclosed box was quadratic: 20000
+    ``\\boxed{`` took over a minute).
     """
     matches = list(_BOXED.finditer(text))
+    if not matches:
+        return None
+    close: dict[int, int] = {}
+    opened: list[int] = []
+    for i, char in enumerate(text):
+        if char == "{":
+            opened.append(i)
+        elif char == "}" and opened:
+            close[opened.pop()] = i
     for match in reversed(matches):
         start = match.end()
         if start < len(text) and text[start] == "{":
-            depth = 0
-            for end in range(start, len(text)):
-                if text[end] == "{":
-                    depth += 1
-                elif text[end] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[start + 1 : end].strip()
+            if start in close:
+                return text[start + 1 : close[start]].strip()
             continue  # unbalanced: try an earlier box
-        bare = re.match(r"[^\s$]+", text[start:])
+        bare = _BARE.match(text, start)
         if bare:
             return bare.group(0)
     return None

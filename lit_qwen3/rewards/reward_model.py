@@ -47,13 +47,24 @@ def render_for_reward_model(
 
 
 def encode_for_reward_model(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int,
+    *,
+    chars_per_token: int | None = None,
 ) -> tuple[list[list[int]], list[bool]]:
-    """Token ids of each text, cut from the left to ``max_length``; and which ones were cut."""
+    """Token ids of each text, cut from the left to ``max_length``; and which ones were cut.
+
+    ``chars_per_token`` (:func:`lit_qwen3.packing.max_chars_per_token`) bounds the text a token
+    stands for: a text longer than ``(max_length + 1) * chars_per_token`` characters is cut to
+    its tail before tokenizing, so a huge row never goes through the tokenizer whole.
+    """
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
     ids, truncated = [], []
     for text in texts:
+        if chars_per_token and len(text) > (max_length + 1) * chars_per_token:
+            text = text[-(max_length + 1) * chars_per_token :]  # still over max_length tokens
         tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
         truncated.append(len(tokens) > max_length)
         ids.append(tokens[-max_length:])
