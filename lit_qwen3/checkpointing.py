@@ -4,8 +4,9 @@ never written with non-finite weights.
 :class:`PeriodicCheckpoint` is Lightning's ``ModelCheckpoint`` with three changes:
 
 * it saves every ``every_n_train_steps`` optimizer steps **and** every ``train_time_interval``
-  (Lightning allows one trigger only), the same way under automatic and manual optimisation,
-  and once more when training ends, so rerunning a finished command does no training;
+  (Lightning allows one trigger only), the same way under automatic and manual optimisation
+  (a batch that takes several optimizer steps saves when it passes a multiple of N), and once
+  more when training ends, so rerunning a finished command does no training;
 * every write goes to ``<name>.partial`` first and replaces ``<name>`` by a rename, so a kill
   mid-write leaves the previous checkpoint intact (a sharded FSDP2 checkpoint is a directory:
   it is swapped through ``<name>.old``, which :func:`resume_checkpoint` also accepts);
@@ -94,12 +95,16 @@ class PeriodicCheckpoint(ModelCheckpoint):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._last_save_time = time.monotonic()
+        self._last_global_step_saved = trainer.global_step  # the start (or the resumed checkpoint)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         step = trainer.global_step
         if step == 0 or self._should_skip_saving_checkpoint(trainer):
             return
-        due = bool(self.every_steps) and step % self.every_steps == 0
+        # a multiple of N passed since the last save: a manually optimised batch may take
+        # several optimizer steps, so the step count can jump over the multiple itself
+        every, last = self.every_steps, self._last_global_step_saved
+        due = bool(every) and step // every > last // every
         if self.interval is not None and self._last_save_time is not None:
             elapsed = time.monotonic() - self._last_save_time
             # rank 0's clock decides, so that every rank takes part in a sharded save

@@ -93,6 +93,28 @@ def test_saves_every_n_steps_and_at_the_end(tmp_path, monkeypatch):
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
 
 
+class SeveralStepsPerBatch(Tiny):
+    """Manual optimisation with three optimizer steps per batch, as RL stages do."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        for _ in range(3):
+            optimizer.zero_grad()
+            self.manual_backward(self.layer(batch).pow(2).mean())
+            optimizer.step()
+
+
+def test_manual_optimisation_saves_when_a_multiple_is_passed(tmp_path, monkeypatch):
+    saved = _spy(monkeypatch)
+    callback = PeriodicCheckpoint(every_n_train_steps=4, train_time_interval=None)
+    _fit(tmp_path, callback, max_steps=12, module=SeveralStepsPerBatch())
+    assert saved == [6, 9, 12]  # steps 3, 6, 9, 12 after each batch; multiples of 4 at 4, 8, 12
+
+
 def test_saves_by_wall_time(tmp_path, monkeypatch):
     saved = _spy(monkeypatch)
     clock = iter(range(0, 1000, 40))  # each look at the clock: 40 s later
