@@ -190,7 +190,8 @@ FSDP2 = {
 @pytest.mark.parametrize("strategy", ["ddp", FSDP2], ids=["ddp", "fsdp2"])
 def test_console_script_runs_two_cpu_processes(tmp_path, strategy):
     """Two ranks on CPU (DDP, or FSDP2 sharding): evaluation shards its queries and syncs the
-    metrics, the export gathers the weights, one MLflow run, exit status 0."""
+    metrics, the export gathers the weights, one MLflow run, exit status 0. FSDP2 writes a
+    sharded checkpoint; the same command, rerun with more steps in its config, resumes from it."""
     override = yaml.safe_load(_override(tmp_path).read_text())
     override["trainer"].update(strategy=strategy, devices=2, max_steps=4, val_check_interval=2)
     override["pass_at_k"]["init_args"].update(every_n_steps=2, num_queries=5)
@@ -198,19 +199,29 @@ def test_console_script_runs_two_cpu_processes(tmp_path, strategy):
     path.write_text(yaml.safe_dump(override))
     script = Path(sys.executable).parent / "lit-qwen3"
     config = REPO / "configs/toy/cold_start.yaml"
-    done = subprocess.run(
-        [str(script), "fit", "--config", str(config), "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    command = [str(script), "fit", "--config", str(config), "--config", str(path)]
+
+    def run() -> None:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run()
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
     full = load_model("toy-teacher")  # every shard gathered: the exported model is whole
     assert count_parameters(model) == count_parameters(full)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("cli-test").experiment_id])
-    assert run.info.status == "FINISHED"
-    history = client.get_metric_history(run.info.run_id, "eval/think/pass_at_2")
+    (run_info,) = client.search_runs([client.get_experiment_by_name("cli-test").experiment_id])
+    assert run_info.info.status == "FINISHED"
+    history = client.get_metric_history(run_info.info.run_id, "eval/think/pass_at_2")
     assert sorted(m.step for m in history) == [0, 2, 4]  # logged once per evaluation, by rank 0
+    if strategy != FSDP2:
+        return
+    last = tmp_path / "cold_start" / "cold_start-ddp" / "checkpoints" / "last.ckpt"
+    assert last.is_dir()  # sharded: one file per rank
+    override["trainer"]["max_steps"] = 6
+    path.write_text(yaml.safe_dump(override))
+    run()
+    (again,) = client.search_runs([client.get_experiment_by_name("cli-test").experiment_id])
+    assert again.info.run_id == run_info.info.run_id
+    history = client.get_metric_history(again.info.run_id, "eval/think/pass_at_2")
+    assert sorted(m.step for m in history) == [0, 2, 4, 6]  # continued, nothing evaluated twice
