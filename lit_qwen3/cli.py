@@ -394,8 +394,8 @@ def main(args: list[str] | None = None) -> None:
         message = user_error_message(error)
         if message is None or os.environ.get("LIT_QWEN3_TRACEBACK"):
             raise
-        print(f"lit-qwen3: error: {message}", file=sys.stderr)
-        print("(LIT_QWEN3_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
+        hint = "(LIT_QWEN3_TRACEBACK=1 shows where it was raised)"
+        print(f"lit-qwen3: error: {message} {hint}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

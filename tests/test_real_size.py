@@ -80,7 +80,7 @@ def test_a_missing_model_is_one_clear_message(capsys):
 def test_user_errors_are_one_line(capsys, tmp_path, args, message):
     tiny = write_tiny(tmp_path)
     (line,) = _error_lines(capsys, "--config", str(tiny), *args)
-    assert line == f"lit-qwen3: error: {message}"
+    assert line.startswith(f"lit-qwen3: error: {message} (LIT_QWEN3_TRACEBACK=1")
 
 
 def test_a_directory_without_tokenizer_files_says_so(capsys, tmp_path):
