@@ -16,6 +16,7 @@ import torch
 
 from lit_qwen3.chat import STOP_THINKING
 from lit_qwen3.distillation import Divergence, check_same_vocabulary, make_divergence
+from lit_qwen3.faults import NonFiniteLimits
 from lit_qwen3.losses import causal_lm_loss
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.optim import OptimizerConfig
@@ -55,6 +56,8 @@ class OffPolicyDistillation(SupervisedFineTuning):
         seed: int = 0,
         thinking_budget: int | None = None,
         stop_thinking: str = STOP_THINKING,
+        allow_download: bool = False,
+        nonfinite: NonFiniteLimits | None = None,
     ) -> None:
         super().__init__(
             model=model,
@@ -67,6 +70,8 @@ class OffPolicyDistillation(SupervisedFineTuning):
             seed=seed,
             thinking_budget=thinking_budget,
             stop_thinking=stop_thinking,
+            allow_download=allow_download,
+            nonfinite=nonfinite,
         )
         self.save_hyperparameters()
         if ce_weight < 0 or kd_weight < 0 or ce_weight + kd_weight == 0:
@@ -76,7 +81,9 @@ class OffPolicyDistillation(SupervisedFineTuning):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.divergence_fn = make_divergence(divergence, jsd_beta)
-        check_same_vocabulary(self.tokenizer, load_tokenizer(teacher))
+        check_same_vocabulary(
+            self.tokenizer, load_tokenizer(teacher, allow_download=allow_download)
+        )
         object.__setattr__(self, "teacher", None)  # frozen: not a submodule
 
     def build_model(self) -> torch.nn.Module:

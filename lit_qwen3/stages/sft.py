@@ -85,7 +85,7 @@ class SupervisedFineTuning(HFStageModule):
             dtype=hp.dtype,
             attn_implementation=hp.attn_implementation,
             seed=hp.seed,
-            allow_download=hp.allow_download,
+            allow_download=hp.get("allow_download", False),
         )
 
     def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
