@@ -51,6 +51,9 @@ class PeriodicCheckpoint(ModelCheckpoint):
         save_weights_only: drop optimizer, scheduler and loop state (such a checkpoint cannot
             resume a run exactly).
         filename: name pattern of the step-named checkpoints.
+        save_on_train_start: also save when training starts (step 0, after the callbacks'
+            start-of-training work such as a first evaluation), so that a run killed before its
+            first periodic checkpoint does not redo that work; not on resume.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
         save_top_k: int = 0,
         save_weights_only: bool = False,
         filename: str | None = None,
+        save_on_train_start: bool = False,
     ) -> None:
         if every_n_train_steps is not None and every_n_train_steps < 0:
             raise ValueError(f"every_n_train_steps must be >= 0, got {every_n_train_steps}")
@@ -81,6 +85,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
         )
         self.every_steps = every_n_train_steps or 0
         self.interval = train_time_interval
+        self.save_on_train_start = save_on_train_start
         self._last_save_time: float | None = None
 
     @property
@@ -96,6 +101,8 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._last_save_time = time.monotonic()
         self._last_global_step_saved = trainer.global_step  # the start (or the resumed checkpoint)
+        if self.save_on_train_start and trainer.global_step == 0 and trainer.ckpt_path is None:
+            self.save_now(trainer, pl_module)  # checkpoint callbacks run last: after evaluations
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         step = trainer.global_step

@@ -101,6 +101,7 @@ def _die() -> None:
 class KillSwitch(Callback):
     """SIGKILL this process at the point ``$LIT_QWEN3_KILL`` names (unset: do nothing):
 
+    * ``setup``: while the trainer sets up (the MLflow run exists, no checkpoint yet);
     * ``step:N``: as optimizer step N starts (after the checkpoint of step N-1, if any);
     * ``checkpoint:N``: while checkpoint N is written (complete ``.partial``, not yet renamed);
     * ``export``: while the model is exported (complete ``model.partial``, not yet renamed).
@@ -113,6 +114,8 @@ class KillSwitch(Callback):
         import lit_qwen3.checkpointing
         import lit_qwen3.export
 
+        if self.point == "setup":
+            _die()
         if self.point.startswith("checkpoint:"):
             step = int(self.point.partition(":")[2])
             original = lit_qwen3.checkpointing.replace_atomically

@@ -85,6 +85,15 @@ def _spy(monkeypatch) -> list[int]:
     return saved
 
 
+def test_save_on_train_start(tmp_path, monkeypatch):
+    saved = _spy(monkeypatch)
+    callback = PeriodicCheckpoint(
+        every_n_train_steps=None, train_time_interval=None, save_on_train_start=True
+    )
+    _fit(tmp_path, callback, max_steps=2)
+    assert saved == [0, 2]  # the start, then the end
+
+
 def test_saves_every_n_steps_and_at_the_end(tmp_path, monkeypatch):
     saved = _spy(monkeypatch)
     _fit(tmp_path, PeriodicCheckpoint(every_n_train_steps=2, train_time_interval=None))
