@@ -12,7 +12,8 @@ tokenizer follows the model's unless set.
 Each run is named after its stage and its command-line overrides and writes into
 ``<trainer.default_root_dir>/<run name>/`` (``lit_qwen3.runs``); rerunning the same command
 resumes from that directory's last checkpoint and logs into the same MLflow run. ``--run_name``
-picks the name, ``--parent_run NAME_OR_ID`` nests the run under a parent (a sweep, a pipeline).
+(or a ``run_name`` the config gives its MLflow logger) picks the name, ``--parent_run
+NAME_OR_ID`` nests the run under a parent (a sweep; the pipeline sets the parent itself).
 Evaluation and checkpointing callbacks have named keys the command line reaches one setting at a
 time: ``--pass_at_k.init_args.num_queries 8``, ``--thinking_budget.init_args.sweep '[0, 64]'``,
 ``--checkpoint.init_args.every_n_train_steps 100`` (``--pass_at_k null`` turns one off).
@@ -206,13 +207,18 @@ class LitQwen3CLI(LightningCLI):
         self.save_config_kwargs["user_config"] = config.clone()
         stage = _stage_of(config.model.class_path)
         root = Path(config.trainer.get("default_root_dir") or f"runs/{stage}")
-        name = config.get("run_name") or run_name(stage, self._arguments_after_subcommand())
+        loggers = _logger_configs(config.trainer)
+        # --run_name, else a name a config gives its logger on purpose (the pipeline does),
+        # else the stage and the command-line overrides
+        named = [c.init_args.get("run_name") for c in loggers if c.init_args.get("run_name")]
+        name = config.get("run_name") or (named[0] if named else None)
+        name = name or run_name(stage, self._arguments_after_subcommand())
         self.stage_root, self.run_dir = root, root / name
         config.trainer.default_root_dir = str(self.run_dir)
         record = read_run_record(self.run_dir)
-        for logger in _logger_configs(config.trainer):
+        for logger in loggers:
             args = logger.init_args
-            if "run_name" in args:
+            if "run_name" in args and not args.get("run_name"):
                 args.run_name = name
             uri = args.get("tracking_uri")
             if self.subcommand == "fit" and "run_id" in args and record.get("tracking_uri") == uri:
@@ -333,12 +339,12 @@ SUBCOMMANDS: dict[str, str] = {
     "pipeline": "lit_qwen3.pipeline:main",
 }
 
-#: Exceptions a user's input can cause (when raised by this project, or Lightning's
-#: configuration errors): shown as one line instead of a traceback.
+#: Exceptions a user's input can cause, when raised by this project or by Lightning's checks of
+#: its settings (``val_check_interval`` larger than the data...): one line, not a traceback.
 USER_ERRORS = (OSError, ValueError, NonFiniteError, MisconfigurationException)
 _OUR_SOURCES = tuple(
     str(Path(importlib.import_module(m).__file__).parent) + os.sep
-    for m in ("lit_qwen3", "lit_qwen3.datamodules", "lit_qwen3.callbacks")
+    for m in ("lit_qwen3", "lit_qwen3.datamodules", "lit_qwen3.callbacks", "lightning.pytorch")
 )
 
 
@@ -361,7 +367,7 @@ def user_error_message(error: BaseException) -> str | None:
         if isinstance(chain, USER_ERRORS) and (
             _raised_here(chain) or isinstance(chain, MisconfigurationException)
         ):
-            return str(chain)
+            return " ".join(str(chain).split())
         chain = chain.__cause__ or chain.__context__
     return None
 
