@@ -17,7 +17,10 @@ from lit_qwen3.cli import main
 from lit_qwen3.models import count_parameters, load_model
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+ALL_CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+#: Stage configs (``lit-qwen3 fit``); pipeline configs list ``stages`` (``lit-qwen3 pipeline``).
+PIPELINES = [p for p in ALL_CONFIGS if "stages" in (yaml.safe_load(p.read_text()) or {})]
+CONFIGS = [p for p in ALL_CONFIGS if p not in PIPELINES]
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +32,13 @@ def _plain_argv(monkeypatch):
 def test_configs_exist():
     names = {p.relative_to(REPO / "configs").as_posix() for p in CONFIGS}
     assert {"toy/cold_start.yaml", "qwen3/0.6b/cold_start.yaml"} <= names
+
+
+@pytest.mark.parametrize("config", PIPELINES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_pipeline_configs_open_with_their_command(config):
+    first_lines = config.read_text().splitlines()[:3]
+    command = f"lit-qwen3 pipeline --config {config.relative_to(REPO).as_posix()}"
+    assert any(command in line for line in first_lines)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(REPO).as_posix())
