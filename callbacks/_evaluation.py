@@ -37,6 +37,32 @@ def rank_share(queries: list[dict[str, Any]], trainer: Trainer) -> list[dict[str
     return padded[rank::world]
 
 
+def prompt_text(query: dict[str, Any]) -> str:
+    """The text of a query's last user turn (what a samples table shows as the prompt)."""
+    users = [m for m in query.get("messages", []) if m.get("role") == "user"]
+    return str(users[-1].get("content", "")) if users else ""
+
+
+def sample_rows(
+    samples: list[dict[str, Any]], queries: list[dict[str, Any]], step: int, limit: int
+) -> list[dict[str, Any]]:
+    """Rows of an evaluation's samples table: step, mode, budget, prompt, completion, verdict,
+    reference, thinking tokens (the first ``limit`` samples)."""
+    return [
+        {
+            "step": step,
+            "mode": s["mode"],
+            "budget": s["budget"],
+            "prompt": prompt_text(queries[s["query"]]),
+            "completion": s["completion"],
+            "verdict": "correct" if s["correct"] else "wrong",
+            "reference": s["reference"],
+            "thinking_tokens": s["thinking_tokens"],
+        }
+        for s in samples[:limit]
+    ]
+
+
 def default_verifier(trainer: Trainer, verifier: str | None) -> str:
     """The callback's verifier, else the datamodule's ``verifier``, else math-verify."""
     return verifier or getattr(trainer.datamodule, "verifier", None) or "math"

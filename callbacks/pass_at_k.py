@@ -1,9 +1,12 @@
 """``PassAtK``: sample n answers per validation query in each thinking mode and log pass@k.
 
-Every ``every_n_steps`` optimizer steps (and at the start and end of fit), the callback samples
-``n_samples`` completions per query with the rollout sampler, verifies them, and logs the
-unbiased pass@k (``1 - C(n-c, k) / C(n, k)``) for each ``k`` and mode, plus mean thinking length
-and the truncation rate, under ``eval/{mode}/...``. A table of sample generations goes to MLflow.
+Every ``every_n_steps`` optimizer steps (and before the first step and after the last), the
+callback samples ``n_samples`` completions per query with the rollout sampler, verifies them, and
+logs the unbiased pass@k (``1 - C(n-c, k) / C(n, k)``) for each ``k`` and mode, plus mean
+thinking length and the truncation rate, under ``eval/{mode}/...``. MLflow also gets
+``figures/pass_at_k.png`` (pass@k against k, newest evaluation) and one samples table,
+``samples/pass_at_k.json`` (step, mode, budget, prompt, completion, verdict), appended at every
+evaluation so that MLflow's evaluation view lines runs up.
 
 The LightningModule must expose ``model``, ``tokenizer`` and, optionally, ``thinking_budget`` and
 ``stop_thinking`` (the budget its sampling uses). Queries come from the callback's ``queries`` or
@@ -23,13 +26,15 @@ from lit_qwen3.callbacks._evaluation import (
     evaluation_queries,
     rank_share,
     require_sampling_module,
+    sample_rows,
     synced_mean,
 )
 from lit_qwen3.chat import STOP_THINKING
 from lit_qwen3.evaluation import evaluate_mode, multi_turn_queries
 from lit_qwen3.generation import SamplingConfig
 from lit_qwen3.metrics import PassAtK as PassAtKMetric
-from lit_qwen3.tracking import log_metrics, log_table
+from lit_qwen3.plots import pass_at_k_figure
+from lit_qwen3.tracking import log_figure, log_metrics, log_table
 
 MODES = {"think": True, "no_think": False}
 
@@ -42,14 +47,14 @@ class PassAtK(Callback):
         n_samples: completions sampled per query.
         modes: any of ``think`` and ``no_think``.
         every_n_steps: evaluate every this many optimizer steps (0: only at start and end).
-        on_start / on_end: evaluate before the first step / after the last.
+        on_start / on_end: evaluate before the first step (not again on resume) / after the last.
         num_queries: evaluate the first this many queries (None: all).
         queries: ``[{"messages": [...], "answer": ...}]``; None: ``datamodule.val_queries``.
         verifier: ``arithmetic``, a reward name such as ``math``, or None for the datamodule's.
         max_new_tokens: generation length limit.
         temperature, top_p, top_k: None uses Qwen3's recommended settings of each mode.
         batch_size: rows sampled at once.
-        log_samples: completions per mode written to the MLflow samples table.
+        log_samples: completions per mode and evaluation written to the MLflow samples table.
         seed: sampling seed (each evaluation is reproducible).
         template_switch: ask for the mode with the template's ``enable_thinking`` too (as users
             run Qwen3), not only with the flag.
@@ -143,12 +148,18 @@ class PassAtK(Callback):
                 template_switch=self.template_switch,
             )
             metrics.update(self._synced(result, mode, pl_module.device))
-            table.extend(result.samples[: self.log_samples])
+            table += sample_rows(result.samples, share, trainer.global_step, self.log_samples)
             if self.think_follow:
                 metrics.update(self._think_follow(trainer, pl_module, share, mode, verifier))
         self.last_step = trainer.global_step
         log_metrics(trainer, metrics)
-        log_table(trainer, table, f"samples/pass_at_k_step{trainer.global_step:06d}.json")
+        log_table(trainer, table, "samples/pass_at_k.json")
+        curves = {
+            mode: {k: metrics[f"eval/{mode}/pass_at_{k}"] for k in self.ks} for mode in self.modes
+        }
+        if trainer.is_global_zero:
+            title = f"pass@k at step {trainer.global_step}"
+            log_figure(trainer, pass_at_k_figure(curves, title), "figures/pass_at_k.png")
         return metrics
 
     def _think_follow(
@@ -191,7 +202,8 @@ class PassAtK(Callback):
         return out
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.on_start and self.last_step < trainer.global_step:
+        # step 0 only: a resumed run already evaluated its start
+        if self.on_start and trainer.global_step == 0 and self.last_step < 0:
             self.evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:

@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lit_qwen3.chat import split_thinking
 from lit_qwen3.datamodules.jsonl import iter_jsonl
+from lit_qwen3.datamodules.resumable import ResumableDataLoader
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.packing import (
     QWEN3_ASSISTANT_HEADER,
@@ -188,7 +189,8 @@ def prompt_and_answer(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A fresh permutation per epoch, a function of (seed, epoch) only, so resumes replay it.
+    """A fresh permutation per epoch, a function of (seed, epoch) only, so resumes replay it
+    (``ResumableDataLoader`` then skips the batches the killed run had already trained on).
 
     Lightning calls ``set_epoch`` at the start of each epoch (and wraps this sampler for DDP).
     """
@@ -443,7 +445,8 @@ class ConversationDataModule(LightningDataModule):
 
     # -- loaders --------------------------------------------------------------------------------
     def _loader(self, batches: list[list[dict]], sampler: Sampler | None) -> DataLoader:
-        return DataLoader(
+        # resumable: a run killed mid-epoch continues at the next batch (datamodules/resumable.py)
+        return ResumableDataLoader(
             _Batches(batches),
             batch_size=1,
             sampler=sampler,

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from lit_qwen3.datamodules.conversations import EpochShuffleSampler, split_indices
+from lit_qwen3.datamodules.resumable import ResumableDataLoader
 from lit_qwen3.queries import MODES, Query, encode_query, parse_query, read_queries
 
 #: The cold start's toy defaults (ConversationDataModule): RL queries never repeat its problems.
@@ -229,7 +230,8 @@ class QueryDataModule(LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             sampler.set_epoch(trainer.current_epoch)
-        return DataLoader(
+        # resumable: a run killed mid-epoch continues at the next batch of queries
+        return ResumableDataLoader(
             self.train_queries,
             batch_size=self.hparams.queries_per_step,
             sampler=sampler,

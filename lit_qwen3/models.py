@@ -128,10 +128,14 @@ def _resolve_source(name_or_path: str | os.PathLike) -> tuple[str, str]:
 def _missing_hub_model(hub_id: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"model {hub_id!r} is neither a local directory nor in the local Hugging Face cache, "
-        "and downloads are off. Download it once "
-        f"(`huggingface-cli download {hub_id} --local-dir DIR`) and pass DIR, or set "
-        "allow_download=True"
+        f"and downloads are off. Download it once with `hf download {hub_id}` (into the cache; "
+        f"or `--local-dir DIR` and pass DIR as the model), or allow downloads "
+        "(allow_download=True; on the command line --model.init_args.allow_download true)"
     )
+
+
+#: Files of which a saved tokenizer has at least one.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 def load_model(
@@ -210,6 +214,12 @@ def load_tokenizer(
         return build_toy_tokenizer()
     if Path(name).expanduser().is_dir():  # a model directory, or a tokenizer saved alone
         kind, source = "dir", str(Path(name).expanduser())
+        if not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
+            raise FileNotFoundError(
+                f"{source} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): save the "
+                "tokenizer there (tokenizer.save_pretrained) or pass the tokenizer's directory "
+                "as `tokenizer`"
+            )
     else:
         kind, source = _resolve_source(name)
     if kind == "preset":

@@ -18,7 +18,10 @@ from lit_qwen3.cli import main
 from lit_qwen3.models import count_parameters, load_model
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+ALL_CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+#: Stage configs (``lit-qwen3 fit``); pipeline configs list ``stages`` (``lit-qwen3 pipeline``).
+PIPELINES = [p for p in ALL_CONFIGS if "stages" in (yaml.safe_load(p.read_text()) or {})]
+CONFIGS = [p for p in ALL_CONFIGS if p not in PIPELINES]
 
 
 def _opening(config: Path) -> str:
@@ -38,6 +41,13 @@ def _plain_argv(monkeypatch):
 def test_configs_exist():
     names = {p.relative_to(REPO / "configs").as_posix() for p in CONFIGS}
     assert {"toy/cold_start.yaml", "qwen3/0.6b/cold_start.yaml"} <= names
+
+
+@pytest.mark.parametrize("config", PIPELINES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_pipeline_configs_open_with_their_command(config):
+    first_lines = config.read_text().splitlines()[:3]
+    command = f"lit-qwen3 pipeline --config {config.relative_to(REPO).as_posix()}"
+    assert any(command in line for line in first_lines)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(REPO).as_posix())
@@ -92,33 +102,28 @@ def _override(tmp_path: Path) -> Path:
                 "class_path": "lightning.pytorch.loggers.MLFlowLogger",
                 "init_args": {
                     "experiment_name": "cli-test",
-                    "run_name": "cold_start",
                     "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
                     "artifact_location": str(tmp_path / "artifacts"),
                 },
             },
-            "callbacks": [
-                {
-                    "class_path": "lit_qwen3.callbacks.PassAtK",
-                    "init_args": {
-                        "ks": [1, 2],
-                        "n_samples": 2,
-                        "every_n_steps": 3,
-                        "num_queries": 4,
-                        "max_new_tokens": 32,
-                        "log_samples": 3,
-                    },
-                },
-                {
-                    "class_path": "lit_qwen3.callbacks.ThinkingBudget",
-                    "init_args": {
-                        "stop_thinking": "\n</think>\n\n",
-                        "sweep": [0, 8],
-                        "num_queries": 4,
-                        "max_new_tokens": 32,
-                    },
-                },
-            ],
+        },
+        "pass_at_k": {
+            "init_args": {
+                "ks": [1, 2],
+                "n_samples": 2,
+                "every_n_steps": 3,
+                "num_queries": 4,
+                "max_new_tokens": 32,
+                "log_samples": 3,
+            }
+        },
+        "thinking_budget": {
+            "init_args": {
+                "stop_thinking": "\n</think>\n\n",
+                "sweep": [0, 8],
+                "num_queries": 4,
+                "max_new_tokens": 32,
+            }
         },
         "model": {"init_args": {"output_dir": str(tmp_path / "export")}},
         "data": {"init_args": {"toy_size": 400, "val_size": 16, "max_tokens_per_batch": 1024}},
@@ -155,39 +160,50 @@ def test_cli_run_exports_a_model_and_fills_mlflow(tmp_path):
     experiment = client.get_experiment_by_name("cli-test")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
+    assert run.info.run_name == "cold_start-override"  # the stage and the extra config file
     assert run.data.tags["stage"] == "cold_start"
     assert run.data.tags["model"] == "toy-teacher"
     assert run.data.tags["dataset"] == "toy-arithmetic"
-    assert run.data.params["config.model.class_path"] == "lit_qwen3.stages.ColdStartSFT"
-    assert run.data.params["config.trainer.max_steps"] == "6"
+    assert run.data.params["model"] == "ColdStartSFT"
+    assert run.data.params["trainer.max_steps"] == "6"
+    assert run.data.params["ThinkingBudget.stop_thinking"] == '"\\n</think>\\n\\n"'
     metrics = run.data.metrics
     for key in (
         "train/loss",
+        "train/lr",
         "val/loss",
         "eval/think/pass_at_1",
         "eval/think/pass_at_2",
         "eval/no_think/pass_at_1",
-        "budget/0/accuracy",
-        "budget/8/accuracy",
+        "budget_sweep/think_accuracy",
+        "budget_sweep/no_think_accuracy",
     ):
         assert key in metrics, key
+    assert not any(key.startswith("budget/") for key in metrics)  # one series, not a key a budget
     history = client.get_metric_history(run.info.run_id, "eval/think/pass_at_1")
     assert sorted(m.step for m in history) == [0, 3, 6]
+    val = client.get_metric_history(run.info.run_id, "val/loss")
+    assert sorted(m.step for m in val) == [3, 6]  # the steps the evaluations use
+    sweep = client.get_metric_history(run.info.run_id, "budget_sweep/think_accuracy")
+    assert sorted(m.step for m in sweep) == [0, 8]  # x axis: the budget
     losses = [m.value for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert all(torch.isfinite(torch.tensor(losses)))
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "samples", "budget_sweep"} <= artifacts
+    assert {"config.yaml", "samples", "figures", "budget_sweep.json"} <= artifacts
     config = yaml.safe_load(
         Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text()
     )
     assert config["trainer"]["max_steps"] == 6
-    table_path = client.download_artifacts(
-        run.info.run_id, "samples/pass_at_k_step000006.json", str(tmp_path)
-    )
+    assert config["trainer"]["default_root_dir"] == str(tmp_path / "cold_start")  # as written
+    table_path = client.download_artifacts(run.info.run_id, "samples/pass_at_k.json", str(tmp_path))
     table = json.loads(Path(table_path).read_text())
-    assert set(table["columns"]) >= {"mode", "completion", "reference", "correct"}
-    assert {row[table["columns"].index("mode")] for row in table["data"]} == {"think", "no_think"}
+    columns = table["columns"]
+    assert {"step", "mode", "budget", "prompt", "completion", "verdict"} <= set(columns)
+    rows = table["data"]
+    assert {row[columns.index("mode")] for row in rows} == {"think", "no_think"}
+    assert sorted({row[columns.index("step")] for row in rows}) == [0, 3, 6]  # appended
+    assert all(any(c.isdigit() for c in row[columns.index("prompt")]) for row in rows)
 
 
 FSDP2 = {
@@ -199,27 +215,38 @@ FSDP2 = {
 @pytest.mark.parametrize("strategy", ["ddp", FSDP2], ids=["ddp", "fsdp2"])
 def test_console_script_runs_two_cpu_processes(tmp_path, strategy):
     """Two ranks on CPU (DDP, or FSDP2 sharding): evaluation shards its queries and syncs the
-    metrics, the export gathers the weights, one MLflow run, exit status 0."""
+    metrics, the export gathers the weights, one MLflow run, exit status 0. FSDP2 writes a
+    sharded checkpoint; the same command, rerun with more steps in its config, resumes from it."""
     override = yaml.safe_load(_override(tmp_path).read_text())
     override["trainer"].update(strategy=strategy, devices=2, max_steps=4, val_check_interval=2)
-    override["trainer"]["callbacks"][0]["init_args"].update(every_n_steps=2, num_queries=5)
+    override["pass_at_k"]["init_args"].update(every_n_steps=2, num_queries=5)
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(override))
     script = Path(sys.executable).parent / "lit-qwen3"
     config = REPO / "configs/toy/cold_start.yaml"
-    done = subprocess.run(
-        [str(script), "fit", "--config", str(config), "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    command = [str(script), "fit", "--config", str(config), "--config", str(path)]
+
+    def run() -> None:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run()
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
     full = load_model("toy-teacher")  # every shard gathered: the exported model is whole
     assert count_parameters(model) == count_parameters(full)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("cli-test").experiment_id])
-    assert run.info.status == "FINISHED"
-    history = client.get_metric_history(run.info.run_id, "eval/think/pass_at_2")
+    (run_info,) = client.search_runs([client.get_experiment_by_name("cli-test").experiment_id])
+    assert run_info.info.status == "FINISHED"
+    history = client.get_metric_history(run_info.info.run_id, "eval/think/pass_at_2")
     assert sorted(m.step for m in history) == [0, 2, 4]  # logged once per evaluation, by rank 0
+    if strategy != FSDP2:
+        return
+    last = tmp_path / "cold_start" / "cold_start-ddp" / "checkpoints" / "last.ckpt"
+    assert last.is_dir()  # sharded: one file per rank
+    override["trainer"]["max_steps"] = 6
+    path.write_text(yaml.safe_dump(override))
+    run()
+    (again,) = client.search_runs([client.get_experiment_by_name("cli-test").experiment_id])
+    assert again.info.run_id == run_info.info.run_id
+    history = client.get_metric_history(again.info.run_id, "eval/think/pass_at_2")
+    assert sorted(m.step for m in history) == [0, 2, 4, 6]  # continued, nothing evaluated twice

@@ -31,7 +31,7 @@ def _pass_at_1(module, queries) -> float:
     return result.metrics["pass_at_1"]
 
 
-def test_cold_start_learns_the_chain_of_thought():
+def test_cold_start_learns_the_chain_of_thought(tmp_path):
     data = ConversationDataModule(
         "toy-teacher",
         toy_size=8000,
@@ -49,6 +49,7 @@ def test_cold_start_learns_the_chain_of_thought():
     before = _pass_at_1(module, data.val_queries)
     trainer = L.Trainer(
         max_steps=STEPS,
+        default_root_dir=tmp_path,  # the export goes to <default_root_dir>/model
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -66,3 +67,12 @@ def test_export_replaces_the_directory_atomically(tmp_path, toy_tokenizer):
     ids = torch.tensor([[1, 2, 3]])
     torch.testing.assert_close(reloaded(ids).logits, model(ids).logits)
     assert (target / "tokenizer_config.json").exists()
+
+
+def test_export_restores_inference_settings(tmp_path, toy_tokenizer):
+    model = load_model("toy-student", gradient_checkpointing=True)  # turns use_cache off
+    assert model.config.use_cache is False
+    export_pretrained(model, toy_tokenizer, tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["use_cache"] is True  # generate() on the export uses the KV cache
+    assert model.config.use_cache is False  # training goes on as it was

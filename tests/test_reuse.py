@@ -89,10 +89,11 @@ def test_stage_and_callbacks_work_in_a_plain_trainer(tmp_path):
         "train/loss",
         "eval/think/pass_at_2",
         "eval/no_think/pass_at_1",
-        "budget/0/accuracy",
-        "budget/4/thinking_tokens",
-        "budget/no_think/accuracy",
+        "budget_sweep/think_accuracy",
+        "budget_sweep/no_think_accuracy",
     } <= logged
+    sweep_steps = sorted(int(r["step"]) for r in rows if r.get("budget_sweep/think_accuracy"))
+    assert sweep_steps == [0, 4]  # the sweep's x axis is the budget
     steps_with_eval = sorted({int(r["step"]) for r in rows if r.get("eval/think/pass_at_1")})
     assert steps_with_eval == [0, 2, 4]
     forced = [

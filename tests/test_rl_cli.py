@@ -95,6 +95,8 @@ def test_cold_start_then_reasoning_rl_through_the_cli(tmp_path):
             "logger": _logger(tmp_path, "cold_start"),
             "callbacks": [],
         },
+        "pass_at_k": None,  # the cold start's evaluation callbacks have named keys
+        "thinking_budget": None,
     }
     (tmp_path / "cold.yaml").write_text(yaml.safe_dump(cold))
     main(

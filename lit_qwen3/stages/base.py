@@ -1,9 +1,20 @@
 """What every stage shares: a Hugging Face model built in ``configure_model``, its tokenizer,
-AdamW with warmup and cosine decay, and a ``save_pretrained`` export at the end of fit.
+AdamW with warmup and cosine decay, a ``save_pretrained`` export at the end of fit, and what a
+run needs to survive faults: non-finite steps skipped (:class:`~lit_qwen3.faults.NonFiniteGuard`)
+and the random generators and guard counters carried through checkpoints.
 
 A stage subclasses :class:`HFStageModule`, calls ``save_hyperparameters()`` and
 ``init_stage(...)`` in its ``__init__``, and implements ``build_model``. Its hyperparameters must
-include ``output_dir`` and ``gradient_checkpointing``.
+include ``output_dir`` and ``gradient_checkpointing``. Subclasses that override
+``on_train_start``, ``on_save_checkpoint`` or ``on_load_checkpoint`` call ``super()``.
+
+* ``output_dir=None`` exports to ``<trainer.default_root_dir>/model``: under ``lit-qwen3`` that
+  is the run's own directory (``lit_qwen3.runs``), in a plain Trainer the working directory.
+* Automatic optimisation: every optimizer step is checked first; a non-finite loss or gradient
+  drops the step's gradients (the step changes nothing), ``train/skipped_steps`` counts it, and
+  the run stops after ``nonfinite`` limits. Manual optimisation (RL stages) calls
+  ``if self.nonfinite_guard.check(loss, self.model, step=self.global_step): optimizer.step()``.
+* Logged every step: ``train/lr`` (first parameter group) and ``train/grad_norm``.
 """
 
 from __future__ import annotations
@@ -16,7 +27,9 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lit_qwen3.checkpointing import capture_rng_state, restore_rng_state
 from lit_qwen3.export import export_pretrained
+from lit_qwen3.faults import NonFiniteGuard, NonFiniteLimits
 from lit_qwen3.generation import needs_lockstep
 from lit_qwen3.models import (
     enable_gradient_checkpointing,
@@ -26,6 +39,12 @@ from lit_qwen3.models import (
 )
 from lit_qwen3.optim import OptimizerConfig, configure_adamw
 
+# Stage hyperparameters hold these config objects; resuming loads checkpoints with
+# ``torch.load(weights_only=True)``, which accepts only the classes it is told about.
+torch.serialization.add_safe_globals([OptimizerConfig, NonFiniteLimits])
+
+_CHECKPOINT_KEY = "lit_qwen3"
+
 
 class HFStageModule(LightningModule):
     """Base of the stage modules: the network is a plain HF model in ``self.model``."""
@@ -33,6 +52,8 @@ class HFStageModule(LightningModule):
     stage: ClassVar[str] = "stage"
     model: PreTrainedModel | None
     tokenizer: PreTrainedTokenizerBase
+    exported_to: Path | None = None
+    """Where ``on_fit_end`` wrote the model (None until it did)."""
 
     def init_stage(
         self,
@@ -41,18 +62,22 @@ class HFStageModule(LightningModule):
         optimizer: OptimizerConfig | None,
         *,
         allow_download: bool = False,
+        nonfinite: NonFiniteLimits | None = None,
     ) -> None:
         """Resolve the tokenizer now (cheap); the model waits for ``configure_model``."""
         self.optimizer_config = optimizer or OptimizerConfig()
         self.tokenizer = load_tokenizer(tokenizer or model, allow_download=allow_download)
+        self.nonfinite_guard = NonFiniteGuard.from_limits(nonfinite)
         self.model = None
+        self._guard_loss: torch.Tensor | None = None
+        self._rng_to_restore: dict[str, Any] | None = None
 
     def build_model(self) -> PreTrainedModel:
         """The stage's network, unsharded; called once by ``configure_model``."""
         raise NotImplementedError
 
     def configure_model(self) -> None:
-        """Build (and, under ModelParallelStrategy, shard) the network once."""
+        """Build (and, under ModelParallelStrategy, shard) the network once, in train mode."""
         if self.model is not None:
             return
         model = self.build_model()
@@ -61,6 +86,8 @@ class HFStageModule(LightningModule):
                 f"tokenizer has {len(self.tokenizer)} tokens but model {self.hparams.model!r} "
                 f"only {model.config.vocab_size} embeddings: pass the model's own tokenizer"
             )
+        # from_pretrained returns eval mode, where HF skips gradient checkpointing
+        model.train()
         if self.hparams.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
@@ -107,9 +134,55 @@ class HFStageModule(LightningModule):
             self.model, self.optimizer_config, self.trainer.estimated_stepping_batches
         )
 
-    def on_fit_end(self) -> None:
+    # -- faults -------------------------------------------------------------------------------
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        self._guard_loss = loss.detach()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Automatic optimisation: drop the step's gradients when they or the loss are not
+        finite (the optimizer then changes nothing); count it; stop past the limits."""
+        if not self.automatic_optimization:
+            return
+        guard = self.nonfinite_guard
+        guard.check(self._guard_loss, self.model, step=self.global_step)
+        self._guard_loss = None
+        self.log("train/skipped_steps", float(guard.skipped), rank_zero_only=True)
+        self.log("train/grad_norm", guard.last_grad_norm, sync_dist=False, rank_zero_only=True)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.trainer.optimizers:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.log("train/lr", float(lr), rank_zero_only=True)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[_CHECKPOINT_KEY] = {
+            "rng": capture_rng_state(),
+            "nonfinite_guard": self.nonfinite_guard.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(_CHECKPOINT_KEY)
+        if state is None:
+            return
+        self.nonfinite_guard.load_state_dict(state["nonfinite_guard"])
+        self._rng_to_restore = state["rng"]  # applied when training starts, after setup's draws
+
+    def on_train_start(self) -> None:
+        if self._rng_to_restore is not None:
+            restore_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    # -- export ---------------------------------------------------------------------------------
+    @property
+    def export_dir(self) -> Path:
+        """``output_dir``, else ``<trainer.default_root_dir>/model``."""
         if self.hparams.output_dir is not None:
-            self.export(self.hparams.output_dir)
+            return Path(self.hparams.output_dir)
+        return Path(self.trainer.default_root_dir) / "model"
+
+    def on_fit_end(self) -> None:
+        self.exported_to = self.export(self.export_dir)
 
     def export(self, directory: str | Path) -> Path:
         """Write model + tokenizer (with its chat template) as a Hugging Face directory."""

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from lit_qwen3.chat import STOP_THINKING
+from lit_qwen3.faults import NonFiniteLimits
 from lit_qwen3.generation import Rollouts, SamplingConfig, needs_lockstep
 from lit_qwen3.losses import (
     GRPOLossConfig,
@@ -87,7 +88,8 @@ class GroupRelativeRL(OnPolicyStage):
         max_tool_turns: most tool calls per rollout.
         chunk_size: rows of logits held at once when re-scoring (memory).
         samples_every_n_steps / log_samples: the MLflow samples table.
-        dtype, attn_implementation, gradient_checkpointing, seed, allow_download: as every stage.
+        dtype, attn_implementation, gradient_checkpointing, seed, allow_download, nonfinite: as
+            every stage (``nonfinite``: when to stop after non-finite steps, each one skipped).
     """
 
     stage = "grpo"
@@ -130,6 +132,7 @@ class GroupRelativeRL(OnPolicyStage):
         gradient_checkpointing: bool = False,
         seed: int = 0,
         allow_download: bool = False,
+        nonfinite: NonFiniteLimits | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -139,7 +142,9 @@ class GroupRelativeRL(OnPolicyStage):
             raise ValueError(f"overlong must be 'mask', 'penalty' or 'none', got {overlong!r}")
         if max_refill_rounds < 0:
             raise ValueError(f"max_refill_rounds must be >= 0, got {max_refill_rounds}")
-        self.init_stage(model, tokenizer, optimizer, allow_download=allow_download)
+        self.init_stage(
+            model, tokenizer, optimizer, allow_download=allow_download, nonfinite=nonfinite
+        )
         self.init_rollouts(
             sampling=sampling or SamplingConfig(max_new_tokens=256, temperature=1.0),
             thinking_budget=thinking_budget,

@@ -18,6 +18,7 @@ from lit_qwen3.chat import STOP_THINKING
 from lit_qwen3.distill_kernel import chunked_distillation
 from lit_qwen3.distill_losses import DIVERGENCES, Divergence
 from lit_qwen3.distillation import check_same_vocabulary
+from lit_qwen3.faults import NonFiniteLimits
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.rescoring import last_hidden_states
@@ -57,6 +58,8 @@ class OffPolicyDistillation(SupervisedFineTuning):
         seed: int = 0,
         thinking_budget: int | None = None,
         stop_thinking: str = STOP_THINKING,
+        allow_download: bool = False,
+        nonfinite: NonFiniteLimits | None = None,
     ) -> None:
         super().__init__(
             model=model,
@@ -69,6 +72,8 @@ class OffPolicyDistillation(SupervisedFineTuning):
             seed=seed,
             thinking_budget=thinking_budget,
             stop_thinking=stop_thinking,
+            allow_download=allow_download,
+            nonfinite=nonfinite,
         )
         self.save_hyperparameters()
         if ce_weight < 0 or kd_weight < 0 or ce_weight + kd_weight == 0:
@@ -79,7 +84,9 @@ class OffPolicyDistillation(SupervisedFineTuning):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if divergence not in DIVERGENCES:
             raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-        check_same_vocabulary(self.tokenizer, load_tokenizer(teacher))
+        check_same_vocabulary(
+            self.tokenizer, load_tokenizer(teacher, allow_download=allow_download)
+        )
         object.__setattr__(self, "teacher", None)  # frozen: not a submodule
 
     def build_model(self) -> torch.nn.Module:

@@ -130,7 +130,6 @@ class OnPolicyStage(HFStageModule):
         self.think_tokens = ThinkTokens.from_tokenizer(self.tokenizer)
         self.rl_step = 0
         """Training steps (batches of queries) done; saved in checkpoints."""
-        self.skipped_steps = 0
         self.token_counts = {"sampled": 0, "trained": 0, "frozen": 0}
         self._tools: dict[str, Any] = {}
 
@@ -310,7 +309,7 @@ class OnPolicyStage(HFStageModule):
                 "time/rollout_s": rollout_s,
                 "time/update_s": update_s,
                 "time/tokens_per_s": generated / max(rollout_s + update_s, 1e-9),
-                "train/skipped_steps": float(self.skipped_steps),
+                "train/skipped_steps": float(self.nonfinite_guard.skipped),
             }
         )
         self.rl_step += 1
@@ -396,18 +395,17 @@ class OnPolicyStage(HFStageModule):
         return records, out
 
     def _optimizer_step(self, optimizer: Any, scheduler: Any, loss: torch.Tensor, totals) -> None:
+        guard = self.nonfinite_guard  # non-finite: gradients dropped, counted, stop past limits
+        if not guard.check(loss, self.model, step=self.global_step):
+            rank_zero_warn(
+                f"[{self.stage}] non-finite loss or gradient (loss {float(loss)}): optimizer "
+                f"step skipped ({guard.skipped} so far)"
+            )
+            return
         params = [p for p in self.model.parameters() if p.requires_grad]
         max_norm = self.hparams.max_grad_norm or float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-        if not (torch.isfinite(loss).item() and norm == norm and norm != float("inf")):
-            self.skipped_steps += 1
-            rank_zero_warn(
-                f"[{self.stage}] non-finite loss or gradient (loss {float(loss)}, grad norm "
-                f"{norm}): optimizer step skipped ({self.skipped_steps} so far)"
-            )
-            optimizer.zero_grad()
-            return
         totals["_grad_norm"] = totals.get("_grad_norm", 0.0) + norm
         optimizer.step()
         optimizer.zero_grad()
@@ -438,16 +436,16 @@ class OnPolicyStage(HFStageModule):
         log_table(self.trainer, rows, f"samples/{self.stage}_step{self.global_step:06d}.json")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # random generators, skipped-step counters
         checkpoint["on_policy"] = {
             "rl_step": self.rl_step,
-            "skipped_steps": self.skipped_steps,
             "token_counts": dict(self.token_counts),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("on_policy", {})
         self.rl_step = state.get("rl_step", 0)
-        self.skipped_steps = state.get("skipped_steps", 0)
         self.token_counts.update(state.get("token_counts", {}))
 
     # -- frozen models ----------------------------------------------------------------------

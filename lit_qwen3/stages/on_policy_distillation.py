@@ -23,6 +23,7 @@ from lit_qwen3.chat import STOP_THINKING
 from lit_qwen3.distill_kernel import chunked_distillation
 from lit_qwen3.distill_losses import DIVERGENCES, Divergence
 from lit_qwen3.distillation import check_same_vocabulary
+from lit_qwen3.faults import NonFiniteLimits
 from lit_qwen3.generation import SamplingConfig
 from lit_qwen3.models import load_model, load_tokenizer
 from lit_qwen3.optim import OptimizerConfig
@@ -47,7 +48,7 @@ class OnPolicyDistillation(OnPolicyStage):
         think_fraction: for ``mixed`` queries, the share sampled in thinking mode.
         template_switch / render_tools / max_tool_turns / chunk_size / samples_every_n_steps /
             log_samples / dtype / attn_implementation / gradient_checkpointing / seed /
-            allow_download: as in :class:`~lit_qwen3.stages.grpo.GroupRelativeRL`.
+            allow_download / nonfinite: as in :class:`~lit_qwen3.stages.grpo.GroupRelativeRL`.
     """
 
     stage = "on_policy_distillation"
@@ -82,6 +83,7 @@ class OnPolicyDistillation(OnPolicyStage):
         gradient_checkpointing: bool = False,
         seed: int = 0,
         allow_download: bool = False,
+        nonfinite: NonFiniteLimits | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -91,7 +93,9 @@ class OnPolicyDistillation(OnPolicyStage):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if divergence not in DIVERGENCES:
             raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-        self.init_stage(model, tokenizer, optimizer, allow_download=allow_download)
+        self.init_stage(
+            model, tokenizer, optimizer, allow_download=allow_download, nonfinite=nonfinite
+        )
         check_same_vocabulary(
             self.tokenizer, load_tokenizer(teacher, allow_download=allow_download)
         )

@@ -28,6 +28,7 @@ from transformers import (
     Qwen3ForSequenceClassification,
 )
 
+from lit_qwen3.faults import NonFiniteLimits
 from lit_qwen3.losses import bradley_terry_loss
 from lit_qwen3.models import (
     QWEN3_MODELS,
@@ -111,12 +112,14 @@ class RewardModelTraining(HFStageModule):
         model: a tiny preset, a local directory (usually the SFT policy) or a config file; see
             :func:`build_reward_model`.
         tokenizer: defaults to the model's own (the toy tokenizer for presets).
-        output_dir: where the model and tokenizer are written after fit; None: no export.
+        output_dir: where the model and tokenizer are written after fit; None:
+            ``<trainer.default_root_dir>/model`` (under ``lit-qwen3``: the run's directory).
         optimizer: AdamW and schedule settings (``1e-5`` is a usual peak for real models).
         use_margin: subtract the pairs' ``margin`` (when the data has one) inside the loss.
         dtype, attn_implementation, gradient_checkpointing: as for every stage.
         seed: random init of presets and of the new scalar head.
         allow_download: let ``from_pretrained`` fetch a hub model missing from the cache.
+        nonfinite: when to stop a run whose loss or gradients keep being non-finite.
     """
 
     stage: ClassVar[str] = "reward_model"
@@ -133,13 +136,16 @@ class RewardModelTraining(HFStageModule):
         gradient_checkpointing: bool = False,
         seed: int = 0,
         allow_download: bool = False,
+        nonfinite: NonFiniteLimits | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if tokenizer is None and Path(model).expanduser().is_file():
             raise ValueError(f"model {model!r} is a config file: pass `tokenizer` as well")
         self.hparams["tokenizer"] = tokenizer or model
-        self.init_stage(model, tokenizer, optimizer, allow_download=allow_download)
+        self.init_stage(
+            model, tokenizer, optimizer, allow_download=allow_download, nonfinite=nonfinite
+        )
         if self.tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; the reward model needs one")
 

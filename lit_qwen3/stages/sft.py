@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 
 from lit_qwen3.chat import STOP_THINKING
+from lit_qwen3.faults import NonFiniteLimits
 from lit_qwen3.losses import causal_lm_loss
 from lit_qwen3.models import load_model
 from lit_qwen3.optim import OptimizerConfig
@@ -31,7 +32,8 @@ class SupervisedFineTuning(HFStageModule):
         model: a tiny preset (``toy-student``, ``toy-teacher``), a local HF directory (the
             previous stage's ``output_dir``) or a Qwen3 name / HF id in the local cache.
         tokenizer: defaults to the model's own (the toy tokenizer for presets).
-        output_dir: where ``save_pretrained`` writes model + tokenizer after fit; None: no export.
+        output_dir: where ``save_pretrained`` writes model + tokenizer after fit; None:
+            ``<trainer.default_root_dir>/model`` (under ``lit-qwen3``: the run's directory).
         optimizer: AdamW and schedule settings.
         dtype: parameter dtype (``float32``, ``bfloat16``); None keeps the checkpoint's.
         attn_implementation: None picks ``flash_attention_2`` when usable, else ``sdpa``.
@@ -40,6 +42,10 @@ class SupervisedFineTuning(HFStageModule):
         thinking_budget: thinking-token budget of the sampling done with this module
             (evaluation); ``ThinkingBudget`` sets it; None means unlimited.
         stop_thinking: the text forced when that budget is reached.
+        allow_download: let ``from_pretrained`` fetch a hub model missing from the local cache
+            (off: a missing model is an error that says how to download it).
+        nonfinite: when to stop a run whose loss or gradients keep being non-finite (such steps
+            are skipped and counted in ``train/skipped_steps``).
     """
 
     stage: ClassVar[str] = "sft"
@@ -56,20 +62,30 @@ class SupervisedFineTuning(HFStageModule):
         seed: int = 0,
         thinking_budget: int | None = None,
         stop_thinking: str = STOP_THINKING,
+        allow_download: bool = False,
+        nonfinite: NonFiniteLimits | None = None,
     ) -> None:
         super().__init__()
         if thinking_budget is not None and thinking_budget < 0:
             raise ValueError(f"thinking_budget must be >= 0 or None, got {thinking_budget}")
         self.save_hyperparameters()
-        self.init_stage(model, tokenizer, optimizer)
+        self.init_stage(
+            model, tokenizer, optimizer, allow_download=allow_download, nonfinite=nonfinite
+        )
         self.thinking_budget = thinking_budget
         self.stop_thinking = stop_thinking
-        self._step_start = time.perf_counter()
+        self._batch_start = time.perf_counter()
+        self._step_seconds: float | None = None
+        self._step_tokens = 0
 
     def build_model(self) -> torch.nn.Module:
         hp = self.hparams
         return load_model(
-            hp.model, dtype=hp.dtype, attn_implementation=hp.attn_implementation, seed=hp.seed
+            hp.model,
+            dtype=hp.dtype,
+            attn_implementation=hp.attn_implementation,
+            seed=hp.seed,
+            allow_download=hp.get("allow_download", False),
         )
 
     def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -85,14 +101,29 @@ class SupervisedFineTuning(HFStageModule):
         )
         return loss, loss_mask[:, 1:].sum()
 
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+        self._step_seconds = None
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, tokens = self._loss(batch)
-        now = time.perf_counter()
-        elapsed, self._step_start = now - self._step_start, now
+        self._step_tokens = batch["input_ids"].numel()
         self.log("train/loss", loss, prog_bar=True, batch_size=int(tokens))
-        self.log("train/tokens_per_s", batch["input_ids"].numel() / max(elapsed, 1e-9))
         return loss
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # this batch's forward, backward and update; evaluation callbacks come after
+        self._step_seconds = time.perf_counter() - self._batch_start
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        if self._step_seconds is not None:
+            rate = self._step_tokens / max(self._step_seconds, 1e-9)
+            self.log("train/tokens_per_s", rate, rank_zero_only=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, tokens = self._loss(batch)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=int(tokens))
+        # log at the optimizer step the evaluation callbacks use (Lightning's own is one less)
+        self.log("step", float(self.global_step), sync_dist=False)

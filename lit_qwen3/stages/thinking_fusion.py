@@ -9,8 +9,6 @@ to MLflow as ``data/...`` metrics at the start of training.
 
 from __future__ import annotations
 
-from lightning.pytorch.utilities import rank_zero_only
-
 from lit_qwen3.stages.sft import SupervisedFineTuning
 from lit_qwen3.tracking import log_metrics
 
@@ -20,8 +18,8 @@ class ThinkingModeFusion(SupervisedFineTuning):
 
     stage = "thinking_fusion"
 
-    @rank_zero_only
     def on_train_start(self) -> None:
+        super().on_train_start()  # random generators of a resumed run
         mix = getattr(self.trainer.datamodule, "mix", None)
-        if mix:
+        if mix:  # log_metrics logs from rank 0 only
             log_metrics(self.trainer, {f"data/{key}": value for key, value in mix.items()}, step=0)

@@ -1,0 +1,114 @@
+"""MLflow params a person can diff, and the figures evaluations log."""
+
+from __future__ import annotations
+
+import pytest
+
+from lit_qwen3.plots import budget_sweep_figure, pass_at_k_figure
+from lit_qwen3.tracking import config_params, param_value
+
+CONFIG = {
+    "seed_everything": 0,
+    "config": ["configs/toy/cold_start.yaml"],
+    "run_name": None,
+    "ckpt_path": None,
+    "model": {
+        "class_path": "lit_qwen3.stages.ColdStartSFT",
+        "init_args": {
+            "model": "toy-teacher",
+            "tokenizer": None,
+            "output_dir": None,
+            "optimizer": {"lr": 0.002, "betas": [0.9, 0.98]},
+            "seed": 0,  # the default, kept: the stage module's arguments all count
+        },
+    },
+    "data": {
+        "class_path": "lit_qwen3.datamodules.conversations.ConversationDataModule",
+        "init_args": {"toy_size": 30000, "max_length": 1024, "packing": False, "data": None},
+    },
+    "trainer": {
+        "accelerator": "cpu",
+        "devices": "auto",  # Trainer's default: dropped
+        "max_steps": 30,
+        "max_epochs": None,
+        "default_root_dir": "runs/toy/cold_start",
+        "logger": {"class_path": "lightning.pytorch.loggers.MLFlowLogger", "init_args": {}},
+        "strategy": {
+            "class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
+            "init_args": {"data_parallel_size": 2, "tensor_parallel_size": 1},
+        },
+        "callbacks": [
+            {
+                "class_path": "lit_qwen3.callbacks.ThinkingBudget",
+                "init_args": {"stop_thinking": "\n</think>\n\n", "sweep": [0, 8], "seed": 0},
+            }
+        ],
+    },
+    "pass_at_k": {
+        "class_path": "lit_qwen3.callbacks.PassAtK",
+        "init_args": {"ks": [1, 4], "n_samples": 8, "num_queries": 64},
+    },
+    "thinking_budget": None,
+}
+
+
+def test_params_are_short_without_none_plumbing_or_defaults():
+    params = config_params(CONFIG)
+    assert params == {
+        "model": "ColdStartSFT",
+        "model.model": "toy-teacher",
+        "model.optimizer.lr": "0.002",
+        "model.optimizer.betas": "[0.9, 0.98]",
+        "model.seed": "0",
+        "data": "ConversationDataModule",
+        "data.toy_size": "30000",
+        "data.packing": "false",
+        "trainer.accelerator": "cpu",
+        "trainer.max_steps": "30",
+        "trainer.strategy": "ModelParallelStrategy",
+        "trainer.strategy.data_parallel_size": "2",
+        "trainer.strategy.tensor_parallel_size": "1",  # its default is "auto"
+        "ThinkingBudget.stop_thinking": '"\\n</think>\\n\\n"',
+        "ThinkingBudget.sweep": "[0, 8]",
+        "PassAtK.ks": "[1, 4]",
+        "PassAtK.num_queries": "64",
+        "callbacks": "PassAtK, ThinkingBudget",
+        "seed_everything": "0",
+    }
+
+
+def test_params_stay_under_the_limit():
+    params = config_params(CONFIG, limit=12)
+    assert len(params) == 12
+    assert "model.seed" not in params  # the module's defaults go first
+    assert params["model"] == "ColdStartSFT" and params["trainer.max_steps"] == "30"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(True, "true"), (3, "3"), (0.5, "0.5"), ("toy", "toy"), ([1, 2], "[1, 2]"), (" x", '" x"')],
+)
+def test_param_value(value, text):
+    assert param_value(value) == text
+
+
+def test_budget_sweep_figure_draws_every_sweep_and_the_no_think_line():
+    sweeps = {100: ([(0, 0.1), (8, 0.4), (64, 0.8)], 0.3), 50: ([(0, 0.0), (8, 0.2)], 0.1)}
+    figure = budget_sweep_figure(sweeps)
+    (ax,) = figure.axes
+    lines = ax.get_lines()
+    assert [list(line.get_xdata()) for line in lines[:2]] == [[0, 8], [0, 8, 64]]
+    assert list(lines[1].get_ydata()) == [0.1, 0.4, 0.8]  # the newest sweep, drawn last and bold
+    assert lines[1].get_linewidth() > lines[0].get_linewidth()
+    assert list(lines[2].get_ydata()) == [0.3, 0.3]  # non-thinking accuracy of the newest sweep
+    assert ax.get_xscale() == "symlog"  # budgets from 8 to 64: a log axis, 0 on its linear part
+    with pytest.raises(ValueError, match="at least one sweep"):
+        budget_sweep_figure({})
+
+
+def test_pass_at_k_figure_one_line_per_mode():
+    figure = pass_at_k_figure({"think": {1: 0.5, 8: 0.9}, "no_think": {1: 0.2, 8: 0.4}})
+    (ax,) = figure.axes
+    assert [line.get_label() for line in ax.get_lines()] == ["think", "no_think"]
+    assert list(ax.get_lines()[0].get_ydata()) == [0.5, 0.9]
+    assert ax.get_xscale() == "log"
