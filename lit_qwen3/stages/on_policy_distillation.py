@@ -46,6 +46,8 @@ class OnPolicyDistillation(OnPolicyStage):
         template_switch / render_tools / max_tool_turns / chunk_size / samples_every_n_steps /
             log_samples / dtype / attn_implementation / gradient_checkpointing / seed /
             allow_download: as in :class:`~lit_qwen3.stages.grpo.GroupRelativeRL`.
+        compile: run the policy's training forward and its lean decode step through
+            ``torch.compile`` (plain Qwen3; minutes of compilation, then faster steps).
     """
 
     stage = "on_policy_distillation"
@@ -80,6 +82,7 @@ class OnPolicyDistillation(OnPolicyStage):
         gradient_checkpointing: bool = False,
         seed: int = 0,
         allow_download: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -171,7 +174,7 @@ class OnPolicyDistillation(OnPolicyStage):
         self, batch: UpdateBatch, normalizer: float
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         hp = self.hparams
-        hidden = completion_hidden_states(self.model, batch.rollouts)
+        hidden = completion_hidden_states(self.model, batch.rollouts, compile=hp.compile)
         student_logits = self.model.get_output_embeddings()(hidden).float()
         teacher_head = self.teacher.get_output_embeddings()
         with torch.no_grad():

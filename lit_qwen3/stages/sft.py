@@ -22,6 +22,11 @@ from lit_qwen3.losses import causal_lm_loss
 from lit_qwen3.models import load_model
 from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.stages.base import HFStageModule
+from lit_qwen3.training_forward import (
+    causal_hidden_states,
+    lean_forward_supported,
+    trailing_padding_only,
+)
 
 
 class SupervisedFineTuning(HFStageModule):
@@ -40,6 +45,9 @@ class SupervisedFineTuning(HFStageModule):
         thinking_budget: thinking-token budget of the sampling done with this module
             (evaluation); ``ThinkingBudget`` sets it; None means unlimited.
         stop_thinking: the text forced when that budget is reached.
+        compile: run a plain Qwen3 policy's training forward through ``torch.compile`` (a
+            minute or more of compilation, then faster steps; see
+            :mod:`lit_qwen3.training_forward`).
     """
 
     stage: ClassVar[str] = "sft"
@@ -56,6 +64,7 @@ class SupervisedFineTuning(HFStageModule):
         seed: int = 0,
         thinking_budget: int | None = None,
         stop_thinking: str = STOP_THINKING,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if thinking_budget is not None and thinking_budget < 0:
@@ -73,6 +82,13 @@ class SupervisedFineTuning(HFStageModule):
         )
 
     def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        mask = kwargs.get("attention_mask")
+        if mask is not None and "position_ids" not in kwargs and trailing_padding_only(mask):
+            del kwargs["attention_mask"]  # right padding: causal attention needs no mask
+        if not kwargs and lean_forward_supported(self.model):
+            compile = self.hparams.get("compile", False)
+            hidden = causal_hidden_states(self.model, input_ids, compile=compile)
+            return self.model.get_output_embeddings()(hidden)
         return self.model(input_ids=input_ids, use_cache=False, **kwargs).logits
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
