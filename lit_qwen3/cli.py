@@ -21,6 +21,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_qwen3.strategies import check_strategy_requirements
 from lit_qwen3.tracking import mlflow_loggers
 
 
@@ -70,6 +71,16 @@ class LitQwen3CLI(LightningCLI):
             "data.init_args.tokenizer",
             compute_fn=lambda model, tokenizer: tokenizer or model,
         )
+
+    def before_instantiate_classes(self) -> None:
+        """Fail before any process starts when the strategy needs a missing extra (DeepSpeed)."""
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        trainer = config.get("trainer") or {}
+        strategy = trainer.get("strategy") if hasattr(trainer, "get") else None
+        if strategy is not None:
+            if hasattr(strategy, "class_path"):
+                strategy = strategy.class_path
+            check_strategy_requirements(strategy)
 
     def after_fit(self) -> None:
         trainer, module = self.trainer, self.model

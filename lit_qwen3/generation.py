@@ -350,8 +350,10 @@ class RolloutSampler:
         model.eval()
         try:
             # Inference mode trims per-op overhead; the clone hands back ordinary tensors that
-            # the training step may use in autograd graphs.
-            with torch.inference_mode():
+            # the training step may use in autograd graphs. Sharded models gather weights into
+            # buffers they reuse in training: those must not become inference tensors.
+            no_autograd = torch.no_grad if needs_lockstep(model) else torch.inference_mode
+            with no_autograd():
                 state = BudgetState(
                     prompt_ids, prompt_mask, budget, self.think_tokens, self._table, self._lengths
                 )
@@ -527,12 +529,13 @@ class _StepRecorder:
 
 
 def needs_lockstep(model: torch.nn.Module) -> bool:
-    """Sharded (FSDP2) models gather weights in every forward: all ranks must step together."""
+    """Sharded models (FSDP2 DTensors, ZeRO-3 partitions) gather weights in every forward: all
+    ranks must step together."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return False
     from torch.distributed.tensor import DTensor
 
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    return any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in model.parameters())
 
 
 def global_alive(n_alive: int, lockstep: bool) -> int:

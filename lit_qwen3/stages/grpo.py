@@ -49,6 +49,8 @@ from lit_qwen3.stages.on_policy import (
     UpdateBatch,
 )
 
+torch.serialization.add_safe_globals([GRPOLossConfig])  # a hyperparameter (see on_policy.py)
+
 
 class GroupRelativeRL(OnPolicyStage):
     """GRPO with rewards (see the module docstring); ``ReasoningRL`` and ``GeneralRL`` are it.
@@ -186,6 +188,7 @@ class GroupRelativeRL(OnPolicyStage):
 
     def setup(self, stage: str) -> None:
         """Check that the datamodule's queries name only this stage's rewards (fail early)."""
+        super().setup(stage)
         queries = (
             getattr(self._trainer.datamodule, "train_queries", None) if self._trainer else None
         )

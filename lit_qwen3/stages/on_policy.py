@@ -28,12 +28,18 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lit_qwen3.agent import ToolRolloutSampler
 from lit_qwen3.chat import ThinkTokens, thinking_span_mask
 from lit_qwen3.generation import Rollouts, RolloutSampler, SamplingConfig
+from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.queries import Query, encode_query
 from lit_qwen3.rescoring import CompletionScores, score_completions
 from lit_qwen3.sampling import mix_seed
 from lit_qwen3.stages.base import HFStageModule
+from lit_qwen3.strategies import deepspeed_stage
 from lit_qwen3.tools import build_tool
 from lit_qwen3.tracking import log_metrics, log_table
+
+# The stages' hyperparameters hold these config objects; resuming loads checkpoints with
+# ``torch.load(weights_only=True)``, which accepts only the classes it is told about.
+torch.serialization.add_safe_globals([SamplingConfig, OptimizerConfig])
 
 
 @dataclass
@@ -411,7 +417,24 @@ class OnPolicyStage(HFStageModule):
         )
         return records, out
 
+    def setup(self, stage: str) -> None:
+        """Under DeepSpeed the engine clips (gradients live in its partitions): hand it
+        ``max_grad_norm`` before it is built."""
+        strategy = self._strategy()
+        if deepspeed_stage(strategy) is not None and self.hparams.max_grad_norm:
+            strategy.config.setdefault("gradient_clipping", self.hparams.max_grad_norm)
+
     def _optimizer_step(self, optimizer: Any, scheduler: Any, loss: torch.Tensor, totals) -> None:
+        strategy = self._strategy()
+        if deepspeed_stage(strategy) is not None:
+            # The engine clips, skips overflowing steps and knows the norm only after stepping.
+            optimizer.step()
+            optimizer.zero_grad()
+            if scheduler is not None:
+                scheduler.step()
+            norm = getattr(strategy.model, "get_global_grad_norm", lambda: None)()
+            totals["_grad_norm"] = totals.get("_grad_norm", 0.0) + float(norm or 0.0)
+            return
         params = [p for p in self.model.parameters() if p.requires_grad]
         max_norm = self.hparams.max_grad_norm or float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)

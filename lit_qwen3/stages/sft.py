@@ -103,11 +103,23 @@ class SupervisedFineTuning(HFStageModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, tokens = self._loss(batch)
+        loss = loss * self._data_parallel_weight(tokens)
         now = time.perf_counter()
         elapsed, self._step_start = now - self._step_start, now
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(tokens))
+        distributed = self._trainer is not None and self.trainer.world_size > 1
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(tokens), sync_dist=distributed)
         self.log("train/tokens_per_s", batch["input_ids"].numel() / max(elapsed, 1e-9))
         return loss
+
+    def _data_parallel_weight(self, tokens: torch.Tensor) -> torch.Tensor | float:
+        """Each rank's token-mean loss times its share of the global tokens, times the world
+        size (DDP and FSDP average gradients over ranks): the update is then the global token
+        mean's, as on one device with the whole batch, however unevenly tokens fall on ranks.
+        The logged loss (mean over ranks) is then the global token mean too."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return 1.0
+        total = self.trainer.strategy.reduce(tokens.detach().float(), reduce_op="sum")
+        return tokens.float() * self.trainer.world_size / total.clamp(min=1)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, tokens = self._loss(batch)
