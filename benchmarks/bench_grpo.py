@@ -123,6 +123,7 @@ def our_step_times(args, n: int) -> tuple[list[float], list[float], list[float]]
         dynamic_sampling=False,
         overlong="none",
         samples_every_n_steps=0,
+        compile=args.compile,
     )
     queries = [Query([{"role": "user", "content": p}], mode="auto") for p in PROMPTS]
     loader = DataLoader([queries] * (args.warmup + n + 2), batch_size=None, collate_fn=None)
@@ -160,6 +161,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of --runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 0 = default")
     parser.add_argument("--scratch", default="/tmp/bench_grpo_trl")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="our stage's compile option (torch.compile of the lean training forward and "
+        "decode step; compiled during the warm-up steps)",
+    )
+    parser.add_argument("--only", choices=["ours", "trl"], help="time one side only (profiling)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -168,11 +177,21 @@ def main() -> None:
 
     ours, rollout, update, theirs = [], [], [], []
     for _ in range(args.rounds):
-        steps, r, u = our_step_times(args, args.runs)
-        ours += steps
-        rollout += r
-        update += u
-        theirs += trl_step_times(args, args.runs)
+        if args.only != "trl":
+            steps, r, u = our_step_times(args, args.runs)
+            ours += steps
+            rollout += r
+            update += u
+        if args.only != "ours":
+            theirs += trl_step_times(args, args.runs)
+    if args.only:
+        times = ours or theirs
+        print(
+            json.dumps(
+                {"benchmark": "grpo_step", "side": args.only, "step_s": statistics.median(times)}
+            )
+        )
+        return
     result = {
         "benchmark": "grpo_step",
         "rollouts": len(PROMPTS) * args.group,

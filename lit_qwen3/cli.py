@@ -50,6 +50,7 @@ from lit_qwen3.runs import (
     run_name,
     write_run_record,
 )
+from lit_qwen3.strategies import check_strategy_requirements
 from lit_qwen3.tracking import (
     SystemMetrics,
     config_params,
@@ -204,6 +205,9 @@ class LitQwen3CLI(LightningCLI):
         if self.subcommand is None:
             return
         config = self.config[self.subcommand]
+        strategy = config.trainer.get("strategy")
+        # fail before any process starts when the strategy needs a missing extra (DeepSpeed)
+        check_strategy_requirements(getattr(strategy, "class_path", strategy))
         self.save_config_kwargs["user_config"] = config.clone()
         stage = _stage_of(config.model.class_path)
         root = Path(config.trainer.get("default_root_dir") or f"runs/{stage}")

@@ -45,8 +45,10 @@ class PreallocatedLayer(DynamicLayer):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         batch, heads, _, dim = key_states.shape
         self.device = key_states.device
-        self._keys = key_states.new_empty((batch, heads, self.capacity, dim))
-        self._values = value_states.new_empty((batch, heads, self.capacity, value_states.shape[-1]))
+        # zeros, not empty: a step that attends over the whole cache with a mask must never
+        # read NaN garbage (0 x NaN is NaN even where the mask gives weight 0)
+        self._keys = key_states.new_zeros((batch, heads, self.capacity, dim))
+        self._values = value_states.new_zeros((batch, heads, self.capacity, value_states.shape[-1]))
         self.keys, self.values = self._keys[:, :, :0], self._values[:, :, :0]
         self.is_initialized = True
 
@@ -94,6 +96,7 @@ class ModelStepper:
         prompt_mask: torch.Tensor,
         capacity: int,
         fast_path: bool = True,
+        compile: bool = False,
     ) -> None:
         self.model = model
         params = inspect.signature(model.forward).parameters
@@ -124,6 +127,8 @@ class ModelStepper:
         self.fast = Qwen3DecodeStep.build(model, self.cache, capacity) if fast_path else None
         if self.fast is not None and not self.bool_mask:
             self.fast = None
+        #: compiled lean steps attend over the whole (fixed-size) cache: static shapes
+        self.static = compile and self.fast is not None
 
     def _call(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any):
         out = self.model(
@@ -147,7 +152,13 @@ class ModelStepper:
             mask = self.mask4d[..., : self.length]
         else:
             mask = self.mask[:, : self.length]
-        if self.fast is not None:
+        if self.static:
+            column = torch.full((1,), self.length - 1, device=tokens.device)
+            logits = compiled_static_step()(
+                self.fast, tokens, self.next_position[:, 0], self.mask4d, column
+            )
+            self.fast.advance(self.length)
+        elif self.fast is not None:
             logits = self.fast.step(tokens, self.next_position[:, 0], mask)
         else:
             logits = self._call(tokens[:, None], mask, position_ids=self.next_position)
@@ -254,3 +265,61 @@ class Qwen3DecodeStep:
             hidden = hidden + F.linear(gated, mlp.down_proj.weight)
         hidden = F.rms_norm(hidden, width, self.norm.weight, self.norm.variance_epsilon)
         return F.linear(hidden, self.head.weight)
+
+    def static_step(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        column: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`step` with fixed shapes, for ``torch.compile``: the new keys and values go to
+        cache column ``column`` (a 1-element tensor), attention reads the whole cache with
+        ``mask`` (B, 1, 1, capacity) cut at that column. Call :meth:`advance` after it."""
+        batch, heads, kv_heads, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
+        half = dim // 2
+        capacity = mask.shape[-1]
+        visible = mask & (torch.arange(capacity, device=mask.device) <= column)
+        cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]
+        hidden = F.embedding(tokens, self.embed.weight)
+        width = (hidden.shape[-1],)
+        for layer, cache in zip(self.layers, self.caches, strict=True):
+            attn, mlp = layer.self_attn, layer.mlp
+            ln = layer.input_layernorm
+            x = F.rms_norm(hidden, width, ln.weight, ln.variance_epsilon)
+            q = F.linear(x, attn.q_proj.weight).view(batch, heads, dim)
+            k = F.linear(x, attn.k_proj.weight).view(batch, kv_heads, dim)
+            v = F.linear(x, attn.v_proj.weight).view(batch, kv_heads, 1, dim)
+            q = F.rms_norm(q, (dim,), attn.q_norm.weight, attn.q_norm.variance_epsilon)
+            k = F.rms_norm(k, (dim,), attn.k_norm.weight, attn.k_norm.variance_epsilon)
+            qk = torch.cat([q, k], dim=1)
+            qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
+            cache._keys.index_copy_(2, column, qk[:, heads:, None, :])
+            cache._values.index_copy_(2, column, v)
+            query = qk[:, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
+            out = F.scaled_dot_product_attention(
+                query, cache._keys, cache._values, attn_mask=visible, scale=attn.scaling
+            )
+            hidden = hidden + F.linear(out.reshape(batch, heads * dim), attn.o_proj.weight)
+            ln = layer.post_attention_layernorm
+            x = F.rms_norm(hidden, width, ln.weight, ln.variance_epsilon)
+            gated = F.silu(F.linear(x, mlp.gate_proj.weight)) * F.linear(x, mlp.up_proj.weight)
+            hidden = hidden + F.linear(gated, mlp.down_proj.weight)
+        hidden = F.rms_norm(hidden, width, self.norm.weight, self.norm.variance_epsilon)
+        return F.linear(hidden, self.head.weight)
+
+    def advance(self, length: int) -> None:
+        """Record that the caches now hold ``length`` columns (after :meth:`static_step`)."""
+        for cache in self.caches:
+            cache.length = length
+            cache.keys, cache.values = cache._keys[:, :, :length], cache._values[:, :, :length]
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def compiled_static_step() -> Any:
+    """``Qwen3DecodeStep.static_step`` through ``torch.compile`` (compiled once per process)."""
+    if "static_step" not in _COMPILED:
+        _COMPILED["static_step"] = torch.compile(Qwen3DecodeStep.static_step)
+    return _COMPILED["static_step"]

@@ -39,6 +39,7 @@ from lit_qwen3.sampling import (
     CLOSE_EMPTY_THINKING,
     BudgetState,
     ThinkingBudgetLogitsProcessor,
+    counter_uniform,
     encode_stop_text,
     forced_table,
     resolve_thinking_budget,
@@ -284,7 +285,8 @@ class RolloutSampler:
     followed by what the answer starts with (e.g. "\\n\\n"). ``close_empty`` closes the block
     at budget 0. ``fast_path``: decode plain float32 ``Qwen3ForCausalLM`` models on CPU with
     a lean step that matches their forward (see ``lit_qwen3.decoding``); False always calls the
-    model's own forward.
+    model's own forward. ``compile``: run that lean step through ``torch.compile`` (fixed
+    shapes: it attends over the whole preallocated cache; worth it for long runs).
     """
 
     def __init__(
@@ -295,6 +297,7 @@ class RolloutSampler:
         close_empty: str | Sequence[int] = CLOSE_EMPTY_THINKING,
         *,
         fast_path: bool = True,
+        compile: bool = False,
     ) -> None:
         if isinstance(tokenizer_or_think_tokens, ThinkTokens):
             self.think_tokens, tokenizer = tokenizer_or_think_tokens, None
@@ -307,6 +310,7 @@ class RolloutSampler:
             raise TypeError(f"config must be a SamplingConfig, got {type(config).__name__}")
         self.config = config
         self.fast_path = fast_path
+        self.compile = compile
         end_id = self.think_tokens.think_end_id
         self.stop_ids = encode_stop_text(stop_thinking, tokenizer, end_id, "stop_thinking")
         self.empty_ids = encode_stop_text(close_empty, tokenizer, end_id, "close_empty")
@@ -324,6 +328,7 @@ class RolloutSampler:
         generator: torch.Generator | None = None,
         stop_token_ids: Sequence[int] = (),
         progress: Any = None,
+        seeds: torch.Tensor | Sequence[int] | None = None,
     ) -> Rollouts:
         """Sample one completion per prompt.
 
@@ -333,17 +338,26 @@ class RolloutSampler:
         eval mode (its mode is restored after) and without autograd. ``stop_token_ids`` end a
         row like its end-of-sequence tokens do (e.g. ``</tool_call>`` for agent turns; the stop
         token is kept). ``progress``: anything with ``update(n)`` (a tqdm or rich bar), advanced
-        once per decoded token position.
+        once per decoded token position. ``seeds`` (one int per row) replace ``generator``: row
+        ``i``'s draw at step ``t`` uses the ``t``-th uniform of seed ``seeds[i]``'s stream
+        (:func:`~lit_qwen3.sampling.counter_uniform`), so a row samples the same tokens
+        whatever batch, rank or position it is sampled in.
         """
         device = model_device(model)
         prompt_ids, prompt_mask = self._prompts(prompts, attention_mask, device)
         budget = resolve_thinking_budget(thinking_budget, prompt_ids.shape[0])
+        if seeds is not None:
+            seeds = torch.as_tensor(seeds, dtype=torch.long).flatten()
+            if len(seeds) != prompt_ids.shape[0]:
+                raise ValueError(
+                    f"seeds has {len(seeds)} entries but the batch has {prompt_ids.shape[0]} prompts"
+                )
         was_training = model.training
         model.eval()
         try:
             # Inference mode trims per-op overhead; the clone hands back ordinary tensors that
-            # the training step may use in autograd graphs. Sharded (FSDP2) models gather their
-            # parameters into buffers that training reuses in place, so they only get no_grad.
+            # the training step may use in autograd graphs. Sharded models gather weights into
+            # buffers they reuse in training: those must not become inference tensors.
             no_autograd = torch.no_grad if is_sharded(model) else torch.inference_mode
             with no_autograd():
                 state = BudgetState(
@@ -351,7 +365,7 @@ class RolloutSampler:
                 )
                 stops = torch.tensor([int(t) for t in stop_token_ids], dtype=torch.long)
                 rollouts = self._loop(
-                    model, prompt_ids, prompt_mask, state, generator, stops, progress
+                    model, prompt_ids, prompt_mask, state, generator, stops, progress, seeds
                 )
         finally:
             model.train(was_training)
@@ -397,13 +411,16 @@ class RolloutSampler:
         generator: torch.Generator | None,
         stop_token_ids: torch.Tensor,
         progress: Any,
+        seeds: torch.Tensor | None = None,
     ) -> Rollouts:
         cfg = self.config
         batch, width = prompt_ids.shape
         device = prompt_ids.device
         eos = torch.cat([self._eos, stop_token_ids]).to(device)
         steps = _StepRecorder(batch, cfg.max_new_tokens, device)
-        stepper = ModelStepper(model, prompt_mask, width + cfg.max_new_tokens, self.fast_path)
+        stepper = ModelStepper(
+            model, prompt_mask, width + cfg.max_new_tokens, self.fast_path, self.compile
+        )
         logits = stepper.prefill(prompt_ids)
         alive = torch.ones(batch, dtype=torch.bool, device=device)
         lockstep = needs_lockstep(model)
@@ -419,6 +436,7 @@ class RolloutSampler:
                 generator=generator,
                 forced_tokens=forced_ids,
                 forced=forcing,
+                uniforms=None if seeds is None else counter_uniform(seeds, step).to(device),
             )
             tokens = draw.tokens
             steps.append(tokens, alive, draw.logprobs, draw.sampling_logprobs, forcing)
@@ -440,6 +458,8 @@ class RolloutSampler:
                     stepper.select(keep)
                     state.select(keep)
                     alive, tokens = alive[keep], tokens[keep]
+                    if seeds is not None:
+                        seeds = seeds[keep.to(seeds.device)]
             logits = stepper.decode(tokens)
         steps.finish_rows(state, alive)
         return steps.rollouts(prompt_ids, prompt_mask, self.think_tokens.pad_token_id)
@@ -515,16 +535,16 @@ class _StepRecorder:
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
-    """Whether the model's parameters are FSDP2 shards (DTensors)."""
+    """Whether the model's parameters are shards: FSDP2 DTensors or ZeRO-3 partitions."""
     if not torch.distributed.is_available():
         return False
     from torch.distributed.tensor import DTensor
 
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    return any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in model.parameters())
 
 
 def needs_lockstep(model: torch.nn.Module) -> bool:
-    """Sharded (FSDP2) models gather weights in every forward: all ranks must step together."""
+    """Sharded models gather weights in every forward: all ranks must step together."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return False
     return is_sharded(model)

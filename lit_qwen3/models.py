@@ -261,11 +261,18 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return layers
 
 
-def shard_for_fsdp2(model: torch.nn.Module, mesh: Any) -> torch.nn.Module:
-    """FSDP2 plan: each decoder layer its own unit, then the root (embeddings, norm, head)."""
+def shard_for_fsdp2(model: torch.nn.Module, mesh: Any, **kwargs: Any) -> torch.nn.Module:
+    """FSDP2 plan: each decoder layer its own unit, then the root (embeddings, norm, head).
+
+    ``kwargs`` go to every ``fully_shard`` call (``mp_policy``, ``offload_policy``,
+    ``reshard_after_forward``; see :class:`~lit_qwen3.strategies.FSDP2Strategy`), except that
+    the root keeps FSDP's default of staying gathered after forward: losses read the output
+    head's weight after the forward (chunked log-probs from hidden states).
+    """
     from torch.distributed.fsdp import fully_shard
 
     for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, mesh=mesh, **kwargs)
+    root = {k: v for k, v in kwargs.items() if k != "reshard_after_forward"}
+    fully_shard(model, mesh=mesh, **root)
     return model

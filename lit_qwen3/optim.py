@@ -74,7 +74,9 @@ def configure_adamw(
     decay, no_decay = [], []
     for parameter in model.parameters():
         if parameter.requires_grad:
-            (decay if parameter.dim() >= 2 else no_decay).append(parameter)
+            # ZeRO-3 partitions are flat: their original shape is ``ds_shape``
+            dims = len(getattr(parameter, "ds_shape", parameter.shape))
+            (decay if dims >= 2 else no_decay).append(parameter)
     optimizer = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": config.weight_decay},

@@ -2,14 +2,16 @@
 
 Every on-policy stage re-scores what the sampler drew: the policy (with gradients) for the
 importance ratio, a frozen reference for the KL, a teacher for distillation. This is the one
-place that lines a forward pass up with ``Rollouts``: the logits that predict completion token
-``t`` sit at position ``P - 1 + t`` of ``prompt + completion``, with the sampler's own position
-ids (left padding shifts them).
+place that lines a forward pass up with ``Rollouts``: the hidden state that predicts completion
+token ``t`` of row ``i`` follows the row's ``n_i`` real prompt tokens, at position
+``n_i - 1 + t``.
 
-Full logits are never built: the model runs with ``logits_to_keep=1`` while a hook on its final
-norm keeps the last hidden states, and :func:`~lit_qwen3.logprobs.chunked_logprobs_and_entropy`
-computes log-probs and entropies from them chunk by chunk (memory ``chunk x V`` instead of
-``B x T x V``, in backward too).
+The rows are right-aligned first (:func:`~lit_qwen3.training_forward.right_align`): prompt
+padding moves to the end, so the causal forward needs no mask, and positions are ``0..`` as
+the sampler's were. Full logits are never built: the forward keeps the last hidden states
+(:func:`~lit_qwen3.training_forward.causal_hidden_states`) and
+:func:`~lit_qwen3.logprobs.chunked_logprobs_and_entropy` computes log-probs and entropies from
+them chunk by chunk (memory ``chunk x V`` instead of ``B x T x V``, in backward too).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from torch import Tensor
 
 from lit_qwen3.generation import Rollouts
 from lit_qwen3.logprobs import IGNORE_INDEX, chunked_logprobs_and_entropy
+from lit_qwen3.training_forward import causal_hidden_states, final_norm, right_align
 
 __all__ = [
     "CompletionScores",
     "completion_hidden_states",
+    "final_norm",
     "last_hidden_states",
     "score_completions",
 ]
@@ -39,19 +43,6 @@ class CompletionScores:
 
     logprobs: Tensor
     entropy: Tensor
-
-
-def final_norm(model: torch.nn.Module) -> torch.nn.Module:
-    """The module whose output is the last hidden state (``model.model.norm`` for Qwen3, Llama,
-    Mistral, Gemma...)."""
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    norm = getattr(decoder, "norm", None)
-    if not isinstance(norm, torch.nn.Module):
-        raise TypeError(
-            f"{type(model).__name__}: cannot find the final norm of its decoder "
-            "(expected `model.get_decoder().norm`), so its hidden states cannot be re-scored"
-        )
-    return norm
 
 
 @contextmanager
@@ -73,17 +64,17 @@ def last_hidden_states(model: torch.nn.Module, input_ids: Tensor, **kwargs: Any)
     return hidden
 
 
-def completion_hidden_states(model: torch.nn.Module, rollouts: Rollouts) -> Tensor:
+def completion_hidden_states(
+    model: torch.nn.Module, rollouts: Rollouts, *, compile: bool = False
+) -> Tensor:
     """(B, T, H) last hidden states that predict each completion token."""
-    width = rollouts.prompt_ids.shape[1]
     length = rollouts.completion_ids.shape[1]
-    hidden = last_hidden_states(
-        model,
-        rollouts.sequences(),
-        attention_mask=rollouts.attention_mask(),
-        position_ids=rollouts.position_ids(),
-    )
-    return hidden[:, width - 1 : width - 1 + length]
+    aligned = right_align(rollouts.sequences(), rollouts.attention_mask())
+    prompt_lengths = rollouts.prompt_mask.sum(-1)
+    real = prompt_lengths + rollouts.completion_mask.sum(-1)
+    hidden = causal_hidden_states(model, aligned, real, compile=compile)
+    index = prompt_lengths[:, None] - 1 + torch.arange(length, device=hidden.device)[None]
+    return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
 
 
 def score_completions(
@@ -92,10 +83,12 @@ def score_completions(
     *,
     temperature: float = 1.0,
     chunk_size: int = 1024,
+    compile: bool = False,
 ) -> CompletionScores:
     """Log-probs of the completion tokens under ``model`` and its entropies, at ``temperature``
-    (the sampler's, so ratios compare like with like). Gradients flow when enabled."""
-    hidden = completion_hidden_states(model, rollouts)
+    (the sampler's, so ratios compare like with like). Gradients flow when enabled.
+    ``compile``: run a plain Qwen3 forward through ``torch.compile``."""
+    hidden = completion_hidden_states(model, rollouts, compile=compile)
     head = model.get_output_embeddings()
     labels = rollouts.completion_ids.masked_fill(~rollouts.completion_mask.bool(), IGNORE_INDEX)
     logprobs, entropy = chunked_logprobs_and_entropy(

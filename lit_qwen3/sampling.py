@@ -35,6 +35,8 @@ from lit_qwen3.chat import EMPTY_THINKING, STOP_THINKING, THINK_END, THINK_START
 __all__ = [
     "CLOSE_EMPTY_THINKING",
     "BudgetState",
+    "counter_uniform",
+    "mix_seed",
     "SampledTokens",
     "ThinkingBudgetLogitsProcessor",
     "encode_stop_text",
@@ -42,6 +44,7 @@ __all__ = [
     "inverse_cdf_sample",
     "resolve_thinking_budget",
     "sample_next_tokens",
+    "splitmix64",
     "truncation_mask",
     "warp_logits",
 ]
@@ -63,17 +66,70 @@ class SampledTokens:
     """log-prob under the truncated, renormalised distribution the token was drawn from."""
 
 
+# ----------------------------------------------------------------------------- row seeds
+# Per-row random streams that do not depend on which batch, rank or position samples a row:
+# the uniform of row seed s at step t is a hash of (s, t) (counter-based, as Philox or
+# splitmix64 streams are), so one process with 2N queries and two ranks with N each draw the
+# same tokens. splitmix64 (Steele et al. 2014) on int64 tensors, with wrap-around arithmetic.
+_MASK64 = (1 << 64) - 1
+
+
+def _signed64(value: int) -> int:
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GAMMA, _MIX1, _MIX2 = (
+    _signed64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+)
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical (unsigned) right shift of int64 values (torch's ``>>`` is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's output function of state ``x + gamma``, elementwise on int64 tensors."""
+    z = x.long() + _GAMMA
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    return z ^ _shift_right(z, 31)
+
+
+def counter_uniform(seeds: torch.Tensor, counter: int) -> torch.Tensor:
+    """(B, 1) float32 uniforms in [0, 1): the ``counter``-th draw of each row seed's stream."""
+    bits = splitmix64(splitmix64(seeds) + counter)
+    return (_shift_right(bits, 40).float() * 2.0**-24)[:, None]
+
+
+def mix_seed(*values: int) -> int:
+    """One int64 seed from several ints (run seed, step, query index...), order-sensitive."""
+    state = torch.zeros((), dtype=torch.long)
+    for value in values:
+        state = splitmix64(state ^ _signed64(int(value)))
+    return int(state)
+
+
 def inverse_cdf_sample(
-    probs: torch.Tensor, generator: torch.Generator | None = None
+    probs: torch.Tensor,
+    generator: torch.Generator | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw one index per row of ``probs`` (B, N), unnormalised rows allowed.
 
     One uniform number per row and a binary search over the cumulative sum: on CPU this is
     several times cheaper than ``torch.multinomial`` or the exponential (Gumbel) trick, which
-    draw one random number per vocabulary entry.
+    draw one random number per vocabulary entry. ``uniforms`` (B, 1) in [0, 1) replace the
+    generator's draws (per-row streams, see :func:`counter_uniform`).
     """
     cdf = probs.cumsum(-1)
-    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
+    if uniforms is None:
+        u = torch.rand(
+            (probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype
+        )
+    else:
+        u = uniforms.to(device=probs.device, dtype=cdf.dtype)
     total = cdf[:, -1:]
     # u * total can round up to the total itself; the float just below it still lands on the
     # last entry with mass, never on a zero-mass tail entry.
@@ -140,6 +196,7 @@ def sample_next_tokens(
     generator: torch.Generator | None = None,
     forced_tokens: torch.Tensor | None = None,
     forced: torch.Tensor | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> SampledTokens:
     """Draw the next token of every row from last-position ``logits`` (B, V).
 
@@ -148,6 +205,7 @@ def sample_next_tokens(
     ``forced`` (B,) is set take ``forced_tokens`` (B,) instead of a draw: their raw log-prob is
     still the policy's, and their sampling log-prob is 0 (they came from a point mass too).
     Temperature ``<= 0`` is only meaningful for greedy; raw log-probs then use temperature 1.
+    ``uniforms`` (B, 1): each row's uniform for the draw instead of ``generator``'s.
     """
     scores = logits.float()
     if temperature > 0 and temperature != 1.0:
@@ -158,7 +216,7 @@ def sample_next_tokens(
         tokens = scores.argmax(dim=-1)
         sampling_logprobs = zeros
     else:
-        tokens, sampling_logprobs = _draw(logp, top_k, top_p, min_p, generator)
+        tokens, sampling_logprobs = _draw(logp, top_k, top_p, min_p, generator, uniforms)
     if forced is not None:
         if forced_tokens is None:
             raise ValueError("sample_next_tokens: `forced` needs `forced_tokens`")
@@ -174,6 +232,7 @@ def _draw(
     top_p: float,
     min_p: float,
     generator: torch.Generator | None,
+    uniforms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample from tempered log-probs (B, V) after truncation: (tokens, truncated log-probs)."""
     vocab = logp.shape[-1]
@@ -185,7 +244,7 @@ def _draw(
             cand, index = logp.sort(dim=-1, descending=True)
         keep = truncation_mask(cand, top_p=top_p, min_p=min_p)
         cand_logp = torch.log_softmax(cand.masked_fill(~keep, float("-inf")), dim=-1)
-        choice = inverse_cdf_sample(cand_logp.exp(), generator)
+        choice = inverse_cdf_sample(cand_logp.exp(), generator, uniforms)
         tokens = index.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
         return tokens, cand_logp.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
     if min_p > 0.0:
@@ -194,7 +253,7 @@ def _draw(
         trunc_logp = torch.log_softmax(logp.masked_fill(~keep, float("-inf")), dim=-1)
     else:
         trunc_logp = logp
-    tokens = inverse_cdf_sample(trunc_logp.exp(), generator)
+    tokens = inverse_cdf_sample(trunc_logp.exp(), generator, uniforms)
     return tokens, trunc_logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 

@@ -38,6 +38,12 @@ from lit_qwen3.models import (
     shard_for_fsdp2,
 )
 from lit_qwen3.optim import OptimizerConfig, configure_adamw
+from lit_qwen3.strategies import (
+    frozen_zero3,
+    fsdp2_options,
+    hf_zero3_config,
+    is_zero3_partitioned,
+)
 
 # Stage hyperparameters hold these config objects; resuming loads checkpoints with
 # ``torch.load(weights_only=True)``, which accepts only the classes it is told about.
@@ -80,6 +86,9 @@ class HFStageModule(LightningModule):
         """Build (and, under ModelParallelStrategy, shard) the network once, in train mode."""
         if self.model is not None:
             return
+        # ZeRO-3 partitions weights as they are built: transformers loads into the partitions
+        # while this config object lives (see lit_qwen3.strategies.hf_zero3_config).
+        object.__setattr__(self, "_hf_zero3", hf_zero3_config(self._strategy()))
         model = self.build_model()
         if len(self.tokenizer) > model.config.vocab_size:
             raise ValueError(
@@ -92,8 +101,11 @@ class HFStageModule(LightningModule):
             enable_gradient_checkpointing(model)
         mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
         if mesh is not None:
-            shard_for_fsdp2(model, mesh["data_parallel"])
+            shard_for_fsdp2(model, mesh["data_parallel"], **fsdp2_options(self._strategy())[0])
         self.model = model
+
+    def _strategy(self) -> Any:
+        return self._trainer.strategy if self._trainer is not None else None
 
     def load_frozen(self, source: str, **kwargs: Any) -> PreTrainedModel:
         """A frozen model (reference, teacher): eval mode, no gradients, no optimizer state.
@@ -101,8 +113,9 @@ class HFStageModule(LightningModule):
         Keep it off the module's attributes (``object.__setattr__``) rather than as a
         submodule: checkpoints then skip it (it is rebuilt from ``source``), the optimizer
         never sees it, and Lightning does not warn that it is in eval mode. Under FSDP2 it is
-        sharded like the policy; otherwise ``on_fit_start`` moves it to the device (list it in
-        ``frozen_models``).
+        sharded like the policy (or replicated: ``FSDP2Strategy(frozen_models="replicate")``);
+        under DeepSpeed ZeRO-3 it runs in an inference-only engine that gathers its partitions;
+        otherwise ``on_fit_start`` moves it to the device (list it in ``frozen_models``).
         """
         hp = self.hparams
         model = load_model(
@@ -116,8 +129,11 @@ class HFStageModule(LightningModule):
         model.eval()
         model.requires_grad_(False)
         mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
-        if mesh is not None:
-            shard_for_fsdp2(model, mesh["data_parallel"])
+        plan, shard = fsdp2_options(self._strategy())
+        if mesh is not None and shard:
+            shard_for_fsdp2(model, mesh["data_parallel"], **plan)
+        elif is_zero3_partitioned(model):
+            model = frozen_zero3(model, self._strategy())
         return model
 
     def frozen_models(self) -> list[torch.nn.Module]:
@@ -185,7 +201,10 @@ class HFStageModule(LightningModule):
         self.exported_to = self.export(self.export_dir)
 
     def export(self, directory: str | Path) -> Path:
-        """Write model + tokenizer (with its chat template) as a Hugging Face directory."""
-        path = export_pretrained(self.model, self.tokenizer, directory)
+        """Write model + tokenizer (with its chat template) as a Hugging Face directory,
+        consolidated whatever the strategy sharded."""
+        strategy = self._strategy()
+        root = getattr(strategy, "model", None) if strategy is not None else None
+        path = export_pretrained(self.model, self.tokenizer, directory, root=root)
         rank_zero_info(f"[{self.stage}] model and tokenizer written to {path}")
         return path

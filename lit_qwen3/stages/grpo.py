@@ -50,6 +50,8 @@ from lit_qwen3.stages.on_policy import (
     UpdateBatch,
 )
 
+torch.serialization.add_safe_globals([GRPOLossConfig])  # a hyperparameter (see on_policy.py)
+
 
 class GroupRelativeRL(OnPolicyStage):
     """GRPO with rewards (see the module docstring); ``ReasoningRL`` and ``GeneralRL`` are it.
@@ -90,6 +92,8 @@ class GroupRelativeRL(OnPolicyStage):
         samples_every_n_steps / log_samples: the MLflow samples table.
         dtype, attn_implementation, gradient_checkpointing, seed, allow_download, nonfinite: as
             every stage (``nonfinite``: when to stop after non-finite steps, each one skipped).
+        compile: run the policy's training forward and its lean decode step through
+            ``torch.compile`` (plain Qwen3; minutes of compilation, then faster steps).
     """
 
     stage = "grpo"
@@ -133,6 +137,7 @@ class GroupRelativeRL(OnPolicyStage):
         seed: int = 0,
         allow_download: bool = False,
         nonfinite: NonFiniteLimits | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -188,6 +193,7 @@ class GroupRelativeRL(OnPolicyStage):
 
     def setup(self, stage: str) -> None:
         """Check that the datamodule's queries name only this stage's rewards (fail early)."""
+        super().setup(stage)
         queries = (
             getattr(self._trainer.datamodule, "train_queries", None) if self._trainer else None
         )
@@ -238,7 +244,7 @@ class GroupRelativeRL(OnPolicyStage):
         parts, rewards, infos = [], [], []
         pending, rounds, kept = queries, 0, 0
         while True:
-            sampled = self.sample_rows(self.expand(pending, G), generator)
+            sampled = self.sample_rows(self.expand(pending, G, rounds), generator)
             reward, info = self.score(sampled)
             parts.append(sampled)
             rewards.append(reward)

@@ -28,19 +28,27 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lit_qwen3.agent import ToolRolloutSampler
 from lit_qwen3.chat import ThinkTokens, thinking_span_mask
 from lit_qwen3.generation import Rollouts, RolloutSampler, SamplingConfig
+from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.queries import Query, encode_query
 from lit_qwen3.rescoring import CompletionScores, score_completions
+from lit_qwen3.sampling import mix_seed
 from lit_qwen3.stages.base import HFStageModule
+from lit_qwen3.strategies import deepspeed_stage
 from lit_qwen3.tools import build_tool
 from lit_qwen3.tracking import log_metrics, log_table
+
+# The stages' hyperparameters hold these config objects; resuming loads checkpoints with
+# ``torch.load(weights_only=True)``, which accepts only the classes it is told about.
+torch.serialization.add_safe_globals([SamplingConfig, OptimizerConfig])
 
 
 @dataclass
 class RolloutRow:
-    """One rollout to sample: a query in a mode."""
+    """One rollout to sample: a query in a mode, with the seed of its sampling stream."""
 
     query: Query
     thinking: bool
+    seed: int = 0
 
 
 @dataclass
@@ -134,20 +142,27 @@ class OnPolicyStage(HFStageModule):
         self._tools: dict[str, Any] = {}
 
     # -- sampling ---------------------------------------------------------------------------
-    def mode_rng(self) -> random.Random:
-        """Seeded per step and rank, so ``mixed`` queries pick the same modes on a rerun."""
-        return random.Random(f"{self.hparams.seed}/{self.rl_step}/{self.global_rank}")
-
-    def expand(self, queries: list[Query], copies: int) -> list[RolloutRow]:
+    def expand(self, queries: list[Query], copies: int, round: int = 0) -> list[RolloutRow]:
         """``copies`` rows per query (a group), all in one mode: the query's, or for ``mixed``
-        queries thinking with probability ``think_fraction``."""
-        rng = self.mode_rng()
+        queries thinking with probability ``think_fraction``.
+
+        Modes and sampling seeds are functions of (seed, step, sampling round, the query's index
+        in the global batch, copy), never of the rank or of batch composition: reruns, resumes
+        and any data-parallel split sample the same rollouts (each rank holds an equal share
+        of the global batch, in rank order).
+        """
+        first = self.global_rank * len(queries)
+        base = (self.hparams.seed, self.rl_step, round)
         rows = []
-        for query in queries:
+        for position, query in enumerate(queries, start=first):
             thinking = query.default_thinking()
             if thinking is None:
+                rng = random.Random(mix_seed(*base, position, -1))
                 thinking = rng.random() < self.hparams.think_fraction
-            rows.extend(RolloutRow(query, thinking) for _ in range(copies))
+            rows.extend(
+                RolloutRow(query, thinking, mix_seed(*base, position, copy))
+                for copy in range(copies)
+            )
         return rows
 
     def tool(self, name: str) -> Any:
@@ -157,8 +172,14 @@ class OnPolicyStage(HFStageModule):
 
     @torch.no_grad()
     def sample_rows(self, rows: list[RolloutRow], generator: torch.Generator) -> SampledRows:
-        """Sample one rollout per row with the current policy."""
-        sampler = RolloutSampler(self.tokenizer, self.sampling, stop_thinking=self.stop_thinking)
+        """Sample one rollout per row with the current policy (plain rows from their own seeds;
+        tool-using rows from ``generator``)."""
+        sampler = RolloutSampler(
+            self.tokenizer,
+            self.sampling,
+            stop_thinking=self.stop_thinking,
+            compile=self.hparams.get("compile", False),
+        )
         messages, prompts, prefills = [], [], []
         for row in rows:
             tools = [self.tool(name).schema() for name in row.query.tools]
@@ -198,8 +219,8 @@ class OnPolicyStage(HFStageModule):
                     self.model,
                     prompts,
                     thinking_budget=self.thinking_budget,
-                    generator=generator,
                     progress=progress,
+                    seeds=[row.seed for row in rows],
                 )
                 calls = [[] for _ in rows]
         finally:
@@ -247,6 +268,7 @@ class OnPolicyStage(HFStageModule):
             rollouts,
             temperature=self.sampling.temperature,
             chunk_size=self.hparams.chunk_size,
+            compile=self.hparams.get("compile", False),
         )
 
     @torch.no_grad()
@@ -394,7 +416,24 @@ class OnPolicyStage(HFStageModule):
         )
         return records, out
 
+    def setup(self, stage: str) -> None:
+        """Under DeepSpeed the engine clips (gradients live in its partitions): hand it
+        ``max_grad_norm`` before it is built."""
+        strategy = self._strategy()
+        if deepspeed_stage(strategy) is not None and self.hparams.max_grad_norm:
+            strategy.config.setdefault("gradient_clipping", self.hparams.max_grad_norm)
+
     def _optimizer_step(self, optimizer: Any, scheduler: Any, loss: torch.Tensor, totals) -> None:
+        strategy = self._strategy()
+        if deepspeed_stage(strategy) is not None:
+            # The engine clips, skips overflowing steps and knows the norm only after stepping.
+            optimizer.step()
+            optimizer.zero_grad()
+            if scheduler is not None:
+                scheduler.step()
+            norm = getattr(strategy.model, "get_global_grad_norm", lambda: None)()
+            totals["_grad_norm"] = totals.get("_grad_norm", 0.0) + float(norm or 0.0)
+            return
         guard = self.nonfinite_guard  # non-finite: gradients dropped, counted, stop past limits
         if not guard.check(loss, self.model, step=self.global_step):
             rank_zero_warn(

@@ -23,6 +23,11 @@ from lit_qwen3.losses import causal_lm_loss
 from lit_qwen3.models import load_model
 from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.stages.base import HFStageModule
+from lit_qwen3.training_forward import (
+    causal_hidden_states,
+    lean_forward_supported,
+    trailing_padding_only,
+)
 
 
 class SupervisedFineTuning(HFStageModule):
@@ -46,6 +51,9 @@ class SupervisedFineTuning(HFStageModule):
             (off: a missing model is an error that says how to download it).
         nonfinite: when to stop a run whose loss or gradients keep being non-finite (such steps
             are skipped and counted in ``train/skipped_steps``).
+        compile: run a plain Qwen3 policy's training forward through ``torch.compile`` (a
+            minute or more of compilation, then faster steps; see
+            :mod:`lit_qwen3.training_forward`).
     """
 
     stage: ClassVar[str] = "sft"
@@ -64,6 +72,7 @@ class SupervisedFineTuning(HFStageModule):
         stop_thinking: str = STOP_THINKING,
         allow_download: bool = False,
         nonfinite: NonFiniteLimits | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if thinking_budget is not None and thinking_budget < 0:
@@ -89,6 +98,13 @@ class SupervisedFineTuning(HFStageModule):
         )
 
     def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        mask = kwargs.get("attention_mask")
+        if mask is not None and "position_ids" not in kwargs and trailing_padding_only(mask):
+            del kwargs["attention_mask"]  # right padding: causal attention needs no mask
+        if not kwargs and lean_forward_supported(self.model):
+            compile = self.hparams.get("compile", False)
+            hidden = causal_hidden_states(self.model, input_ids, compile=compile)
+            return self.model.get_output_embeddings()(hidden)
         return self.model(input_ids=input_ids, use_cache=False, **kwargs).logits
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,8 +124,20 @@ class SupervisedFineTuning(HFStageModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, tokens = self._loss(batch)
         self._step_tokens = batch["input_ids"].numel()
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(tokens))
+        loss = loss * self._data_parallel_weight(tokens)
+        distributed = self._trainer is not None and self.trainer.world_size > 1
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(tokens), sync_dist=distributed)
         return loss
+
+    def _data_parallel_weight(self, tokens: torch.Tensor) -> torch.Tensor | float:
+        """Each rank's token-mean loss times its share of the global tokens, times the world
+        size (DDP and FSDP average gradients over ranks): the update is then the global token
+        mean's, as on one device with the whole batch, however unevenly tokens fall on ranks.
+        The logged loss (mean over ranks) is then the global token mean too."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return 1.0
+        total = self.trainer.strategy.reduce(tokens.detach().float(), reduce_op="sum")
+        return tokens.float() * self.trainer.world_size / total.clamp(min=1)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
