@@ -28,8 +28,13 @@ def _opening(config: Path) -> str:
     return "\n".join(config.read_text().splitlines()[:3])
 
 
-# Configs of the other subcommands (curate, pipeline) are parsed by their own tests.
-FIT_CONFIGS = [p for p in CONFIGS if "lit-qwen3 fit --config" in _opening(p)]
+# Configs of the other subcommands (curate, pipeline) are parsed by their own tests, and the
+# strategy overlays (merged over a stage config) by test_strategies.
+FIT_CONFIGS = [
+    p
+    for p in CONFIGS
+    if "lit-qwen3 fit --config" in _opening(p) and p.parent.name != "strategies"
+]
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +57,9 @@ def test_pipeline_configs_open_with_their_command(config):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_every_shipped_config_opens_with_its_command(config):
-    command = rf"lit-qwen3 \w+ --config {re.escape(config.relative_to(REPO).as_posix())}\b"
+    # strategy overlays come after the stage config they are merged over
+    path = re.escape(config.relative_to(REPO).as_posix())
+    command = rf"lit-qwen3 \w+ (--config \S+ )?--config {path}\b"
     assert re.search(command, _opening(config)), f"{config}: no command in its first 3 lines"
 
 

@@ -64,7 +64,12 @@ def _run(tmp_path: Path, config: str, name: str, override: dict) -> dict:
 
 
 def test_fusion_then_off_and_on_policy_distillation(tmp_path, toy_policy):
-    sft_steps = {"max_steps": 3, "val_check_interval": 3, "limit_val_batches": 1}
+    sft_steps = {
+        "max_steps": 3,
+        "val_check_interval": 3,
+        "limit_val_batches": 1,
+        "log_every_n_steps": 1,
+    }
     fusion = _run(
         tmp_path,
         "thinking_fusion.yaml",

@@ -65,7 +65,9 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
     stages = [r.data.tags["pipeline_stage"] for r in children]
     assert sorted(stages) == sorted(
         [
+            "curation",
             "cold_start",
+            "rl_queries",
             "reasoning_rl",
             "thinking_fusion",
             "general_rl",
