@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(VENV)/bin/lit-qwen3 fit --config configs/toy/cold_start.yaml
+	$(VENV)/bin/lit-qwen3 pipeline --config configs/toy/pipeline.yaml
 
 test: install
 	$(PY) -m pytest -q

@@ -487,6 +487,7 @@ def time_our_step(
         module = OnPolicyDistillation(
             f"{tmp}/student",
             teacher=f"{tmp}/teacher",
+            output_dir=f"{tmp}/export",  # not into the working directory
             divergence=divergence,
             jsd_beta=beta,
             sampling=SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, ignore_eos=True),

@@ -116,6 +116,7 @@ def our_step_times(args, n: int) -> tuple[list[float], list[float], list[float]]
 
     module = ReasoningRL(
         "toy-teacher",
+        output_dir=f"{args.scratch}/ours_model",  # the export, not into the working directory
         rewards=[{"reward": DigitShare()}],
         group_size=args.group,
         sampling=SamplingConfig(max_new_tokens=args.new_tokens, temperature=1.0, ignore_eos=True),
