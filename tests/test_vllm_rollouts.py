@@ -311,6 +311,24 @@ def test_stage_with_vllm_backend_fails_at_construction(stage):
     assert "\n" not in message and INSTALL_HINT in message and "rollout_backend: builtin" in message
 
 
+@pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed")
+@pytest.mark.parametrize("config", ["reasoning_rl.yaml", "distill_on_policy.yaml"])
+def test_yaml_selecting_vllm_fails_before_anything_runs(config, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from lit_qwen3.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setattr("sys.argv", ["lit-qwen3"])
+    monkeypatch.chdir(tmp_path)
+    override = tmp_path / "vllm.yaml"
+    override.write_text("model:\n  init_args:\n    rollout_backend: vllm\n")
+    args = ["fit", "--config", str(repo / "configs/toy" / config), "--config", str(override)]
+    with pytest.raises(ImportError, match=INSTALL_HINT.replace("[", r"\[")):
+        main(args)
+    assert [p.name for p in tmp_path.iterdir()] == ["vllm.yaml"]  # no run directory made
+
+
 def test_unknown_rollout_backend_is_named():
     from lit_qwen3.stages import GroupRelativeRL
 
