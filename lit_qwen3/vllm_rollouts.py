@@ -78,7 +78,7 @@ class VLLMRolloutSampler:
     """Samples :class:`Rollouts` with a colocated vLLM engine (see the module docstring).
 
     Args:
-        tokenizer: the policy's tokenizer (written next to the weights for the engine).
+        tokenizer: the policy's tokenizer (written with the policy's config for the engine).
         config: sampling settings, as for the built-in sampler.
         stop_thinking / close_empty: the texts forced when a budget runs out (budget > 0 / 0).
         gpu_memory_utilization: the engine's share of GPU memory (weights and KV cache).
