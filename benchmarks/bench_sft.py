@@ -136,6 +136,7 @@ def our_epoch_rates(args, epochs: int) -> tuple[list[float], int]:
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[Timer()],
+        default_root_dir=os.path.join(args.scratch, "ours"),  # the export at the end goes here
     )
     trainer.fit(module, train_dataloaders=loader)
     return [tokens / s for s in seconds[args.warmup :]], tokens

@@ -59,6 +59,7 @@ from lit_qwen3.tracking import (
     log_exported_model,
     mlflow_loggers,
 )
+from lit_qwen3.vllm_rollouts import require_vllm
 
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 PARENT_TAG = "lit_qwen3.parent"
@@ -208,6 +209,8 @@ class LitQwen3CLI(LightningCLI):
         strategy = config.trainer.get("strategy")
         # fail before any process starts when the strategy needs a missing extra (DeepSpeed)
         check_strategy_requirements(getattr(strategy, "class_path", strategy))
+        if config.model.get("init_args", {}).get("rollout_backend") == "vllm":
+            require_vllm()  # the same for vLLM rollouts: before the stage and trainer are built
         self.save_config_kwargs["user_config"] = config.clone()
         stage = _stage_of(config.model.class_path)
         root = Path(config.trainer.get("default_root_dir") or f"runs/{stage}")

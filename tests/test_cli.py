@@ -31,9 +31,7 @@ def _opening(config: Path) -> str:
 # Configs of the other subcommands (curate, pipeline) are parsed by their own tests, and the
 # strategy overlays (merged over a stage config) by test_strategies.
 FIT_CONFIGS = [
-    p
-    for p in CONFIGS
-    if "lit-qwen3 fit --config" in _opening(p) and p.parent.name != "strategies"
+    p for p in CONFIGS if "lit-qwen3 fit --config" in _opening(p) and p.parent.name != "strategies"
 ]
 
 

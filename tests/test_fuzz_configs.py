@@ -59,6 +59,7 @@ OPTIMIZER = {
     "eps": lambda v: real(v) and v > 0,
     "warmup_steps": lambda v: integer(v) and v >= 0,
     "min_lr_ratio": lambda v: real(v) and 0 <= v <= 1,
+    "fused": lambda v: v is None or isinstance(v, bool),
 }
 GRPO = {
     "eps_low": lambda v: real(v) and 0 <= v < 1,

@@ -41,6 +41,30 @@ def test_adamw_skips_decay_on_norms_and_follows_the_schedule():
     assert lrs == pytest.approx([5e-3, 1e-2, 5e-3])
 
 
+def test_adamw_is_fused_on_plain_parameters_and_updates_as_the_loop():
+    """None picks the fused kernel for plain CPU parameters; it takes the same steps as the
+    per-parameter loop (``fused=False``), up to rounding."""
+    models = [load_model("toy-student", seed=0) for _ in range(2)]
+    optimizers = [
+        configure_adamw(m, OptimizerConfig(lr=1e-2, warmup_steps=0, fused=fused), 5)["optimizer"]
+        for m, fused in zip(models, (None, False), strict=True)
+    ]
+    assert [o.defaults["fused"] for o in optimizers] == [True, None]
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        for model, optimizer in zip(models, optimizers, strict=True):
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    for fused, loop in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(fused, loop, atol=1e-6, rtol=1e-5)
+    moved = (
+        models[0].state_dict()["model.norm.weight"]
+        - load_model("toy-student", seed=0).state_dict()["model.norm.weight"]
+    )
+    assert moved.abs().max() > 1e-3  # the steps did change the weights
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
@@ -48,6 +72,7 @@ def test_adamw_skips_decay_on_norms_and_follows_the_schedule():
         ("betas", (0.9, 1.0), "optimizer.betas"),
         ("warmup_steps", -1, "warmup_steps must be >= 0"),
         ("min_lr_ratio", 2.0, "min_lr_ratio"),
+        ("fused", "yes", "optimizer.fused must be true, false or null"),
     ],
 )
 def test_bad_optimizer_settings_name_the_key(field, value, message):

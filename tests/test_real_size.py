@@ -72,7 +72,10 @@ def test_a_missing_model_is_one_clear_message(capsys):
     ("args", "message"),
     [
         (("--model.init_args.model", "no/such/dir"), "model directory not found: no/such/dir"),
-        (("--model.init_args.optimizer.lr", "0"), "optimizer.lr must be > 0 (a finite number), got 0.0"),
+        (
+            ("--model.init_args.optimizer.lr", "0"),
+            "optimizer.lr must be > 0 (a finite number), got 0.0",
+        ),
         (("--data.init_args.data", "nope.jsonl"), "conversation data 'nope.jsonl' does not exist"),
     ],
     ids=["model-dir", "bad-value", "data-file"],

@@ -94,6 +94,11 @@ class GroupRelativeRL(OnPolicyStage):
             every stage (``nonfinite``: when to stop after non-finite steps, each one skipped).
         compile: run the policy's training forward and its lean decode step through
             ``torch.compile`` (plain Qwen3; minutes of compilation, then faster steps).
+        rollout_backend: ``builtin`` (the default, CPU and GPU) or ``vllm`` (GPU, the ``vllm``
+            extra: a colocated engine, weights synced after every update, the same thinking
+            budget; :mod:`lit_qwen3.vllm_rollouts`).
+        vllm: options of the vLLM sampler (``gpu_memory_utilization``, ``max_model_len``,
+            ``enable_sleep_mode``, ``engine_kwargs``).
     """
 
     stage = "grpo"
@@ -138,6 +143,8 @@ class GroupRelativeRL(OnPolicyStage):
         allow_download: bool = False,
         nonfinite: NonFiniteLimits | None = None,
         compile: bool = False,
+        rollout_backend: Literal["builtin", "vllm"] = "builtin",
+        vllm: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -164,6 +171,8 @@ class GroupRelativeRL(OnPolicyStage):
             chunk_size=chunk_size,
             samples_every_n_steps=samples_every_n_steps,
             log_samples=log_samples,
+            rollout_backend=rollout_backend,
+            vllm_options=vllm,
         )
         self.loss_config = loss or GRPOLossConfig()
         if self.loss_config.max_tokens is None and self.loss_config.loss_agg_mode.endswith("norm"):

@@ -5,7 +5,8 @@ Subclasses decide what a batch carries and what the loss is: :class:`~.grpo.Grou
 (rewards and group advantages; reasoning RL and general RL) and
 :class:`~.on_policy_distillation.OnPolicyDistillation` (a teacher's log-probs). What they share
 lives here: prompts in each query's mode, the sampler (with the module's thinking budget and,
-when queries name tools, multi-turn tool calls), the one re-scoring forward
+when queries name tools, multi-turn tool calls; built-in, or vLLM with ``rollout_backend: vllm``,
+:mod:`lit_qwen3.vllm_rollouts`), the one re-scoring forward
 (:func:`~lit_qwen3.rescoring.score_completions`), mini-batching with gradient accumulation,
 gradient clipping, skipping non-finite steps, timing and samples tables.
 
@@ -36,6 +37,7 @@ from lit_qwen3.stages.base import HFStageModule
 from lit_qwen3.strategies import deepspeed_stage
 from lit_qwen3.tools import build_tool
 from lit_qwen3.tracking import log_metrics, log_table
+from lit_qwen3.vllm_rollouts import ROLLOUT_BACKENDS, require_vllm
 
 # The stages' hyperparameters hold these config objects; resuming loads checkpoints with
 # ``torch.load(weights_only=True)``, which accepts only the classes it is told about.
@@ -119,7 +121,15 @@ class OnPolicyStage(HFStageModule):
         chunk_size: int,
         samples_every_n_steps: int,
         log_samples: int,
+        rollout_backend: str = "builtin",
+        vllm_options: dict[str, Any] | None = None,
     ) -> None:
+        if rollout_backend not in ROLLOUT_BACKENDS:
+            raise ValueError(
+                f"rollout_backend must be one of {ROLLOUT_BACKENDS}, got {rollout_backend!r}"
+            )
+        if rollout_backend == "vllm":
+            require_vllm()  # fail at construction, before any training, with what to install
         for name, value in (("ppo_epochs", ppo_epochs), ("num_minibatches", num_minibatches)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -140,6 +150,31 @@ class OnPolicyStage(HFStageModule):
         """Training steps (batches of queries) done; saved in checkpoints."""
         self.token_counts = {"sampled": 0, "trained": 0, "frozen": 0}
         self._tools: dict[str, Any] = {}
+        self.rollout_backend = rollout_backend
+        self.vllm_options = dict(vllm_options or {})
+        self._vllm_sampler: Any = None
+
+    def rollout_sampler(self) -> Any:
+        """The sampler of this step: the built-in one (cheap to build), or the module's
+        colocated vLLM sampler (built once: its engine lives across steps, weights synced at
+        every call)."""
+        if self.rollout_backend == "vllm":
+            if self._vllm_sampler is None:
+                from lit_qwen3.vllm_rollouts import VLLMRolloutSampler
+
+                self._vllm_sampler = VLLMRolloutSampler(
+                    self.tokenizer,
+                    self.sampling,
+                    stop_thinking=self.stop_thinking,
+                    **self.vllm_options,
+                )
+            return self._vllm_sampler
+        return RolloutSampler(
+            self.tokenizer,
+            self.sampling,
+            stop_thinking=self.stop_thinking,
+            compile=self.hparams.get("compile", False),
+        )
 
     # -- sampling ---------------------------------------------------------------------------
     def expand(self, queries: list[Query], copies: int, round: int = 0) -> list[RolloutRow]:
@@ -174,12 +209,7 @@ class OnPolicyStage(HFStageModule):
     def sample_rows(self, rows: list[RolloutRow], generator: torch.Generator) -> SampledRows:
         """Sample one rollout per row with the current policy (plain rows from their own seeds;
         tool-using rows from ``generator``)."""
-        sampler = RolloutSampler(
-            self.tokenizer,
-            self.sampling,
-            stop_thinking=self.stop_thinking,
-            compile=self.hparams.get("compile", False),
-        )
+        sampler = self.rollout_sampler()
         messages, prompts, prefills = [], [], []
         for row in rows:
             tools = [self.tool(name).schema() for name in row.query.tools]

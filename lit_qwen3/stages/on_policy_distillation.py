@@ -15,7 +15,7 @@ Where this departs from the report (whose direction of KL is unstated):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -51,6 +51,11 @@ class OnPolicyDistillation(OnPolicyStage):
             allow_download / nonfinite: as in :class:`~lit_qwen3.stages.grpo.GroupRelativeRL`.
         compile: run the policy's training forward and its lean decode step through
             ``torch.compile`` (plain Qwen3; minutes of compilation, then faster steps).
+        rollout_backend: ``builtin`` (the default, CPU and GPU) or ``vllm`` (GPU, the ``vllm``
+            extra: a colocated engine, weights synced after every update, the same thinking
+            budget; :mod:`lit_qwen3.vllm_rollouts`).
+        vllm: options of the vLLM sampler (``gpu_memory_utilization``, ``max_model_len``,
+            ``enable_sleep_mode``, ``engine_kwargs``).
     """
 
     stage = "on_policy_distillation"
@@ -87,6 +92,8 @@ class OnPolicyDistillation(OnPolicyStage):
         allow_download: bool = False,
         nonfinite: NonFiniteLimits | None = None,
         compile: bool = False,
+        rollout_backend: Literal["builtin", "vllm"] = "builtin",
+        vllm: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -116,6 +123,8 @@ class OnPolicyDistillation(OnPolicyStage):
             chunk_size=chunk_size,
             samples_every_n_steps=samples_every_n_steps,
             log_samples=log_samples,
+            rollout_backend=rollout_backend,
+            vllm_options=vllm,
         )
         object.__setattr__(self, "teacher", None)  # frozen: not a submodule
 
