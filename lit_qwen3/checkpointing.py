@@ -101,6 +101,8 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._last_save_time = time.monotonic()
         self._last_global_step_saved = trainer.global_step  # the start (or the resumed checkpoint)
+        if trainer.ckpt_path is not None:
+            resume_as_fresh_start_if_saved_before_first_batch(trainer)
         if self.save_on_train_start and trainer.global_step == 0 and trainer.ckpt_path is None:
             self.save_now(trainer, pl_module)  # checkpoint callbacks run last: after evaluations
 
@@ -148,6 +150,24 @@ class PeriodicCheckpoint(ModelCheckpoint):
         trainer.strategy.barrier("PeriodicCheckpoint.rename")
         self._last_checkpoint_saved = filepath
         rank_zero_info(f"step {trainer.global_step}: checkpoint written to {filepath}")
+
+
+def resume_as_fresh_start_if_saved_before_first_batch(trainer: Trainer) -> bool:
+    """Let a run resumed from a checkpoint written before its first batch (``on_train_start``)
+    start its batch loop afresh; True if it did.
+
+    Lightning would otherwise take such a checkpoint for one written after a validation (the
+    batch index is -1 and ``(-1 + 1) % val_check_batch == 0``): its first iteration trains
+    nothing but counts a batch, so every metric after it (and every later checkpoint) is logged
+    one step late. Call it once the loops are restored and before the first batch
+    (``on_train_start``)."""
+    loop = trainer.fit_loop.epoch_loop
+    if not loop.restarting or loop.batch_progress.total.ready != 0:
+        return False
+    loop.restarting = False  # (its validation loop's too): nothing to finish or to skip
+    loop.reset_restart_stage()
+    loop.val_loop.reset_restart_stage()
+    return True
 
 
 def resume_checkpoint(directory: str | os.PathLike) -> Path | None:

@@ -8,6 +8,7 @@ import os
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
 from lit_qwen3.atomic import replace_atomically
@@ -167,6 +168,78 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
             tmp_path, PeriodicCheckpoint(every_n_train_steps=1, train_time_interval=None), 2, module
         )
     assert saved == []
+
+
+class LossSteps(Logger):
+    """The steps at which ``loss`` was logged, and its values."""
+
+    name, version = "steps", 0
+
+    def __init__(self):
+        super().__init__()
+        self.loss: dict[int, float] = {}
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        if "loss" in metrics:
+            self.loss[step] = metrics["loss"]
+
+
+class LogsLoss(Tiny):
+    def __init__(self, die_at_step: int | None = None):
+        super().__init__()
+        self.die_at_step = die_at_step
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == self.die_at_step:
+            raise KeyboardInterrupt  # killed before this step
+        loss = super().training_step(batch, batch_idx)
+        self.log("loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+
+def _fit_validating(tmp_path, module, max_steps, ckpt_path=None) -> LossSteps:
+    L.seed_everything(0)
+    logger = LossSteps()
+    callback = PeriodicCheckpoint(
+        every_n_train_steps=None, train_time_interval=None, save_on_train_start=True
+    )
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=logger,
+        log_every_n_steps=1,
+        val_check_interval=2,
+        limit_val_batches=1,
+        callbacks=[callback],
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    data = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(data, batch_size=4)
+    trainer.fit(module, loader, DataLoader(data[:8], batch_size=4), ckpt_path=ckpt_path)
+    return logger
+
+
+def test_a_run_resumed_from_its_start_checkpoint_logs_at_the_same_steps(tmp_path):
+    torch.manual_seed(0)
+    reference = _fit_validating(tmp_path / "reference", LogsLoss(), max_steps=4)
+    assert sorted(reference.loss) == [0, 1, 2, 3]
+    torch.manual_seed(0)
+    with pytest.raises(SystemExit):
+        _fit_validating(tmp_path / "killed", LogsLoss(die_at_step=0), max_steps=4)
+    start = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    assert torch.load(start, weights_only=True)["global_step"] == 0
+    # Lightning alone labels this run's losses 1..4: its first iteration after the restart
+    # trains nothing but counts a batch
+    resumed = _fit_validating(tmp_path / "killed", LogsLoss(), max_steps=4, ckpt_path=start)
+    assert resumed.loss == reference.loss
 
 
 def test_bad_settings_are_refused():
