@@ -163,7 +163,7 @@ def test_fusion_then_off_and_on_policy_distillation(tmp_path, toy_policy):
         "train/divergence",
         "train/teacher_logprob",
         "train/think_share",
-        "train/entropy/all",
+        "train/entropy",  # the stage's own; EntropyMonitor adds the span split
         "stats/sampled_tokens",
         "eval/think/pass_at_1",
     ):
