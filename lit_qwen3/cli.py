@@ -323,6 +323,10 @@ class LitQwen3CLI(LightningCLI):
                     name=getattr(module, "stage", "model"),
                     step=trainer.global_step,
                 )
+            if client.get_run(logger.run_id).info.status == "RUNNING":
+                # a finished fit ends its run, even if a late write (a resumed run's reopening,
+                # a monitor thread under load) landed after the logger's own finalize
+                client.set_terminated(logger.run_id, "FINISHED")
             rank_zero_info(
                 f"MLflow run {logger.run_id} (experiment {logger.experiment_id}): "
                 f"mlflow ui --backend-store-uri {logger._tracking_uri}"
