@@ -16,10 +16,7 @@ them chunk by chunk (memory ``chunk x V`` instead of ``B x T x V``, in backward 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,7 +29,6 @@ __all__ = [
     "CompletionScores",
     "completion_hidden_states",
     "final_norm",
-    "last_hidden_states",
     "score_completions",
 ]
 
@@ -43,25 +39,6 @@ class CompletionScores:
 
     logprobs: Tensor
     entropy: Tensor
-
-
-@contextmanager
-def _capture_output(module: torch.nn.Module) -> Iterator[list[Tensor]]:
-    captured: list[Tensor] = []
-    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
-def last_hidden_states(model: torch.nn.Module, input_ids: Tensor, **kwargs: Any) -> Tensor:
-    """(B, L, H) final hidden states of ``input_ids`` (``attention_mask``, ``position_ids`` as
-    for the model), without computing the logits of more than one position."""
-    with _capture_output(final_norm(model)) as captured:
-        model(input_ids=input_ids, use_cache=False, logits_to_keep=1, **kwargs)
-    (hidden,) = captured
-    return hidden
 
 
 def completion_hidden_states(

@@ -34,6 +34,7 @@ from torch import Tensor
 __all__ = [
     "causal_hidden_states",
     "final_norm",
+    "last_hidden_states",
     "lean_forward_supported",
     "pack_rows",
     "qwen3_hidden_states",
@@ -206,9 +207,10 @@ def _capture_output(module: torch.nn.Module) -> Iterator[list[Tensor]]:
         handle.remove()
 
 
-def _model_hidden_states(model: torch.nn.Module, input_ids: Tensor, **kwargs: Any) -> Tensor:
-    """The model's own forward, keeping only the final norm's output (``logits_to_keep=1``:
-    the caller computes what it needs from hidden states, never B x T x V logits)."""
+def last_hidden_states(model: torch.nn.Module, input_ids: Tensor, **kwargs: Any) -> Tensor:
+    """(B, L, H): the model's own forward (``attention_mask``, ``position_ids`` as for the
+    model), keeping only the final norm's output (``logits_to_keep=1``: the caller computes what
+    it needs from hidden states, never B x T x V logits)."""
     with _capture_output(final_norm(model)) as captured:
         model(input_ids=input_ids, use_cache=False, logits_to_keep=1, **kwargs)
     (hidden,) = captured
@@ -246,8 +248,8 @@ def causal_hidden_states(
         columns = torch.arange(input_ids.shape[1], device=input_ids.device)
         mask = columns[None] < lengths[:, None]
         ids, positions, mask = pack_rows(input_ids, mask)
-        packed = _model_hidden_states(model, ids, position_ids=positions)
+        packed = last_hidden_states(model, ids, position_ids=positions)
         out = packed.new_zeros(*input_ids.shape, packed.shape[-1])
         out[mask] = packed[0]
         return out
-    return _model_hidden_states(model, input_ids)
+    return last_hidden_states(model, input_ids)

@@ -21,8 +21,8 @@ from lit_qwen3.distillation import check_same_vocabulary
 from lit_qwen3.faults import NonFiniteLimits
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.optim import OptimizerConfig
-from lit_qwen3.rescoring import last_hidden_states
 from lit_qwen3.stages.sft import SupervisedFineTuning
+from lit_qwen3.training_forward import last_hidden_states
 
 
 class OffPolicyDistillation(SupervisedFineTuning):
