@@ -237,34 +237,7 @@ class Qwen3DecodeStep:
         self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """Logits (B, V) of the next token after ``tokens`` (B,) at ``positions`` (B,)."""
-        batch, heads, kv_heads, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
-        half = dim // 2
-        cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]
-        hidden = F.embedding(tokens, self.embed.weight)
-        width = (hidden.shape[-1],)
-        for layer, cache in zip(self.layers, self.caches, strict=True):
-            attn, mlp = layer.self_attn, layer.mlp
-            ln = layer.input_layernorm
-            x = F.rms_norm(hidden, width, ln.weight, ln.variance_epsilon)
-            q = F.linear(x, attn.q_proj.weight).view(batch, heads, dim)
-            k = F.linear(x, attn.k_proj.weight).view(batch, kv_heads, dim)
-            v = F.linear(x, attn.v_proj.weight).view(batch, kv_heads, 1, dim)
-            q = F.rms_norm(q, (dim,), attn.q_norm.weight, attn.q_norm.variance_epsilon)
-            k = F.rms_norm(k, (dim,), attn.k_norm.weight, attn.k_norm.variance_epsilon)
-            qk = torch.cat([q, k], dim=1)
-            qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
-            keys, values = cache.update(qk[:, heads:, None, :], v)
-            query = qk[:, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
-            out = F.scaled_dot_product_attention(
-                query, keys, values, attn_mask=mask, scale=attn.scaling
-            )
-            hidden = hidden + F.linear(out.reshape(batch, heads * dim), attn.o_proj.weight)
-            ln = layer.post_attention_layernorm
-            x = F.rms_norm(hidden, width, ln.weight, ln.variance_epsilon)
-            gated = F.silu(F.linear(x, mlp.gate_proj.weight)) * F.linear(x, mlp.up_proj.weight)
-            hidden = hidden + F.linear(gated, mlp.down_proj.weight)
-        hidden = F.rms_norm(hidden, width, self.norm.weight, self.norm.variance_epsilon)
-        return F.linear(hidden, self.head.weight)
+        return self._forward(tokens, positions, mask, lambda cache, k, v: cache.update(k, v))
 
     def static_step(
         self,
@@ -276,10 +249,22 @@ class Qwen3DecodeStep:
         """:meth:`step` with fixed shapes, for ``torch.compile``: the new keys and values go to
         cache column ``column`` (a 1-element tensor), attention reads the whole cache with
         ``mask`` (B, 1, 1, capacity) cut at that column. Call :meth:`advance` after it."""
+        visible = mask & (torch.arange(mask.shape[-1], device=mask.device) <= column)
+
+        def write(cache: Any, keys: torch.Tensor, values: torch.Tensor) -> tuple[Any, Any]:
+            cache._keys.index_copy_(2, column, keys)
+            cache._values.index_copy_(2, column, values)
+            return cache._keys, cache._values
+
+        return self._forward(tokens, positions, visible, write)
+
+    def _forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, write: Any
+    ) -> torch.Tensor:
+        """One decode step through every layer; ``write(cache, keys, values)`` stores the new
+        keys and values in a layer's cache and returns what attention reads."""
         batch, heads, kv_heads, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
         half = dim // 2
-        capacity = mask.shape[-1]
-        visible = mask & (torch.arange(capacity, device=mask.device) <= column)
         cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]
         hidden = F.embedding(tokens, self.embed.weight)
         width = (hidden.shape[-1],)
@@ -294,11 +279,10 @@ class Qwen3DecodeStep:
             k = F.rms_norm(k, (dim,), attn.k_norm.weight, attn.k_norm.variance_epsilon)
             qk = torch.cat([q, k], dim=1)
             qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
-            cache._keys.index_copy_(2, column, qk[:, heads:, None, :])
-            cache._values.index_copy_(2, column, v)
+            keys, values = write(cache, qk[:, heads:, None, :], v)
             query = qk[:, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
             out = F.scaled_dot_product_attention(
-                query, cache._keys, cache._values, attn_mask=visible, scale=attn.scaling
+                query, keys, values, attn_mask=mask, scale=attn.scaling
             )
             hidden = hidden + F.linear(out.reshape(batch, heads * dim), attn.o_proj.weight)
             ln = layer.post_attention_layernorm
