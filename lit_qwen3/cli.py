@@ -53,6 +53,7 @@ from lit_qwen3.runs import (
 from lit_qwen3.strategies import check_strategy_requirements
 from lit_qwen3.tracking import (
     SystemMetrics,
+    absolute_tracking_uri,
     config_params,
     describe_experiment,
     log_dataset_input,
@@ -228,6 +229,8 @@ class LitQwen3CLI(LightningCLI):
             if "run_name" in args and not args.get("run_name"):
                 args.run_name = name
             uri = args.get("tracking_uri")
+            if uri:
+                args.tracking_uri = uri = absolute_tracking_uri(uri)
             if self.subcommand == "fit" and "run_id" in args and record.get("tracking_uri") == uri:
                 run_id = record.get("mlflow_run_id")
                 if run_id and _existing_run(uri, run_id):

@@ -73,7 +73,10 @@ class PipelineConfig:
         for spec in self.stages:
             if not Path(spec.config).is_file():
                 raise FileNotFoundError(f"stage {spec.name!r}: config {spec.config!r} not found")
-        self.tracking_uri = self.tracking_uri or f"sqlite:///{Path(self.root).resolve()}/mlflow.db"
+        from lit_qwen3.tracking import absolute_tracking_uri  # lazily: it imports Lightning
+
+        default = f"sqlite:///{Path(self.root).resolve()}/mlflow.db"
+        self.tracking_uri = absolute_tracking_uri(self.tracking_uri) or default
 
 
 # ----------------------------------------------------------------------------- configs

@@ -49,6 +49,20 @@ def log_series(trainer: Trainer, key: str, points: Sequence[tuple[int, float]]) 
             logger.log_metrics({key: float(value)}, step=int(step))
 
 
+def absolute_tracking_uri(uri: str | None) -> str | None:
+    """``uri`` with a relative sqlite path made absolute, from the current directory.
+
+    MLflow caches one store per URI string for the life of a process, so a relative
+    ``sqlite:///runs/mlflow.db`` opened again after a ``chdir`` (a notebook, a test suite, the
+    pipeline) would silently write to the first directory's database.
+    """
+    if not uri:
+        return uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
+
+
 def mlflow_loggers(trainer: Trainer) -> list[MLFlowLogger]:
     return [logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lit_qwen3.plots import budget_sweep_figure, pass_at_k_figure
-from lit_qwen3.tracking import config_params, param_value
+from lit_qwen3.tracking import absolute_tracking_uri, config_params, param_value
 
 CONFIG = {
     "seed_everything": 0,
@@ -112,3 +112,25 @@ def test_pass_at_k_figure_one_line_per_mode():
     assert [line.get_label() for line in ax.get_lines()] == ["think", "no_think"]
     assert list(ax.get_lines()[0].get_ydata()) == [0.5, 0.9]
     assert ax.get_xscale() == "log"
+
+
+def test_relative_tracking_uris_are_pinned_to_the_directory_they_were_given_in(
+    tmp_path, monkeypatch
+):
+    """MLflow keeps one store per URI string for the whole process: a relative sqlite URI reused
+    after a chdir would write into the first directory's database (seen in the suite)."""
+    from mlflow.tracking import MlflowClient
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        uri = absolute_tracking_uri("sqlite:///runs/mlflow.db")
+        assert uri == f"sqlite:///{tmp_path / name}/runs/mlflow.db"
+        (tmp_path / name / "runs").mkdir()
+        MlflowClient(uri).create_experiment(f"in-{name}")
+    for name, other in (("a", "b"), ("b", "a")):
+        client = MlflowClient(f"sqlite:///{tmp_path / name}/runs/mlflow.db")
+        assert client.get_experiment_by_name(f"in-{name}") is not None
+        assert client.get_experiment_by_name(f"in-{other}") is None
+    for kept in ("sqlite:////abs/mlflow.db", "http://127.0.0.1:5000", "databricks", None):
+        assert absolute_tracking_uri(kept) == kept

@@ -193,13 +193,14 @@ def log_to_mlflow(
     metrics, seeds and models as params, ``manifest.json`` (and the config) as artifacts."""
     from mlflow.tracking import MlflowClient
 
+    from lit_qwen3.tracking import absolute_tracking_uri
+
     tracking = config.mlflow
     assert tracking is not None
-    if tracking.tracking_uri.startswith("sqlite:///"):
-        Path(tracking.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
-            parents=True, exist_ok=True
-        )
-    client = MlflowClient(tracking_uri=tracking.tracking_uri)
+    uri = absolute_tracking_uri(tracking.tracking_uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(tracking.experiment_name)
     if experiment is None:
         experiment_id = client.create_experiment(
