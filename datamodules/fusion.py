@@ -14,6 +14,8 @@
 - **cut thinking**: a share of thinking replies is cut at a point drawn uniformly over the whole
   scratchpad and closed with the stop-thinking text, then answered, so that a budget anywhere
   gives a sensible answer (TOY_NOTES: a narrow spread of cut points gives a step, not a curve).
+  The stop text itself stays out of the loss (the reply's ``forced`` text): the sampler writes
+  it, and a model trained to write it stops thinking at random points on its own;
   ``cut_stop_text`` is what the sampler forces at the budget (keep it equal to the stage's and
   ``ThinkingBudget``'s ``stop_thinking``): Qwen's docs' sentence, the report's, or the
   template's bare ``</think>``;
@@ -49,7 +51,7 @@ from lit_qwen3.datamodules.conversations import (
     validate_conversation,
 )
 
-__all__ = ["FusionDataModule", "cut_reasoning", "rejection_sample"]
+__all__ = ["FusionDataModule", "cut_reasoning", "forced_close", "rejection_sample"]
 
 
 def cut_reasoning(reasoning: str, cut: int, stop_thinking: str) -> str:
@@ -59,6 +61,13 @@ def cut_reasoning(reasoning: str, cut: int, stop_thinking: str) -> str:
         raise ValueError(f"stop_thinking must contain {THINK_END!r} once, got {stop_thinking!r}")
     before = stop_thinking.split(THINK_END)[0].rstrip("\n")
     return reasoning[:cut].rstrip("\n") + before
+
+
+def forced_close(stop_thinking: str) -> str:
+    """The text a reply cut by :func:`cut_reasoning` shows from the cut through ``</think>``
+    (the chat template closes the block with a newline and the tag): what the sampler forces
+    at a budget, kept out of the loss."""
+    return stop_thinking.split(THINK_END)[0].rstrip("\n") + "\n" + THINK_END
 
 
 def _has_flag(text: str) -> bool:
@@ -311,6 +320,7 @@ class FusionDataModule(ConversationDataModule):
                 reply["reasoning_content"] = cut_reasoning(
                     reasoning, rng.randrange(len(reasoning)), hp.cut_stop_text
                 )
+                reply["forced"] = forced_close(hp.cut_stop_text)  # the sampler's, not the model's
                 kinds["cut"] += 1
             messages = self._flagged(messages, think, rng, kinds)
             if rng.random() < hp.multi_turn_share:

@@ -153,7 +153,9 @@ def tokenize_conversation(
     :func:`max_chars_per_token`) bounds the text one token stands for: a rendered conversation
     over ``max_length * chars_per_token`` characters is over the limit without tokenizing it
     whole (truncation tokenizes only its head). ``markers``: texts no message may contain
-    (default: the tokenizer's control tokens and the two turn markers).
+    (default: the tokenizer's control tokens and the two turn markers). An assistant message's
+    optional ``forced`` text (the stop-thinking text of a reply cut at a budget) stays out of the
+    loss: the sampler inserts it, the model only learns to continue after it.
     """
     if overflow not in ("truncate", "drop", "error"):
         raise ValueError(f"overflow must be 'truncate', 'drop' or 'error', got {overflow!r}")
@@ -171,8 +173,11 @@ def tokenize_conversation(
             f"in the rendered conversation, expected {expected}: set assistant_header / turn_end "
             f"to this chat template's markers. Rendered text starts: {text[:120]!r}"
         )
+    replies = [m for m in messages if m.get("role") == "assistant"]
     if not train_on_all_assistant_turns:
-        spans = spans[len(spans) - _reply_turns(messages) :]
+        keep = _reply_turns(messages)
+        spans, replies = spans[len(spans) - keep :], replies[len(replies) - keep :]
+    spans = _without_forced_text(text, spans, replies)
     if max_length is not None and chars_per_token and len(text) > max_length * chars_per_token:
         if overflow == "drop":
             return None
@@ -195,6 +200,31 @@ def tokenize_conversation(
             )
         input_ids, loss_mask = input_ids[:max_length], loss_mask[:max_length]
     return {"input_ids": input_ids, "loss_mask": loss_mask, "truncated": truncated}
+
+
+def _without_forced_text(
+    text: str, spans: list[tuple[int, int]], replies: Sequence[Mapping[str, Any]]
+) -> list[tuple[int, int]]:
+    """Each reply's span, less the first occurrence of its ``forced`` text (e.g. the stop-thinking
+    text a budget inserts): the model is taught what follows it, never to write it itself.
+
+    A reply's span splits in two around it (the result stays sorted). Raises when a reply's
+    ``forced`` text is not in its rendered turn."""
+    out: list[tuple[int, int]] = []
+    for (start, end), reply in zip(spans, replies, strict=True):
+        forced = reply.get("forced")
+        if not forced:
+            out.append((start, end))
+            continue
+        at = text.find(forced, start, end)
+        if at == -1:
+            raise ValueError(
+                f"an assistant reply's forced text {forced!r} is not in its rendered turn "
+                f"{text[start:end][:120]!r}"
+            )
+        out.append((start, at))
+        out.append((at + len(forced), end))
+    return out
 
 
 def _reply_turns(messages: Sequence[Mapping[str, Any]]) -> int:

@@ -77,6 +77,32 @@ def test_cut_thinking_is_closed_with_the_stop_text_at_uniform_points(thinking_fi
     assert cut_reasoning("7+9+0=16 6\n4+8+1=13 36", 11, "\n</think>\n\n") == "7+9+0=16 6"
 
 
+def test_the_forced_stop_text_of_a_cut_reply_is_not_trained(thinking_file):
+    """The sampler writes the stop text at a budget: training on it would teach the model to
+    stop thinking at random points on its own (measured: thinking got shorter after fusion)."""
+    from lit_qwen3.packing import tokenize_conversation
+
+    data, rows = _mix(thinking_file, cut_share=1.0, cut_stop_text=STOP_THINKING_REPORT)
+    tokenizer = data.tokenizer
+    sentence = STOP_THINKING_REPORT.split("</think>")[0].strip()
+    cut = [r for r in rows if r["messages"][-1].get("forced")][:20]
+    assert cut and all(r["messages"][-1]["forced"] == sentence + "\n</think>" for r in cut)
+    for row in cut:
+        messages = row["messages"]
+        example = tokenize_conversation(
+            tokenizer, messages, enable_thinking=True, train_on_all_assistant_turns=False
+        )
+        ids, mask = example["input_ids"], example["loss_mask"]
+        trained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+        untrained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m])
+        assert sentence not in trained and "</think>" not in trained
+        assert sentence + "\n</think>" in untrained  # the prompt never holds it
+        assert trained.endswith(messages[-1]["content"] + "<|im_end|>")  # the answer is trained
+    reply = {"role": "assistant", "content": "3", "forced": "not in the reply"}
+    with pytest.raises(ValueError, match="forced text"):
+        tokenize_conversation(tokenizer, [{"role": "user", "content": "1+2"}, reply])
+
+
 def test_a_mix_without_one_mode_is_refused(thinking_file):
     for share in (0.0, 1.0):
         with pytest.raises(ValueError, match="fusion mixes both modes"):
