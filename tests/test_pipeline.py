@@ -76,5 +76,7 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
             "student_rl",
         ]
     )  # one run per stage: the killed stage resumed into its own run
+    (general,) = [r for r in children if r.data.tags["pipeline_stage"] == "general_rl"]
+    assert "train/reward/format" in general.data.metrics  # flag following scored every query
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.json", "report/report.md", "report/figure2.png"} <= artifacts

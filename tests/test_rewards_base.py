@@ -303,6 +303,23 @@ def test_routing_scores_each_sample_with_its_own_rewards():
         composite.score_batch([make_sample(rewards=["lenght"])])
 
 
+def test_an_every_query_reward_scores_routed_samples_too():
+    """The toy general-RL rows route to their task's reward only; the flag-following reward must
+    still score them (it scored none before ``every_query``: ThinkFollow fell in general RL)."""
+    composite = CompositeReward(
+        [
+            {"reward": AnswerLength(), "label": "length", "every_query": True},
+            {"reward": Constant(10.0), "label": "const"},
+            {"reward": Constant(100.0), "label": "other"},
+        ],
+        num_workers=0,
+    )
+    (routed,) = composite.score_batch([make_sample("abc", rewards=["const"])])
+    assert routed.info["scores"] == {"length": 3.0, "const": 10.0} and routed.score == 13.0
+    with pytest.raises(TypeError, match=r"rewards\[0\].every_query must be true or false"):
+        CompositeReward([{"reward": Constant(1.0), "every_query": "yes"}], num_workers=0)
+
+
 def test_in_process_failures_score_zero_count_and_log(caplog):
     composite = CompositeReward(
         [{"reward": Behaves(), "label": "behaves", "in_worker": False}, Constant(0.5)],

@@ -42,9 +42,10 @@ class _Component:
     reward: Reward
     weight: float
     in_worker: bool
+    every_query: bool = False
 
 
-_SPEC_KEYS = {"name", "weight", "kwargs", "label", "in_worker", "reward"}
+_SPEC_KEYS = {"name", "weight", "kwargs", "label", "in_worker", "reward", "every_query"}
 
 
 class CompositeReward:
@@ -54,7 +55,9 @@ class CompositeReward:
         rewards: a list of specs or a ``{name: weight}`` mapping. A spec is a dict with ``name``
             (registry name) or ``reward`` (a built :class:`Reward`), and optional ``weight``
             (1.0), ``kwargs`` (constructor arguments), ``label`` (defaults to the name; needed
-            when one reward appears twice) and ``in_worker`` (overrides the reward's default).
+            when one reward appears twice), ``in_worker`` (overrides the reward's default) and
+            ``every_query`` (score every sample, whatever its routing: a flag-following or
+            length reward that holds across tasks).
             A bare :class:`Reward` instance is accepted as a spec of weight 1.
         timeout: seconds one worker reward may spend on one sample. It is enforced inside the
             worker by an interval timer (whose exception, a ``BaseException``, cannot be
@@ -74,7 +77,8 @@ class CompositeReward:
             None never recycles on memory.
 
     A sample's ``metadata["rewards"]`` (list of labels), when present, limits it to those
-    components, so mixed-task batches (math and code queries) share one composite.
+    components (and the ``every_query`` ones), so mixed-task batches (math and code queries)
+    share one composite.
     ``info`` of each result holds ``scores`` (label -> unweighted score), ``details``
     (label -> that reward's info) and, when some component failed, ``errors`` (label -> message).
     """
@@ -192,7 +196,7 @@ class CompositeReward:
                         f"samples[{i}].metadata[{ROUTING_KEY!r}] names {unknown}, not in this "
                         f"composite; its rewards are {self.labels}"
                     )
-                labels = [label for label in self.labels if label in routed]
+                labels = [c.label for c in self.components if c.label in routed or c.every_query]
             for label in labels:
                 try:
                     self._by_label[label].reward.check(sample)
@@ -326,7 +330,10 @@ def _parse_specs(
                     f"{where}: reward {label!r} runs in worker processes and must be picklable "
                     f"({err}); set in_worker: false to score it in this process"
                 ) from err
-        components.append(_Component(label, reward, float(weight), in_worker))
+        every_query = spec.get("every_query", False)
+        if not isinstance(every_query, bool):
+            raise TypeError(f"{where}.every_query must be true or false, got {every_query!r}")
+        components.append(_Component(label, reward, float(weight), in_worker, every_query))
     return components
 
 
