@@ -63,11 +63,13 @@ def cut_reasoning(reasoning: str, cut: int, stop_thinking: str) -> str:
     return reasoning[:cut].rstrip("\n") + before
 
 
-def forced_close(stop_thinking: str) -> str:
+def forced_close(stop_thinking: str, at_start: bool = False) -> str:
     """The text a reply cut by :func:`cut_reasoning` shows from the cut through ``</think>``
     (the chat template closes the block with a newline and the tag): what the sampler forces
-    at a budget, kept out of the loss."""
-    return stop_thinking.split(THINK_END)[0].rstrip("\n") + "\n" + THINK_END
+    at a budget, kept out of the loss. ``at_start``: the cut kept nothing, and the template
+    strips the block's leading newlines."""
+    text = stop_thinking.split(THINK_END)[0].rstrip("\n") + "\n" + THINK_END
+    return text.lstrip("\n") if at_start else text
 
 
 def _has_flag(text: str) -> bool:
@@ -317,10 +319,11 @@ class FusionDataModule(ConversationDataModule):
             reply = messages[-1]
             if think and rng.random() < hp.cut_share and reply.get("reasoning_content"):
                 reasoning = reply["reasoning_content"]
-                reply["reasoning_content"] = cut_reasoning(
-                    reasoning, rng.randrange(len(reasoning)), hp.cut_stop_text
-                )
-                reply["forced"] = forced_close(hp.cut_stop_text)  # the sampler's, not the model's
+                cut = rng.randrange(len(reasoning))
+                reply["reasoning_content"] = cut_reasoning(reasoning, cut, hp.cut_stop_text)
+                # the sampler's text, not the model's: out of the loss
+                at_start = not reasoning[:cut].strip("\n")
+                reply["forced"] = forced_close(hp.cut_stop_text, at_start)
                 kinds["cut"] += 1
             messages = self._flagged(messages, think, rng, kinds)
             if rng.random() < hp.multi_turn_share:

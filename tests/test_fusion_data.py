@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lit_qwen3.chat import STOP_THINKING_REPORT, split_thinking, thinking_enabled
+from lit_qwen3.chat import STOP_THINKING, STOP_THINKING_REPORT, split_thinking, thinking_enabled
 from lit_qwen3.datamodules.arithmetic import ArithmeticTask
 from lit_qwen3.datamodules.fusion import FusionDataModule, cut_reasoning
 
@@ -77,16 +77,23 @@ def test_cut_thinking_is_closed_with_the_stop_text_at_uniform_points(thinking_fi
     assert cut_reasoning("7+9+0=16 6\n4+8+1=13 36", 11, "\n</think>\n\n") == "7+9+0=16 6"
 
 
-def test_the_forced_stop_text_of_a_cut_reply_is_not_trained(thinking_file):
+@pytest.mark.parametrize("stop", [STOP_THINKING_REPORT, STOP_THINKING], ids=["report", "qwen"])
+def test_the_forced_stop_text_of_a_cut_reply_is_not_trained(thinking_file, stop):
     """The sampler writes the stop text at a budget: training on it would teach the model to
-    stop thinking at random points on its own (measured: thinking got shorter after fusion)."""
+    stop thinking at random points on its own (measured: thinking got shorter after fusion).
+    Every cut point counts, the very start (budget 0) too, where the template strips the
+    block's leading newlines (a CI failure with Qwen's sentence, which starts with two)."""
     from lit_qwen3.packing import tokenize_conversation
 
-    data, rows = _mix(thinking_file, cut_share=1.0, cut_stop_text=STOP_THINKING_REPORT)
+    data, rows = _mix(thinking_file, cut_share=1.0, cut_stop_text=stop)
     tokenizer = data.tokenizer
-    sentence = STOP_THINKING_REPORT.split("</think>")[0].strip()
-    cut = [r for r in rows if r["messages"][-1].get("forced")][:20]
-    assert cut and all(r["messages"][-1]["forced"] == sentence + "\n</think>" for r in cut)
+    sentence = stop.split("</think>")[0].strip()
+    cut = [r for r in rows if r["messages"][-1].get("forced")]
+    assert len(cut) > 200 and all(
+        r["messages"][-1]["forced"].endswith(sentence + "\n</think>") for r in cut
+    )
+    at_start = [r for r in cut if r["messages"][-1]["reasoning_content"].strip("\n") == sentence]
+    assert at_start  # the mix has cuts at the very start
     for row in cut:
         messages = row["messages"]
         example = tokenize_conversation(
