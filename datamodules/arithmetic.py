@@ -172,6 +172,17 @@ def boxed(value: int | str) -> str:
     return "\\boxed{" + str(value) + "}"
 
 
+def earlier_exchange(rng: random.Random, flag: str = "") -> list[dict]:
+    """An earlier exchange for a multi-turn conversation: a sum of 2-3 digit numbers asked with
+    ``flag`` (``/think``, ``/no_think`` or none) and its answer as the chat template keeps
+    history, without the thinking. A later flag must win over ``flag``."""
+    problem = ArithmeticProblem(rng.randint(10, 999), rng.randint(10, 999), "+")
+    return [
+        {"role": "user", "content": f"{problem.question} {flag}".rstrip()},
+        {"role": "assistant", "content": boxed(problem.answer)},
+    ]
+
+
 def extract_boxed(text: str) -> str | None:
     """Content of the last top-level ``\\boxed{...}`` in ``text`` (nested braces kept whole).
 

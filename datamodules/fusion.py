@@ -45,6 +45,7 @@ from lit_qwen3.chat import (
     split_thinking,
     strip_thinking_flags,
 )
+from lit_qwen3.datamodules.arithmetic import earlier_exchange
 from lit_qwen3.datamodules.conversations import (
     ConversationDataModule,
     read_conversations,
@@ -331,7 +332,7 @@ class FusionDataModule(ConversationDataModule):
                 flags = ["/think", "/no_think", ""]
                 if not _has_flag(messages[-2]["content"]):  # the earlier flag would decide
                     flags = ["/think" if think else "/no_think", ""]
-                messages[at:at] = self._earlier_turn(rng, rng.choice(flags))
+                messages[at:at] = earlier_exchange(rng, rng.choice(flags))
                 kinds["multi_turn"] += 1
             kinds["think" if think else "no_think"] += 1
             rows.append({"messages": messages, "answer": row.get("answer")})
@@ -367,17 +368,6 @@ class FusionDataModule(ConversationDataModule):
             return [{"role": "system", "content": flag}, *messages]
         messages[user]["content"] += f" {flag}"
         return messages
-
-    def _earlier_turn(self, rng: random.Random, flag: str) -> list[dict]:
-        """An earlier exchange carrying ``flag`` (its reply as the template keeps history: the
-        answer without its thinking)."""
-        from lit_qwen3.datamodules.arithmetic import ArithmeticProblem, boxed
-
-        problem = ArithmeticProblem(rng.randint(10, 999), rng.randint(10, 999), "+")
-        return [
-            {"role": "user", "content": f"{problem.question} {flag}".rstrip()},
-            {"role": "assistant", "content": boxed(problem.answer)},
-        ]
 
     def instruction_rows(self, n: int, split: str) -> list[dict[str, Any]]:
         """IFEval-format toy prompts with compliant replies, half thinking (the scratchpad),

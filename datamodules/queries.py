@@ -26,6 +26,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from lit_qwen3.datamodules.arithmetic import earlier_exchange
 from lit_qwen3.datamodules.conversations import EpochShuffleSampler, split_indices
 from lit_qwen3.datamodules.resumable import ResumableDataLoader
 from lit_qwen3.queries import MODES, Query, encode_query, parse_query, read_queries
@@ -63,6 +64,10 @@ class QueryDataModule(LightningDataModule):
         toy_instruction_fraction: share of toy queries in IFEval format (an arithmetic question
             plus a verifiable instruction), scored by ``arithmetic`` and ``instructions``.
         toy_exclude_sft: the first this many toy cold-start problems are never RL queries.
+        toy_multi_turn_fraction: share of plain toy training queries asked after an earlier
+            exchange whose user turn carries a random flag (or none): with ``mixed`` or a
+            fixed mode only the last flag decides, so flag following is trained on multi-turn
+            prompts too (ThinkFollow's multi-turn case). Validation queries stay single-turn.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class QueryDataModule(LightningDataModule):
         toy_tool_digits: tuple[int, int] = (6, 8),
         toy_instruction_fraction: float = 0.0,
         toy_exclude_sft: int = 30000,
+        toy_multi_turn_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         if queries_per_step < 1:
@@ -97,6 +103,7 @@ class QueryDataModule(LightningDataModule):
         for name, value in (
             ("toy_tool_fraction", toy_tool_fraction),
             ("toy_instruction_fraction", toy_instruction_fraction),
+            ("toy_multi_turn_fraction", toy_multi_turn_fraction),
         ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -157,8 +164,12 @@ class QueryDataModule(LightningDataModule):
             elif draw < hp.toy_tool_fraction + hp.toy_instruction_fraction:
                 queries.append(self._toy_instruction_query(problem, i, split))
             else:
+                messages = [{"role": "user", "content": problem.question}]
+                if split == "train" and rng.random() < hp.toy_multi_turn_fraction:
+                    flag = rng.choice(["/think", "/no_think", ""])
+                    messages = [*earlier_exchange(rng, flag), *messages]
                 row = {
-                    "messages": [{"role": "user", "content": problem.question}],
+                    "messages": messages,
                     "answer": str(problem.answer),
                     "reward": {"names": ["arithmetic"]},
                     "domain": "addition" if problem.op == "+" else "product",

@@ -153,6 +153,33 @@ def test_toy_queries_are_harder_and_never_the_cold_start_problems():
     assert data.refill_queries(3) == again and first != again
 
 
+def test_toy_multi_turn_queries_put_a_flagged_exchange_before_the_question():
+    """A share of toy training queries follow an earlier exchange with its own random flag;
+    the mode writes only the last user turn's flag, so it alone decides (ThinkFollow)."""
+    from lit_qwen3.chat import thinking_enabled
+    from lit_qwen3.datamodules.arithmetic import extract_boxed
+
+    data = QueryDataModule(
+        toy_size=400, val_size=32, toy_mode="mixed", toy_multi_turn_fraction=0.5, toy_exclude_sft=0
+    )
+    data.setup("fit")
+    multi = [q for q in data.train_queries if len(q.messages) == 3]
+    assert 0.4 < len(multi) / 400 < 0.6
+    assert all(len(q["messages"]) == 1 for q in data.val_queries)
+    earlier_flags = {q.messages[0]["content"].rpartition(" ")[2] for q in multi}
+    assert {"/think", "/no_think"} <= earlier_flags
+    for query in multi:
+        first, reply, last = query.messages
+        a, b = (int(x) for x in first["content"].split()[0].split("+"))
+        assert [first["role"], reply["role"], last["role"]] == ["user", "assistant", "user"]
+        assert extract_boxed(reply["content"]) == str(a + b)
+        for thinking in (True, False):
+            messages = query.messages_for(thinking)
+            assert messages[0] == first and thinking_enabled(messages) is thinking
+    with pytest.raises(ValueError, match="toy_multi_turn_fraction"):
+        QueryDataModule(toy_multi_turn_fraction=1.5)
+
+
 def test_too_few_queries_is_a_clear_error(tmp_path):
     path = _write(tmp_path / "q.jsonl", [{"messages": [{"role": "user", "content": "1+1"}]}] * 3)
     data = QueryDataModule(data=str(path), queries_per_step=8, val_size=0)
