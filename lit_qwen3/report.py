@@ -359,7 +359,8 @@ def render_markdown(data: dict[str, Any], plots: dict[str, str]) -> str:
         "(the test split, never trained on), Qwen3's sampling settings per mode, "
         f"{e.get('n_samples')} samples each for pass@1 and {e.get('k')} for pass@k; ThinkFollow "
         "asks by the flag only, single- and multi-turn. FLOPs: 2N per sampled or frozen-scored "
-        "token, 6N per trained token (N: parameters).",
+        "token, 6N per trained token (N: parameters); the off-policy student's count is its "
+        "training, not the teacher's generation of its data.",
         "",
     ]
     return "\n".join(lines)

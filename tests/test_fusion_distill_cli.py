@@ -104,6 +104,8 @@ def test_fusion_then_off_and_on_policy_distillation(tmp_path, toy_policy):
     ):
         assert key in fusion, key
     assert abs(fusion["data/train/think"] - fusion["data/train/no_think"]) < 0.1
+    # compute counters for the report's FLOPs: no frozen model in fusion
+    assert fusion["stats/trained_tokens"] > 0 and fusion["stats/frozen_tokens"] == 0
 
     off = _run(
         tmp_path,
@@ -134,6 +136,8 @@ def test_fusion_then_off_and_on_policy_distillation(tmp_path, toy_policy):
         "eval/no_think/pass_at_1",
     ):
         assert key in off, key
+    assert off["stats/trained_tokens"] > 0  # the teacher scores every trained token once
+    assert off["stats/frozen_tokens"] == off["stats/trained_tokens"]
 
     on = _run(
         tmp_path,

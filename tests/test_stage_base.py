@@ -38,6 +38,23 @@ def test_random_generators_come_back_with_the_checkpoint():
     assert drawn[:2] == again[:2] and torch.equal(drawn[2], again[2])
 
 
+def test_compute_counters_count_real_tokens_and_come_back_with_the_checkpoint():
+    """The report's FLOPs read these: padding is not compute that counts, and a resumed stage
+    keeps counting from where it stopped."""
+    module = ColdStartSFT(model="toy-student")
+    module.configure_model()
+    ids = torch.tensor([[5, 6, 7, 8], [5, 6, 0, 0]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": ids}
+    module._count_tokens(batch)
+    module._count_tokens(batch)
+    assert module.token_counts == {"sampled": 0, "trained": 12, "frozen": 0}
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    resumed = ColdStartSFT(model="toy-student")
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.token_counts["trained"] == 12
+
+
 def test_step_metrics_measure_the_step_itself(tmp_path, monkeypatch):
     clock = iter(range(1000))  # each reading one second after the last
     monkeypatch.setattr(sft, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))

@@ -77,6 +77,10 @@ class HFStageModule(LightningModule):
         self.model = None
         self._guard_loss: torch.Tensor | None = None
         self._rng_to_restore: dict[str, Any] | None = None
+        self.token_counts = {"sampled": 0, "trained": 0, "frozen": 0}
+        """This rank's cumulative compute counters, logged as ``stats/{name}_tokens`` and
+        saved in checkpoints (the report's FLOP estimates): ``sampled`` (policy forward while
+        sampling), ``trained`` (forward + backward), ``frozen`` (frozen models' forwards)."""
 
     def build_model(self) -> PreTrainedModel:
         """The stage's network, unsharded; called once by ``configure_model``."""
@@ -175,6 +179,7 @@ class HFStageModule(LightningModule):
         checkpoint[_CHECKPOINT_KEY] = {
             "rng": capture_rng_state(),
             "nonfinite_guard": self.nonfinite_guard.state_dict(),
+            "token_counts": dict(self.token_counts),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -182,6 +187,7 @@ class HFStageModule(LightningModule):
         if state is None:
             return
         self.nonfinite_guard.load_state_dict(state["nonfinite_guard"])
+        self.token_counts.update(state.get("token_counts", {}))
         self._rng_to_restore = state["rng"]  # applied when training starts, after setup's draws
 
     def on_train_start(self) -> None:

@@ -148,7 +148,6 @@ class OnPolicyStage(HFStageModule):
         self.think_tokens = ThinkTokens.from_tokenizer(self.tokenizer)
         self.rl_step = 0
         """Training steps (batches of queries) done; saved in checkpoints."""
-        self.token_counts = {"sampled": 0, "trained": 0, "frozen": 0}
         self._tools: dict[str, Any] = {}
         self.rollout_backend = rollout_backend
         self.vllm_options = dict(vllm_options or {})
@@ -506,15 +505,12 @@ class OnPolicyStage(HFStageModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)  # random generators, skipped-step counters
-        checkpoint["on_policy"] = {
-            "rl_step": self.rl_step,
-            "token_counts": dict(self.token_counts),
-        }
+        checkpoint["on_policy"] = {"rl_step": self.rl_step}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("on_policy", {})
         self.rl_step = state.get("rl_step", 0)
-        self.token_counts.update(state.get("token_counts", {}))
+        self.token_counts.update(state.get("token_counts", {}))  # where older versions kept them
 
     # -- frozen models ----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from lit_qwen3.losses import causal_lm_loss
 from lit_qwen3.models import load_model
 from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.stages.base import HFStageModule
+from lit_qwen3.tracking import log_metrics
 from lit_qwen3.training_forward import (
     causal_hidden_states,
     lean_forward_supported,
@@ -124,10 +125,28 @@ class SupervisedFineTuning(HFStageModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, tokens = self._loss(batch)
         self._step_tokens = batch["input_ids"].numel()
+        self._count_tokens(batch)
         loss = loss * self._data_parallel_weight(tokens)
         distributed = self._trainer is not None and self.trainer.world_size > 1
         self.log("train/loss", loss, prog_bar=True, batch_size=int(tokens), sync_dist=distributed)
         return loss
+
+    def _count_tokens(self, batch: dict[str, torch.Tensor]) -> None:
+        """Add the batch's real tokens to ``token_counts`` (trained by the model, scored by
+        each frozen model) and log the running totals."""
+        mask = batch.get("attention_mask")
+        real = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+        self.token_counts["trained"] += real
+        self.token_counts["frozen"] += real * len(self.frozen_models())
+        for name, value in self._token_stats().items():
+            self.log(name, value, rank_zero_only=True, batch_size=1)
+
+    def _token_stats(self) -> dict[str, float]:
+        return {f"stats/{k}_tokens": float(self.token_counts[k]) for k in ("trained", "frozen")}
+
+    def on_train_end(self) -> None:
+        """The exact totals at the last step (``log_every_n_steps`` may have skipped it)."""
+        log_metrics(self.trainer, self._token_stats())
 
     def _data_parallel_weight(self, tokens: torch.Tensor) -> torch.Tensor | float:
         """Each rank's token-mean loss times its share of the global tokens, times the world
