@@ -1,10 +1,9 @@
 """On-policy distillation learns (issue 9): a weaker student (the toy policy's cold start stopped
-at 350 steps) distilled toward the toy policy lowers its per-token divergence to the teacher, in
-about 20 s after the student's own cold start.
+at 350 steps) distilled toward the toy policy in thinking mode lowers its per-token divergence to
+the teacher and raises its held-out pass@1, in about 30 s of training.
 
-Held-out pass@1 is not asserted: after 30 steps it went 0.025 -> 0.057 for one student and
-0.170 -> 0.111 for this one (reverse KL is mode seeking and first trades samples for
-sharpness; TOY_NOTES saw pass@16 dip before rising), so the rise needs a longer run."""
+Reverse KL is mode seeking: pass@1 may dip first (0.166 -> 0.146 at step 30 for seed 0; TOY_NOTES
+saw pass@16 dip too), so the run is long enough to get past it."""
 
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ import lightning as L
 import pytest
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
 
+from lit_qwen3.evaluation import evaluate_mode
 from lit_qwen3.generation import SamplingConfig
 from lit_qwen3.optim import OptimizerConfig
 
@@ -49,12 +49,28 @@ def weak_student(tmp_path_factory):
     return train_toy_policy(tmp_path_factory.mktemp("weak_student") / "model", steps=350)
 
 
-def test_on_policy_distillation_lowers_the_divergence_to_the_teacher(
+def _pass1(module, queries) -> float:
+    """Thinking-mode accuracy at T 0.6, 4 samples per query."""
+    result = evaluate_mode(
+        module.model,
+        module.tokenizer,
+        queries,
+        thinking=True,
+        n_samples=4,
+        verifier="arithmetic",
+        sampling=SamplingConfig(max_new_tokens=48, temperature=0.6),
+    )
+    return result.metrics["accuracy"]
+
+
+def test_on_policy_distillation_lowers_the_divergence_and_raises_pass1(
     toy_policy, weak_student, tmp_path
 ):
-    """Measured (30 steps of 32 rollouts, reverse KL, lr 1e-3, 2 shared cores), module seed 0 / 1:
-    divergence per token, mean of the first / last 5 steps, 0.648 -> 0.383 / 0.722 -> 0.306;
-    pass@1 at T 0.6 (128 held-out sums x 4 samples) 0.025 -> 0.057 / 0.023 -> 0.055."""
+    """Measured (150 steps of 32 thinking rollouts, reverse KL, lr 1e-3, 2 shared cores, about
+    30 s), seeds 0 / 1: pass@1 on 256 held-out sums x 4 samples every 30 steps
+    0.166 / 0.146 / 0.214 / 0.363 / 0.331 / 0.365 and 0.148 / 0.196 / 0.274 / 0.335 / 0.500 /
+    0.423 (the teacher: about 0.6); divergence per token 0.3-0.9 over the first steps, 0.07-0.14
+    over the last."""
     from lit_qwen3.datamodules.queries import QueryDataModule
     from lit_qwen3.stages import OnPolicyDistillation
 
@@ -62,7 +78,7 @@ def test_on_policy_distillation_lowers_the_divergence_to_the_teacher(
         str(weak_student),
         queries_per_step=32,
         toy_size=2000,
-        val_size=128,
+        val_size=256,
         toy_min_digits=2,
         toy_max_digits=2,
         toy_mul_fraction=0.0,
@@ -75,13 +91,17 @@ def test_on_policy_distillation_lowers_the_divergence_to_the_teacher(
         output_dir=str(tmp_path / "student"),
         sampling=SamplingConfig(max_new_tokens=48, temperature=1.0),
         optimizer=OptimizerConfig(lr=1e-3, warmup_steps=0, min_lr_ratio=1.0),
+        think_fraction=1.0,
         samples_every_n_steps=0,
     )
     module.configure_model()
+    before = _pass1(module, data.val_queries)
     history = History()
     L.seed_everything(0, verbose=False)
-    _trainer(30, history).fit(module, data)
+    _trainer(150, history).fit(module, data)
+    after = _pass1(module, data.val_queries)
     divergence = [row["train/divergence"] for row in history.rows]
-    first, last = sum(divergence[:5]) / 5, sum(divergence[-5:]) / 5
-    print(f"divergence {first:.3f} -> {last:.3f}")
-    assert last < 0.75 * first
+    first, last = sum(divergence[:10]) / 10, sum(divergence[-10:]) / 10
+    print(f"divergence {first:.3f} -> {last:.3f}; pass@1 {before:.3f} -> {after:.3f}")
+    assert last < 0.6 * first
+    assert after > before + 0.1

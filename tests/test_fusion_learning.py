@@ -89,7 +89,7 @@ def fused(toy_policy, tmp_path_factory):
     ).fit(module, data)
     after = {mode: _pass1(module, held_out, mode) for mode in (True, False)}
     sweep = [_pass1(module, held_out, True, budget) for budget in BUDGETS]
-    print(f"fusion: before {before}, after {after}, sweep {dict(zip(BUDGETS, sweep))}")
+    print(f"fusion: before {before}, after {after}, sweep {dict(zip(BUDGETS, sweep, strict=True))}")
     return before, after, sweep
 
 
@@ -103,5 +103,5 @@ def test_fusion_lifts_non_thinking_accuracy_and_keeps_thinking(fused):
 def test_after_fusion_pass1_rises_with_the_thinking_budget(fused):
     _, after, sweep = fused
     assert sweep[-1] - sweep[0] >= 0.3
-    assert sum(b < a - 0.05 for a, b in zip(sweep, sweep[1:])) == 0
+    assert sum(b < a - 0.05 for a, b in zip(sweep, sweep[1:], strict=False)) == 0
     assert abs(sweep[-1] - after[True]) < 0.1  # the largest budget never binds
