@@ -16,8 +16,11 @@ vocabulary:
 Each runs in its own subprocess so that peaks do not mix; peak memory is the growth of peak
 RSS over the baseline taken after the inputs exist (``torch.cuda.max_memory_allocated`` on a
 GPU), and both include the student's weight gradient. Naive needs about ``5 x tokens x vocab``
-floats (~23 GiB at 2 x 4096 tokens); it is skipped, with a message, when the machine has less
-memory available. A smaller case checks that both give the same loss and gradients.
+floats (~23 GiB at 2 x 4096 tokens); when the machine has less memory available, the ratio is
+measured with both at the largest halving of ``--tokens`` that fits (``"ratio_tokens"``; a
+conservative ratio, as naive grows with the tokens and the kernel's chunk buffers do not), and
+the kernel alone at the full size. A smaller case checks that both give the same loss and
+gradients.
 
 TRL half, and ours beside it: one on-policy step of TRL's ``GKDTrainer`` (``time_trl_gkd_step``: ``lmbda=1``, the
 student samples every batch) and of its ``DistillationTrainer`` (``time_trl_distillation_step``,
@@ -93,6 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     trl.add_argument("--warmup", type=int, default=1)
     trl.add_argument("--threads", type=int, default=1, help="torch threads; 0 = default")
     trl.add_argument("--seed", type=int, default=0)
+    trl.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="our stage's compile option (torch.compile of the student's lean training forward "
+        "and decode step; compiled during the warm-up steps, which then number at least 2)",
+    )
     trl.add_argument(
         "--trl-trainers",
         nargs="+",
@@ -207,21 +217,38 @@ def available_bytes() -> int:
 def measure_kernel_memory(args: argparse.Namespace, forwarded: list[str]) -> dict:
     """Peak memory of kernel and naive (subprocesses), their ratio, and the correctness case."""
     n = args.batch * args.tokens
-    naive_need = 5 * n * args.vocab * 4 + 2 * args.vocab * args.hidden * 4
-    results, summary = {}, {}
-    for variant in ("kernel", "naive"):
-        if variant == "naive" and args.device == "cpu" and naive_need > 0.9 * available_bytes():
-            print(
-                f"skipping naive: needs ~{naive_need / GIB:.1f} GiB, "
-                f"{available_bytes() / GIB:.1f} GiB available"
-            )
-            continue
-        cmd = [sys.executable, __file__, *forwarded, "--worker", variant]
+
+    def naive_need(tokens: int) -> int:
+        return 5 * args.batch * tokens * args.vocab * 4 + 2 * args.vocab * args.hidden * 4
+
+    def run(variant: str, tokens: int) -> dict:
+        cmd = [sys.executable, __file__, *forwarded, "--tokens", str(tokens), "--worker", variant]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[variant] = r = json.loads(out.strip().splitlines()[-1])
+        r = json.loads(out.strip().splitlines()[-1])
         print(
-            f"{variant:7s} peak {r['peak_gib']:7.2f} GiB   forward+backward {r['seconds']:7.1f} s"
+            f"{variant:7s} {args.batch} x {tokens} tokens: peak {r['peak_gib']:7.2f} GiB   "
+            f"forward+backward {r['seconds']:7.1f} s"
         )
+        return r
+
+    results, summary = {"kernel": run("kernel", args.tokens)}, {}
+    # Naive at the full size when it fits; else both at the largest halving that fits (the
+    # ratio is then conservative: naive grows with tokens, the kernel's chunk buffers do not).
+    tokens = args.tokens
+    while args.device == "cpu" and naive_need(tokens) > 0.9 * available_bytes() and tokens > 64:
+        tokens //= 2
+    if naive_need(tokens) > 0.9 * available_bytes() and args.device == "cpu":
+        print(f"skipping naive: {available_bytes() / GIB:.1f} GiB available")
+    else:
+        if tokens != args.tokens:
+            print(
+                f"naive at {args.batch} x {args.tokens} tokens needs "
+                f"~{naive_need(args.tokens) / GIB:.1f} GiB, {available_bytes() / GIB:.1f} GiB "
+                f"are available: the ratio is measured at {args.batch} x {tokens}"
+            )
+            results["ratio_kernel"] = run("kernel", tokens)
+        results["naive"] = run("naive", tokens)
+        summary["ratio_tokens"] = args.batch * tokens
     summary.update(
         kernel_tokens=n,
         vocab=args.vocab,
@@ -234,7 +261,7 @@ def measure_kernel_memory(args: argparse.Namespace, forwarded: list[str]) -> dic
         kernel_seconds=results["kernel"]["seconds"],
     )
     if "naive" in results:
-        k, v = results["kernel"], results["naive"]
+        k, v = results.get("ratio_kernel", results["kernel"]), results["naive"]
         summary.update(
             naive_peak_gib=v["peak_gib"],
             naive_seconds=v["seconds"],
@@ -453,6 +480,7 @@ def time_our_step(
     warmup: int = 1,
     beta: float = 1.0,
     seed: int = 0,
+    compile: bool = False,
 ) -> dict:
     """Step seconds of our ``OnPolicyDistillation`` in a Lightning ``Trainer``: the same
     models (saved and loaded as Hugging Face directories), prompts, batch and token count as
@@ -494,6 +522,7 @@ def time_our_step(
             optimizer=OptimizerConfig(lr=1e-4, warmup_steps=0, min_lr_ratio=1.0),
             samples_every_n_steps=0,
             seed=seed,
+            compile=compile,
         )
         loader = DataLoader([queries] * (warmup + runs + 1), batch_size=None)
         L.Trainer(
@@ -560,8 +589,9 @@ def main() -> None:
             batch=args.trl_batch,
             new_tokens=args.new_tokens,
             runs=args.runs,
-            warmup=args.warmup,
+            warmup=max(args.warmup, 2) if args.compile else args.warmup,
             seed=args.seed,
+            compile=args.compile,
         )
         print(f"our on-policy distillation step: median {ours['ours_step_s']:.3f} s")
         results.update(ours)

@@ -49,8 +49,9 @@ class OnPolicyDistillation(OnPolicyStage):
         template_switch / render_tools / max_tool_turns / chunk_size / samples_every_n_steps /
             log_samples / dtype / attn_implementation / gradient_checkpointing / seed /
             allow_download / nonfinite: as in :class:`~lit_qwen3.stages.grpo.GroupRelativeRL`.
-        compile: run the policy's training forward and its lean decode step through
-            ``torch.compile`` (plain Qwen3; minutes of compilation, then faster steps).
+        compile: run the policy's training forward, its lean decode step and the teacher's
+            scoring forward through ``torch.compile`` (plain Qwen3; minutes of compilation,
+            then faster steps).
         rollout_backend: ``builtin`` (the default, CPU and GPU) or ``vllm`` (GPU, the ``vllm``
             extra: a colocated engine, weights synced after every update, the same thinking
             budget; :mod:`lit_qwen3.vllm_rollouts`).
@@ -159,7 +160,7 @@ class OnPolicyDistillation(OnPolicyStage):
         width = rollouts.completion_ids.shape[1]
         for rows in self.micro_batches(torch.arange(len(rollouts), device=self.device)):
             part = rollouts.select(rows)
-            hidden = completion_hidden_states(self.teacher, part)
+            hidden = completion_hidden_states(self.teacher, part, compile=self.hparams.compile)
             parts.append(torch.nn.functional.pad(hidden, (0, 0, 0, width - hidden.shape[1])))
         return torch.cat(parts)
 
