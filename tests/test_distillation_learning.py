@@ -10,57 +10,23 @@ from __future__ import annotations
 import lightning as L
 import pytest
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
+from toy_models import (
+    History,
+    held_out_pass1,
+    quiet_trainer,
+    train_toy_policy,
+    two_digit_queries,
+)
 
-from lit_qwen3.evaluation import evaluate_mode
 from lit_qwen3.generation import SamplingConfig
 from lit_qwen3.optim import OptimizerConfig
-
-
-class History(L.Callback):
-    """Per-step training metrics."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
-
-
-def _trainer(steps: int, *callbacks: L.Callback) -> L.Trainer:
-    return L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=None,
-        callbacks=list(callbacks),
-    )
 
 
 @pytest.fixture(scope="module")
 def weak_student(tmp_path_factory):
     """The toy policy's cold start stopped at 350 steps: the scratchpad format, few right answers
     (pass@1 at T 0.6 measured 0.03 to 0.17, against the 450-step teacher's 0.6)."""
-    from toy_models import train_toy_policy
-
     return train_toy_policy(tmp_path_factory.mktemp("weak_student") / "model", steps=350)
-
-
-def _pass1(module, queries) -> float:
-    """Thinking-mode accuracy at T 0.6, 4 samples per query."""
-    result = evaluate_mode(
-        module.model,
-        module.tokenizer,
-        queries,
-        thinking=True,
-        n_samples=4,
-        verifier="arithmetic",
-        sampling=SamplingConfig(max_new_tokens=48, temperature=0.6),
-    )
-    return result.metrics["accuracy"]
 
 
 def test_on_policy_distillation_lowers_the_divergence_and_raises_pass1(
@@ -71,20 +37,9 @@ def test_on_policy_distillation_lowers_the_divergence_and_raises_pass1(
     0.166 / 0.146 / 0.214 / 0.363 / 0.331 / 0.365 and 0.148 / 0.196 / 0.274 / 0.335 / 0.500 /
     0.423 (the teacher: about 0.6); divergence per token 0.3-0.9 over the first steps, 0.07-0.14
     over the last."""
-    from lit_qwen3.datamodules.queries import QueryDataModule
     from lit_qwen3.stages import OnPolicyDistillation
 
-    data = QueryDataModule(
-        str(weak_student),
-        queries_per_step=32,
-        toy_size=2000,
-        val_size=256,
-        toy_min_digits=2,
-        toy_max_digits=2,
-        toy_mul_fraction=0.0,
-        toy_exclude_sft=0,
-    )
-    data.setup("fit")
+    data = two_digit_queries(weak_student, per_step=32, size=2000, val_size=256)
     module = OnPolicyDistillation(
         str(weak_student),
         teacher=str(toy_policy),
@@ -95,11 +50,11 @@ def test_on_policy_distillation_lowers_the_divergence_and_raises_pass1(
         samples_every_n_steps=0,
     )
     module.configure_model()
-    before = _pass1(module, data.val_queries)
+    before = held_out_pass1(module, data.val_queries)
     history = History()
     L.seed_everything(0, verbose=False)
-    _trainer(150, history).fit(module, data)
-    after = _pass1(module, data.val_queries)
+    quiet_trainer(150, limit_val_batches=0, callbacks=[history]).fit(module, data)
+    after = held_out_pass1(module, data.val_queries)
     divergence = [row["train/divergence"] for row in history.rows]
     first, last = sum(divergence[:10]) / 10, sum(divergence[-10:]) / 10
     print(f"divergence {first:.3f} -> {last:.3f}; pass@1 {before:.3f} -> {after:.3f}")

@@ -23,28 +23,12 @@ from __future__ import annotations
 import lightning as L
 import pytest
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
+from toy_models import held_out_pass1, quiet_trainer
 
-from lit_qwen3.evaluation import evaluate_mode
-from lit_qwen3.generation import SamplingConfig
 from lit_qwen3.optim import OptimizerConfig
 
 STOP = "\n</think>\n\n"  # the template's bare close, forced by budgets and cut into the mix
 BUDGETS = (0, 4, 8, 12, 16, 24, 32)
-
-
-def _pass1(module, queries, thinking: bool, budget: int | None = None) -> float:
-    result = evaluate_mode(
-        module.model,
-        module.tokenizer,
-        queries,
-        thinking=thinking,
-        n_samples=4,
-        verifier="arithmetic",
-        sampling=SamplingConfig(max_new_tokens=48, temperature=0.6),
-        thinking_budget=budget,
-        stop_thinking=STOP,
-    )
-    return result.metrics["accuracy"]
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +59,19 @@ def fused(toy_policy, tmp_path_factory):
         optimizer=OptimizerConfig(lr=1e-3, warmup_steps=20, weight_decay=0.01, min_lr_ratio=0.1),
     )
     module.configure_model()
-    before = {mode: _pass1(module, held_out, mode) for mode in (True, False)}
+    before = {
+        mode: held_out_pass1(module, held_out, thinking=mode, stop_thinking=STOP)
+        for mode in (True, False)
+    }
     L.seed_everything(0, verbose=False)
-    L.Trainer(
-        max_steps=1000,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=1.0,
-    ).fit(module, data)
-    after = {mode: _pass1(module, held_out, mode) for mode in (True, False)}
-    sweep = [_pass1(module, held_out, True, budget) for budget in BUDGETS]
+    quiet_trainer(1000, limit_val_batches=0, gradient_clip_val=1.0).fit(module, data)
+    after = {
+        mode: held_out_pass1(module, held_out, thinking=mode, stop_thinking=STOP)
+        for mode in (True, False)
+    }
+    sweep = [
+        held_out_pass1(module, held_out, budget=budget, stop_thinking=STOP) for budget in BUDGETS
+    ]
     print(f"fusion: before {before}, after {after}, sweep {dict(zip(BUDGETS, sweep, strict=True))}")
     return before, after, sweep
 

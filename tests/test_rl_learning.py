@@ -10,66 +10,17 @@ import json
 import lightning as L
 import torch
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
+from toy_models import History, held_out_pass1, quiet_trainer, two_digit_queries
 
 from lit_qwen3.datamodules.queries import QueryDataModule
-from lit_qwen3.evaluation import evaluate_mode
 from lit_qwen3.generation import SamplingConfig
 from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.stages import GeneralRL, ReasoningRL
 
 
-class History(L.Callback):
-    """Per-step training metrics of an RL run."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
-
-
 def _trainer(steps: int, history: History, root) -> L.Trainer:
     """A plain Trainer; ``root`` holds what the stage exports (never the working directory)."""
-    return L.Trainer(
-        max_steps=steps,
-        default_root_dir=root,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[history],
-    )
-
-
-def _held_out_pass1(module, queries) -> float:
-    """Thinking-mode accuracy at T 0.6 (4 samples per query) on held-out queries."""
-    result = evaluate_mode(
-        module.model,
-        module.tokenizer,
-        queries,
-        thinking=True,
-        n_samples=4,
-        verifier="arithmetic",
-        sampling=SamplingConfig(max_new_tokens=48, temperature=0.6),
-    )
-    return result.metrics["accuracy"]
-
-
-def _two_digit_sums(policy, per_step: int, size: int) -> QueryDataModule:
-    """Queries from the toy policy's own distribution (2-digit sums), set up."""
-    data = QueryDataModule(
-        str(policy),
-        queries_per_step=per_step,
-        toy_size=size,
-        val_size=0,
-        toy_min_digits=2,
-        toy_max_digits=2,
-        toy_mul_fraction=0.0,
-        toy_exclude_sft=0,
-    )
-    data.setup("fit")
-    return data
+    return quiet_trainer(steps, default_root_dir=root, callbacks=[history])
 
 
 def _grpo(policy, **overrides) -> ReasoningRL:
@@ -93,17 +44,7 @@ def test_grpo_raises_reward_and_held_out_pass1(toy_policy, tmp_path):
     0.610 -> 0.823 / 0.619 -> 0.799; mean reward over the first and last 8 batches 0.65 -> 0.81
     / 0.64 -> 0.75. (At T 1 the same budget moved held-out pass@1 within its noise: most of
     what T 1 samples is noise the policy cannot learn from in a minute.)"""
-    data = QueryDataModule(
-        str(toy_policy),
-        queries_per_step=16,
-        toy_size=2000,
-        val_size=256,
-        toy_min_digits=2,
-        toy_max_digits=2,
-        toy_mul_fraction=0.0,
-        toy_exclude_sft=0,
-    )
-    data.setup("fit")
+    data = two_digit_queries(toy_policy, per_step=16, size=2000, val_size=256)
     module = ReasoningRL(
         str(toy_policy),
         rewards=[{"name": "arithmetic"}],
@@ -114,11 +55,11 @@ def test_grpo_raises_reward_and_held_out_pass1(toy_policy, tmp_path):
         samples_every_n_steps=0,
     )
     module.configure_model()
-    before = _held_out_pass1(module, data.val_queries)
+    before = held_out_pass1(module, data.val_queries)
     history = History()
     L.seed_everything(0, verbose=False)
     _trainer(80, history, tmp_path).fit(module, data)
-    after = _held_out_pass1(module, data.val_queries)
+    after = held_out_pass1(module, data.val_queries)
     rewards = [row["train/reward"] for row in history.rows]
     first, last = sum(rewards[:8]) / 8, sum(rewards[-8:]) / 8
     print(f"held-out pass@1 {before:.3f} -> {after:.3f}; reward {first:.3f} -> {last:.3f}")
@@ -134,7 +75,7 @@ def test_a_grpo_update_moves_probability_toward_rewarded_rollouts(toy_policy):
     from lit_qwen3.chat import split_thinking
     from lit_qwen3.datamodules.arithmetic import verify
 
-    data = _two_digit_sums(toy_policy, per_step=8, size=64)
+    data = two_digit_queries(toy_policy, per_step=8, size=64)
     module = _grpo(toy_policy, dynamic_sampling=False)
     queries = data.train_queries[:8]
     batch, metrics = module.make_batch(queries)

@@ -1,9 +1,12 @@
-"""A briefly cold-started toy policy, trained once per test session (about 30 s on 2 cores).
+"""A briefly cold-started toy policy, trained once per test session (about 30 s on 2 cores), and
+what the learning tests measure it with.
 
 RL, fusion and distillation tests need a policy that already writes the toy scratchpad: a
 random model never opens ``<think>`` and never earns a reward. ``train_toy_policy`` runs the
 real ``ColdStartSFT`` on 2-digit sums (no check line) to greedy thinking pass@1 of about 0.5-0.9
-and exports it with ``save_pretrained`` like any stage.
+and exports it with ``save_pretrained`` like any stage. ``two_digit_queries`` are RL queries from
+its distribution, ``held_out_pass1`` the learning tests' accuracy measure, ``quiet_trainer`` and
+``History`` a plain Trainer and the per-step metrics it logged.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from lit_qwen3.chat import STOP_THINKING
 from lit_qwen3.datamodules.conversations import ConversationDataModule
+from lit_qwen3.datamodules.queries import QueryDataModule
+from lit_qwen3.evaluation import evaluate_mode
+from lit_qwen3.generation import SamplingConfig
 from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.stages import ColdStartSFT
 
@@ -47,16 +54,69 @@ def train_toy_policy(directory: Path, steps: int = STEPS, preset: str = "toy-tea
             optimizer=OptimizerConfig(lr=3e-3, warmup_steps=20),
         )
         L.seed_everything(0, verbose=False)
-        L.Trainer(
-            max_steps=steps,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            limit_val_batches=0,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            gradient_clip_val=1.0,
-        ).fit(module, toy_sft_data())
+        quiet_trainer(steps, limit_val_batches=0, gradient_clip_val=1.0).fit(module, toy_sft_data())
     finally:
         torch.set_num_threads(threads)
     return directory
+
+
+def quiet_trainer(steps: int, **overrides) -> L.Trainer:
+    """A CPU Trainer for ``steps`` steps without logger, checkpoints, progress bar or summary."""
+    settings = dict(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return L.Trainer(**{**settings, **overrides})
+
+
+class History(L.Callback):
+    """Per-step training metrics (``trainer.callback_metrics`` after each batch)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def two_digit_queries(policy, *, per_step: int, size: int, val_size: int = 0) -> QueryDataModule:
+    """RL queries from the toy policy's own distribution (2-digit sums), set up."""
+    data = QueryDataModule(
+        str(policy),
+        queries_per_step=per_step,
+        toy_size=size,
+        val_size=val_size,
+        toy_min_digits=2,
+        toy_max_digits=2,
+        toy_mul_fraction=0.0,
+        toy_exclude_sft=0,
+    )
+    data.setup("fit")
+    return data
+
+
+def held_out_pass1(
+    module,
+    queries,
+    *,
+    thinking: bool = True,
+    budget: int | None = None,
+    stop_thinking: str = STOP_THINKING,
+) -> float:
+    """Accuracy of 4 samples per query at T 0.6 (48 new tokens), in the given mode and budget."""
+    result = evaluate_mode(
+        module.model,
+        module.tokenizer,
+        queries,
+        thinking=thinking,
+        n_samples=4,
+        verifier="arithmetic",
+        sampling=SamplingConfig(max_new_tokens=48, temperature=0.6),
+        thinking_budget=budget,
+        stop_thinking=stop_thinking,
+    )
+    return result.metrics["accuracy"]
