@@ -17,6 +17,8 @@ import transformers
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from lit_qwen3.sampling import counter_uniform, sample_next_tokens
+
 __all__ = ["ModelStepper", "PreallocatedLayer", "Qwen3DecodeStep"]
 
 _TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
@@ -141,10 +143,29 @@ class ModelStepper:
         return out.logits[:, -1, :]
 
     def prefill(self, prompt_ids: torch.Tensor) -> torch.Tensor:
-        extra: dict[str, Any] = {"position_ids": self.positions}
+        """Logits (B, V) after each prompt. Identical prompts (a GRPO group's rollouts) run
+        once and their keys and values are copied to every row that repeats them."""
+        mask = self.mask[:, : self.width]
+        rows, copies = _distinct_rows(prompt_ids, mask) if self._can_share() else (None, None)
+        positions = self.positions if rows is None else self.positions[rows]
+        extra: dict[str, Any] = {"position_ids": positions}
         if self.keep_last:
             extra["logits_to_keep"] = 1
-        return self._call(prompt_ids, self.mask[:, : self.width], **extra)
+        if rows is None:
+            return self._call(prompt_ids, mask, **extra)
+        logits = self._call(prompt_ids[rows], mask[rows], **extra)
+        self.cache.batch_select_indices(copies)
+        return logits[copies]
+
+    def _can_share(self) -> bool:
+        """Whether the cache can be prefilled for distinct prompts, then copied row by row: a
+        Hugging Face model (whose only state between calls is the cache) with plain layers."""
+        layers = getattr(self.cache, "layers", None)
+        return (
+            isinstance(self.model, transformers.PreTrainedModel)
+            and bool(layers)
+            and all(type(layer) is PreallocatedLayer for layer in layers)
+        )
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         self.length += 1
@@ -164,6 +185,37 @@ class ModelStepper:
             logits = self._call(tokens[:, None], mask, position_ids=self.next_position)
         self.next_position = self.next_position + 1
         return logits
+
+    def decode_and_sample(
+        self,
+        tokens: torch.Tensor,
+        streams: torch.Tensor,
+        counter: int,
+        forcing: torch.Tensor | None,
+        forced_ids: torch.Tensor | None,
+        **sampling: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`decode` then :func:`~lit_qwen3.sampling.sample_next_tokens` as one compiled
+        call (only when :attr:`static`): the next tokens, their log-probs and sampling log-probs.
+        ``streams`` (B,) are the rows' seeds and ``counter`` the draw's index in their streams
+        (:func:`~lit_qwen3.sampling.counter_uniform`); ``sampling``: the draw's keyword options."""
+        self.length += 1
+        column = torch.full((1,), self.length - 1, device=tokens.device)
+        draw = compiled_sample_step()(
+            self.fast,
+            tokens,
+            self.next_position[:, 0],
+            self.mask4d,
+            column,
+            streams,
+            torch.tensor(counter, device=streams.device),
+            forcing,
+            forced_ids,
+            tuple(sorted(sampling.items())),
+        )
+        self.fast.advance(self.length)
+        self.next_position = self.next_position + 1
+        return draw
 
     def select(self, index: torch.Tensor) -> None:
         self.cache.batch_select_indices(index)
@@ -258,6 +310,30 @@ class Qwen3DecodeStep:
 
         return self._forward(tokens, positions, visible, write)
 
+    def static_sample_step(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        column: torch.Tensor,
+        streams: torch.Tensor,
+        counter: torch.Tensor,
+        forcing: torch.Tensor | None,
+        forced_ids: torch.Tensor | None,
+        sampling: tuple[tuple[str, Any], ...],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`static_step` and the draw from its logits, for one ``torch.compile`` graph
+        per step (the draw's dozens of small ops fuse into a few kernels)."""
+        logits = self.static_step(tokens, positions, mask, column)
+        draw = sample_next_tokens(
+            logits,
+            forced_tokens=forced_ids,
+            forced=forcing,
+            uniforms=counter_uniform(streams, counter),
+            **dict(sampling),
+        )
+        return draw.tokens, draw.logprobs, draw.sampling_logprobs
+
     def _forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, write: Any
     ) -> torch.Tensor:
@@ -300,10 +376,36 @@ class Qwen3DecodeStep:
 
 
 _COMPILED: dict[str, Any] = {}
+#: Inductor options of the decode steps: a C++ wrapper calls their ~30 kernels per token
+#: (a Python one costs about a third of a toy step).
+_DECODE = {"cpp_wrapper": True}
 
 
 def compiled_static_step() -> Any:
     """``Qwen3DecodeStep.static_step`` through ``torch.compile`` (compiled once per process)."""
     if "static_step" not in _COMPILED:
-        _COMPILED["static_step"] = torch.compile(Qwen3DecodeStep.static_step)
+        _COMPILED["static_step"] = torch.compile(Qwen3DecodeStep.static_step, options=_DECODE)
     return _COMPILED["static_step"]
+
+
+def compiled_sample_step() -> Any:
+    """``Qwen3DecodeStep.static_sample_step`` through ``torch.compile`` (once per process)."""
+    if "static_sample_step" not in _COMPILED:
+        _COMPILED["static_sample_step"] = torch.compile(
+            Qwen3DecodeStep.static_sample_step, options=_DECODE
+        )
+    return _COMPILED["static_sample_step"]
+
+
+def _distinct_rows(
+    prompt_ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(one row index per distinct prompt, each row's index into those), or (None, None) when
+    every row differs. Rows match when both their ids and their padding match."""
+    keys = torch.cat([prompt_ids, mask.to(prompt_ids.dtype)], dim=1)
+    distinct, copies = torch.unique(keys, dim=0, return_inverse=True)
+    if len(distinct) == len(keys):
+        return None, None
+    first = torch.full((len(distinct),), len(keys), dtype=torch.long, device=keys.device)
+    first.scatter_reduce_(0, copies, torch.arange(len(keys), device=keys.device), "amin")
+    return first, copies

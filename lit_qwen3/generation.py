@@ -38,6 +38,7 @@ from lit_qwen3.packing import pad_batch
 from lit_qwen3.sampling import (
     CLOSE_EMPTY_THINKING,
     BudgetState,
+    SampledTokens,
     ThinkingBudgetLogitsProcessor,
     counter_uniform,
     encode_stop_text,
@@ -286,7 +287,9 @@ class RolloutSampler:
     at budget 0. ``fast_path``: decode plain float32 ``Qwen3ForCausalLM`` models on CPU with
     a lean step that matches their forward (see ``lit_qwen3.decoding``); False always calls the
     model's own forward. ``compile``: run that lean step through ``torch.compile`` (fixed
-    shapes: it attends over the whole preallocated cache; worth it for long runs).
+    shapes: it attends over the whole preallocated cache; worth it for long runs); with
+    per-row ``seeds`` the draw runs inside the same compiled graph. Rows with identical
+    prompts (a GRPO group's rollouts) share one prefill.
     """
 
     def __init__(
@@ -424,20 +427,33 @@ class RolloutSampler:
         logits = stepper.prefill(prompt_ids)
         alive = torch.ones(batch, dtype=torch.bool, device=device)
         lockstep = needs_lockstep(model)
+        options = {
+            "temperature": cfg.temperature,
+            "top_k": cfg.top_k,
+            "top_p": cfg.top_p,
+            "min_p": cfg.min_p,
+            "do_sample": cfg.do_sample,
+        }
+        # A compiled step with per-row streams also draws the next token inside its graph.
+        fused = stepper.static and seeds is not None
+        if seeds is not None:
+            seeds = seeds.to(device)
+        tokens = prompt_ids[:, -1]  # the last tokens decoded (the prefill's, at first)
         for step in range(cfg.max_new_tokens):
             forcing, forced_ids = state.next_forced()
-            draw = sample_next_tokens(
-                logits,
-                temperature=cfg.temperature,
-                top_k=cfg.top_k,
-                top_p=cfg.top_p,
-                min_p=cfg.min_p,
-                do_sample=cfg.do_sample,
-                generator=generator,
-                forced_tokens=forced_ids,
-                forced=forcing,
-                uniforms=None if seeds is None else counter_uniform(seeds, step).to(device),
-            )
+            if fused and step > 0:
+                draw = SampledTokens(
+                    *stepper.decode_and_sample(tokens, seeds, step, forcing, forced_ids, **options)
+                )
+            else:
+                draw = sample_next_tokens(
+                    logits,
+                    **options,
+                    generator=generator,
+                    forced_tokens=forced_ids,
+                    forced=forcing,
+                    uniforms=None if seeds is None else counter_uniform(seeds, step),
+                )
             tokens = draw.tokens
             steps.append(tokens, alive, draw.logprobs, draw.sampling_logprobs, forcing)
             if not cfg.ignore_eos:
@@ -460,7 +476,8 @@ class RolloutSampler:
                     alive, tokens = alive[keep], tokens[keep]
                     if seeds is not None:
                         seeds = seeds[keep.to(seeds.device)]
-            logits = stepper.decode(tokens)
+            if not fused:
+                logits = stepper.decode(tokens)
         steps.finish_rows(state, alive)
         return steps.rollouts(prompt_ids, prompt_mask, self.think_tokens.pad_token_id)
 

@@ -80,3 +80,29 @@ def test_seeds_must_match_the_batch(toy_tokenizer):
     sampler = RolloutSampler(toy_tokenizer, SamplingConfig(max_new_tokens=2))
     with pytest.raises(ValueError, match="seeds has 1 entries but the batch has 2"):
         sampler.sample(model, [[1, 2], [3]], seeds=[0])
+
+
+def test_repeated_prompts_are_prefilled_once_and_sample_as_if_alone(toy_tokenizer):
+    model = load_model("toy-teacher", seed=0)
+    a, b = (
+        toy_tokenizer(f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+        for q in ("12+34", "5*6")
+    )
+    prompts, seeds = [a, b, a, a, b], [mix_seed(1, i) for i in range(5)]
+    widths: list[tuple[int, int]] = []
+    hook = model.model.embed_tokens.register_forward_hook(
+        lambda module, args, out: widths.append(tuple(args[0].shape))
+    )
+    sampler = RolloutSampler(toy_tokenizer, SamplingConfig(max_new_tokens=12, top_p=0.9))
+    together = sampler.sample(model, prompts, seeds=seeds)
+    assert widths[0] == (2, len(a))  # one prefill row per distinct prompt
+    hook.remove()
+    for i, prompt in enumerate(prompts):
+        alone = sampler.sample(model, [prompt], seeds=[seeds[i]])
+        n = int(alone.completion_mask.sum())
+        assert together.completion_ids[i, :n].tolist() == alone.completion_ids[0, :n].tolist()
+        torch.testing.assert_close(
+            together.logprobs[i, :n], alone.logprobs[0, :n], atol=1e-5, rtol=0
+        )
+    # a group's rows share the prompt, not the draws
+    assert together.completion_ids[0].tolist() != together.completion_ids[2].tolist()
