@@ -104,11 +104,15 @@ def counter_uniform(seeds: torch.Tensor, counter: int) -> torch.Tensor:
 
 
 def mix_seed(*values: int) -> int:
-    """One int64 seed from several ints (run seed, step, query index...), order-sensitive."""
-    state = torch.zeros((), dtype=torch.long)
+    """One int64 seed from several ints (run seed, step, query index...), order-sensitive:
+    :func:`splitmix64` folded over them, on Python ints (a call per rollout row)."""
+    state = 0
     for value in values:
-        state = splitmix64(state ^ _signed64(int(value)))
-    return int(state)
+        z = ((state ^ int(value)) + _GAMMA) & _MASK64
+        z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
+        z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+        state = z ^ (z >> 31)
+    return _signed64(state)
 
 
 def inverse_cdf_sample(

@@ -42,6 +42,14 @@ def test_splitmix64_and_uniforms_match_the_reference_on_any_int64():
     assert 0.0 <= float(u.min()) and float(u.max()) < 1.0
 
 
+def test_mix_seed_folds_splitmix64_over_its_values():
+    values = [0, -1, 2**63 - 1, -(2**63), 12345, 7]
+    state = torch.zeros((), dtype=torch.long)
+    for value in values:
+        state = splitmix64(state ^ value)
+    assert mix_seed(*values) == int(state)
+
+
 def test_mix_seed_is_order_sensitive_and_deterministic():
     assert mix_seed(1, 2, 3) == mix_seed(1, 2, 3)
     assert len({mix_seed(1, 2, 3), mix_seed(3, 2, 1), mix_seed(1, 2), mix_seed(1, 2, 4)}) == 4

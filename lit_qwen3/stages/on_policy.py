@@ -210,17 +210,21 @@ class OnPolicyStage(HFStageModule):
         tool-using rows from ``generator``)."""
         sampler = self.rollout_sampler()
         messages, prompts, prefills = [], [], []
+        encoded: dict[tuple[int, bool], tuple] = {}  # a group's rows share one rendering
         for row in rows:
-            tools = [self.tool(name).schema() for name in row.query.tools]
-            if not self.hparams.render_tools:
-                tools = []
-            m, ids, prefill = encode_query(
-                self.tokenizer,
-                row.query,
-                row.thinking,
-                template_switch=self.hparams.template_switch,
-                tools=tools,
-            )
+            key = (id(row.query), row.thinking)
+            if key not in encoded:
+                tools = [self.tool(name).schema() for name in row.query.tools]
+                if not self.hparams.render_tools:
+                    tools = []
+                encoded[key] = encode_query(
+                    self.tokenizer,
+                    row.query,
+                    row.thinking,
+                    template_switch=self.hparams.template_switch,
+                    tools=tools,
+                )
+            m, ids, prefill = encoded[key]
             messages.append(m)
             prompts.append(ids)
             prefills.append(prefill)
