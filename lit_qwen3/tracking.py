@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
@@ -38,6 +39,25 @@ def log_metrics(trainer: Trainer, metrics: Mapping[str, float], step: int | None
     step = trainer.global_step if step is None else step
     for logger in trainer.loggers:
         logger.log_metrics(dict(metrics), step=step)
+
+
+def publish_metrics(
+    module: LightningModule, metrics: Mapping[str, float], progress_bar: Sequence[str] = ()
+) -> None:
+    """Put a step's ``metrics`` in ``trainer.callback_metrics``, where checkpoint and
+    early-stopping monitors and other callbacks read them; ``progress_bar`` keys also go to
+    the progress bar (through ``module.log``).
+
+    ``LightningModule.log`` costs about a millisecond per key (it walks each stored result's
+    attributes on every call): for an RL step's forty metrics, a tenth of a toy step. The
+    loggers get the metrics from :func:`log_metrics`, so only the dict callbacks read is set.
+    """
+    for key in progress_bar:
+        if key in metrics:
+            module.log(key, metrics[key], prog_bar=True, logger=False, batch_size=1)
+    module.trainer.callback_metrics.update(
+        {key: torch.tensor(float(value)) for key, value in metrics.items()}
+    )
 
 
 @rank_zero_only

@@ -134,3 +134,43 @@ def test_relative_tracking_uris_are_pinned_to_the_directory_they_were_given_in(
         assert client.get_experiment_by_name(f"in-{other}") is None
     for kept in ("sqlite:////abs/mlflow.db", "http://127.0.0.1:5000", "databricks", None):
         assert absolute_tracking_uri(kept) == kept
+
+
+def test_published_metrics_reach_monitors_and_the_progress_bar(tmp_path):
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lit_qwen3.tracking import publish_metrics
+
+    scores = [0.1, 0.9, 0.3, 0.2]  # the best step is the second
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            self.optimizers().step()
+            publish_metrics(
+                self, {"train/score": scores[batch_idx], "train/other": -1.0}, ["train/score"]
+            )
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    best = ModelCheckpoint(tmp_path, monitor="train/score", mode="max", every_n_train_steps=1)
+    trainer = L.Trainer(
+        max_steps=len(scores),
+        logger=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        callbacks=[best],
+    )
+    trainer.fit(Module(), train_dataloaders=torch.utils.data.DataLoader(range(len(scores))))
+    assert float(best.best_model_score) == pytest.approx(0.9)
+    assert "step=2" in best.best_model_path  # saved after the second step
+    assert float(trainer.callback_metrics["train/other"]) == -1.0
+    assert float(trainer.progress_bar_metrics["train/score"]) == pytest.approx(0.2)
+    assert "train/other" not in trainer.progress_bar_metrics

@@ -36,7 +36,7 @@ from lit_qwen3.sampling import mix_seed
 from lit_qwen3.stages.base import HFStageModule
 from lit_qwen3.strategies import deepspeed_stage
 from lit_qwen3.tools import build_tool
-from lit_qwen3.tracking import log_metrics, log_table
+from lit_qwen3.tracking import log_metrics, log_table, publish_metrics
 from lit_qwen3.vllm_rollouts import ROLLOUT_BACKENDS, require_vllm
 
 # The stages' hyperparameters hold these config objects; resuming loads checkpoints with
@@ -373,9 +373,7 @@ class OnPolicyStage(HFStageModule):
         metrics.update({f"stats/{k}_tokens": float(v) for k, v in self.token_counts.items()})
         metrics = self.mean_over_ranks(metrics)
         log_metrics(self.trainer, metrics)  # at the optimizer step, like evaluation callbacks
-        for key, value in metrics.items():  # callback_metrics (monitors, progress bar) too
-            shown = key in self.progress_metrics
-            self.log(key, value, prog_bar=shown, logger=False, batch_size=len(update_batch))
+        publish_metrics(self, metrics, self.progress_metrics)  # monitors, progress bar
         return {"entropy_records": records}
 
     #: Metrics shown on the progress bar (all go to the loggers).
