@@ -31,7 +31,8 @@ defaults turn on bf16 and checkpointing; both are off so that steps compare like
 ``--threads`` torch threads. A step is what the ``Trainer`` runs between ``on_step_begin`` and
 ``on_step_end``: sampling, both models' forwards, loss, backward, clipping, optimizer step;
 figures are medians over ``--runs`` steps after ``--warmup`` (wall clock, and process CPU
-time, which other jobs on a shared machine disturb less).
+time, which other jobs on a shared machine disturb less); ``--rounds`` repeats every side in
+turn, so that load which changes during the run hits all sides alike.
 
 Ours (``time_our_step``) is ``OnPolicyDistillation`` on the same models, prompts, batch and
 token count, in a Lightning ``Trainer``, timed the same way. ``"speedup"`` is the faster TRL
@@ -93,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     trl.add_argument("--new-tokens", type=int, default=64)
     trl.add_argument("--runs", type=int, default=5)
     trl.add_argument("--warmup", type=int, default=1)
+    trl.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternating rounds of every side (load from other jobs then hits all alike); "
+        "medians over every round's runs",
+    )
     trl.add_argument("--threads", type=int, default=1, help="torch threads; 0 = default")
     trl.add_argument("--seed", type=int, default=0)
     trl.add_argument(
@@ -346,6 +354,20 @@ def time_our_step(
     }
 
 
+def merge_rounds(prefix: str, rounds: list[dict]) -> dict:
+    """One side's figures over every round: medians of all its timed steps (CPU seconds:
+    the median of the rounds' medians)."""
+    merged = {k: v for k, v in rounds[0].items() if not k.startswith(f"{prefix}_step")}
+    runs = [s for r in rounds for s in r[f"{prefix}_step_runs_s"]]
+    merged[f"{prefix}_step_runs_s"] = runs
+    merged[f"{prefix}_step_s"] = statistics.median(runs)
+    merged[f"{prefix}_step_cpu_s"] = statistics.median(r[f"{prefix}_step_cpu_s"] for r in rounds)
+    for key in rounds[0]:
+        if key.endswith("_per_step"):
+            merged[key] = [x for r in rounds for x in r[key]]
+    return merged
+
+
 def main() -> None:
     args = parse_args()
     if args.worker:
@@ -367,52 +389,58 @@ def main() -> None:
             threads=torch.get_num_threads(),
             runs=args.runs,
         )
-        for name, timer in (
-            ("gkd", time_trl_gkd_step),
-            ("distillation", time_trl_distillation_step),
-        ):
-            if name not in args.trl_trainers:
-                continue
-            student = copy.deepcopy(initial_student)  # each trainer starts from the same weights
-            figures = timer(
-                student,
+        timed: dict[str, list[dict]] = {}
+        for _ in range(args.rounds):
+            for name, timer in (
+                ("gkd", time_trl_gkd_step),
+                ("distillation", time_trl_distillation_step),
+            ):
+                if name not in args.trl_trainers:
+                    continue
+                student = copy.deepcopy(
+                    initial_student
+                )  # each trainer starts from the same weights
+                figures = timer(
+                    student,
+                    teacher,
+                    tokenizer,
+                    batch=args.trl_batch,
+                    new_tokens=args.new_tokens,
+                    runs=args.runs,
+                    warmup=args.warmup,
+                    seed=args.seed,
+                )
+                median, runs = figures[f"trl_{name}_step_s"], figures[f"trl_{name}_step_runs_s"]
+                print(f"TRL {name} step: median {median:.3f} s, runs {runs}")
+                timed.setdefault(f"trl_{name}", []).append(figures)
+            ours = time_our_step(
+                copy.deepcopy(initial_student),
                 teacher,
                 tokenizer,
                 batch=args.trl_batch,
                 new_tokens=args.new_tokens,
                 runs=args.runs,
-                warmup=args.warmup,
+                warmup=max(args.warmup, 2) if args.compile else args.warmup,
                 seed=args.seed,
+                compile=args.compile,
             )
-            median, runs = figures[f"trl_{name}_step_s"], figures[f"trl_{name}_step_runs_s"]
-            print(f"TRL {name} step: median {median:.3f} s, runs {runs}")
-            results.update(figures)
-        ours = time_our_step(
-            copy.deepcopy(initial_student),
-            teacher,
-            tokenizer,
-            batch=args.trl_batch,
-            new_tokens=args.new_tokens,
-            runs=args.runs,
-            warmup=max(args.warmup, 2) if args.compile else args.warmup,
-            seed=args.seed,
-            compile=args.compile,
-        )
-        print(f"our on-policy distillation step: median {ours['ours_step_s']:.3f} s")
-        results.update(ours)
+            print(f"our on-policy distillation step: median {ours['ours_step_s']:.3f} s")
+            timed.setdefault("ours", []).append(ours)
+        for prefix, rounds in timed.items():
+            results.update(merge_rounds(prefix, rounds))
         trl = [
             results[f"trl_{n}_step_s"]
             for n in ("gkd", "distillation")
             if f"trl_{n}_step_s" in results
         ]
         if trl:  # against TRL's faster on-policy trainer
-            results["speedup"] = min(trl) / ours["ours_step_s"]
+            results["speedup"] = min(trl) / results["ours_step_s"]
             cpu = [
                 results[f"trl_{n}_step_cpu_s"]
                 for n in ("gkd", "distillation")
                 if f"trl_{n}_step_cpu_s" in results
             ]
-            results["speedup_cpu_time"] = min(cpu) / ours["ours_step_cpu_s"]
+            results["speedup_cpu_time"] = min(cpu) / results["ours_step_cpu_s"]
     print(json.dumps(results))
 
 
