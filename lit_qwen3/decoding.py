@@ -1,4 +1,5 @@
-"""The model side of the rollout sampler: a KV cache sized once, masks built once, one step.
+"""The model side of the rollout sampler: a KV cache sized once, masks built once, one step;
+prompts that repeat in a batch (a GRPO group's) are prefilled once.
 
 ``ModelStepper`` runs any Hugging Face causal LM's own forward one token at a time. At toy sizes
 that forward is bound by per-op and per-module Python overhead rather than arithmetic, so plain
