@@ -357,14 +357,12 @@ def time_our_step(
 def merge_rounds(prefix: str, rounds: list[dict]) -> dict:
     """One side's figures over every round: medians of all its timed steps (CPU seconds:
     the median of the rounds' medians)."""
-    merged = {k: v for k, v in rounds[0].items() if not k.startswith(f"{prefix}_step")}
-    runs = [s for r in rounds for s in r[f"{prefix}_step_runs_s"]]
-    merged[f"{prefix}_step_runs_s"] = runs
-    merged[f"{prefix}_step_s"] = statistics.median(runs)
+    merged = {
+        key: [x for r in rounds for x in r[key]] if isinstance(value, list) else value
+        for key, value in rounds[0].items()
+    }  # the timed runs and the tokens each step sampled, every round's
+    merged[f"{prefix}_step_s"] = statistics.median(merged[f"{prefix}_step_runs_s"])
     merged[f"{prefix}_step_cpu_s"] = statistics.median(r[f"{prefix}_step_cpu_s"] for r in rounds)
-    for key in rounds[0]:
-        if key.endswith("_per_step"):
-            merged[key] = [x for r in rounds for x in r[key]]
     return merged
 
 

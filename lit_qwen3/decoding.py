@@ -169,18 +169,14 @@ class ModelStepper:
         )
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.static:
+            return self._static_call(compiled_static_step(), tokens)
         self.length += 1
         if self.bool_mask:
             mask = self.mask4d[..., : self.length]
         else:
             mask = self.mask[:, : self.length]
-        if self.static:
-            column = torch.full((1,), self.length - 1, device=tokens.device)
-            logits = compiled_static_step()(
-                self.fast, tokens, self.next_position[:, 0], self.mask4d, column
-            )
-            self.fast.advance(self.length)
-        elif self.fast is not None:
+        if self.fast is not None:
             logits = self.fast.step(tokens, self.next_position[:, 0], mask)
         else:
             logits = self._call(tokens[:, None], mask, position_ids=self.next_position)
@@ -200,23 +196,25 @@ class ModelStepper:
         call (only when :attr:`static`): the next tokens, their log-probs and sampling log-probs.
         ``streams`` (B,) are the rows' seeds and ``counter`` the draw's index in their streams
         (:func:`~lit_qwen3.sampling.counter_uniform`); ``sampling``: the draw's keyword options."""
-        self.length += 1
-        column = torch.full((1,), self.length - 1, device=tokens.device)
-        draw = compiled_sample_step()(
-            self.fast,
+        return self._static_call(
+            compiled_sample_step(),
             tokens,
-            self.next_position[:, 0],
-            self.mask4d,
-            column,
             streams,
             torch.tensor(counter, device=streams.device),
             forcing,
             forced_ids,
             tuple(sorted(sampling.items())),
         )
+
+    def _static_call(self, compiled: Any, tokens: torch.Tensor, *extra: Any) -> Any:
+        """One compiled fixed-shape step: the new keys and values go to the next cache column,
+        then the cache views, length and positions advance."""
+        self.length += 1
+        column = torch.full((1,), self.length - 1, device=tokens.device)
+        out = compiled(self.fast, tokens, self.next_position[:, 0], self.mask4d, column, *extra)
         self.fast.advance(self.length)
         self.next_position = self.next_position + 1
-        return draw
+        return out
 
     def select(self, index: torch.Tensor) -> None:
         self.cache.batch_select_indices(index)

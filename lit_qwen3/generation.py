@@ -475,7 +475,7 @@ class RolloutSampler:
                     state.select(keep)
                     alive, tokens = alive[keep], tokens[keep]
                     if seeds is not None:
-                        seeds = seeds[keep.to(seeds.device)]
+                        seeds = seeds[keep]
             if not fused:
                 logits = stepper.decode(tokens)
         steps.finish_rows(state, alive)
