@@ -10,7 +10,7 @@ float32 ``Qwen3ForCausalLM`` models on CPU (the toy pipeline) decode through
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +18,17 @@ import transformers
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from lit_qwen3.sampling import counter_uniform, sample_next_tokens
+from lit_qwen3.sampling import (
+    BudgetRows,
+    BudgetRules,
+    BudgetState,
+    budget_advance,
+    budget_next_forced,
+    counter_uniform,
+    sample_next_tokens,
+)
 
-__all__ = ["ModelStepper", "PreallocatedLayer", "Qwen3DecodeStep"]
+__all__ = ["DecodeSpec", "DecodedSteps", "ModelStepper", "PreallocatedLayer", "Qwen3DecodeStep"]
 
 _TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -183,37 +191,60 @@ class ModelStepper:
         self.next_position = self.next_position + 1
         return logits
 
-    def decode_and_sample(
+    def sample_steps(
         self,
         tokens: torch.Tensor,
         streams: torch.Tensor,
         counter: int,
-        forcing: torch.Tensor | None,
-        forced_ids: torch.Tensor | None,
+        steps: int,
+        valid: int,
+        alive: torch.Tensor,
+        eos: torch.Tensor | None,
+        budget: BudgetState | None,
         **sampling: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`decode` then :func:`~lit_qwen3.sampling.sample_next_tokens` as one compiled
-        call (only when :attr:`static`): the next tokens, their log-probs and sampling log-probs.
-        ``streams`` (B,) are the rows' seeds and ``counter`` the draw's index in their streams
-        (:func:`~lit_qwen3.sampling.counter_uniform`); ``sampling``: the draw's keyword options."""
+    ) -> DecodedSteps:
+        """``steps`` tokens per row from one compiled call (only when :attr:`static`), as
+        :meth:`decode` then :func:`~lit_qwen3.sampling.sample_next_tokens` would draw them one
+        by one: see :func:`static_sample_steps`. ``streams`` (B,) are the rows' seeds,
+        ``counter`` the first draw's index in their streams, ``valid`` how many of the steps
+        the run still wants; ``budget`` (None when no row has one) is read, not changed;
+        ``sampling``: the draw's keyword options."""
+        device = streams.device
         return self._static_call(
-            compiled_sample_step(),
+            compiled_sample_steps(),
             tokens,
             streams,
-            torch.tensor(counter, device=streams.device),
-            forcing,
-            forced_ids,
+            torch.tensor(counter, device=device),
+            torch.tensor(valid, device=device),
+            alive,
+            eos,
+            None if budget is None else budget.rows,
+            None if budget is None else budget.rules,
             tuple(sorted(sampling.items())),
+            steps,
+            steps=steps,
         )
 
-    def _static_call(self, compiled: Any, tokens: torch.Tensor, *extra: Any) -> Any:
-        """One compiled fixed-shape step: the new keys and values go to the next cache column,
-        then the cache views, length and positions advance."""
-        self.length += 1
-        column = torch.full((1,), self.length - 1, device=tokens.device)
-        out = compiled(self.fast, tokens, self.next_position[:, 0], self.mask4d, column, *extra)
-        self.fast.advance(self.length)
-        self.next_position = self.next_position + 1
+    def _static_call(self, compiled: Any, tokens: torch.Tensor, *extra: Any, steps: int = 1) -> Any:
+        """A compiled fixed-shape call of ``steps`` decode steps: the new keys and values go to
+        the next cache columns, then the cache views, length and positions advance."""
+        column = torch.full((1,), self.length, device=tokens.device)
+        self.length += steps
+        fast = self.fast
+        out = compiled(
+            fast.weights,
+            fast.buffers(),
+            fast.spec,
+            fast.cos,
+            fast.sin,
+            tokens,
+            self.next_position[:, 0],
+            self.mask4d,
+            column,
+            *extra,
+        )
+        fast.advance(self.length)
+        self.next_position = self.next_position + steps
         return out
 
     def select(self, index: torch.Tensor) -> None:
@@ -223,25 +254,54 @@ class ModelStepper:
             self.mask4d = self.mask.bool()[:, None, None, :]
 
 
+class DecodeSpec(NamedTuple):
+    """The constants of a decode graph (Python values: ``torch.compile`` bakes them in)."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+    scaling: float
+
+
 class Qwen3DecodeStep:
     """One decode step of a plain float32 ``Qwen3ForCausalLM`` on CPU, as few ops as possible.
 
     At toy sizes the Hugging Face forward is bound by per-op and per-module Python overhead,
     not arithmetic; this step runs the same operations in the same order on the model's own
     weights and KV cache (so logits match the HF forward), without module calls, output
-    objects, mask building or per-step rotary tables. Anything else (other architectures,
-    GPUs, half precision, hooks, adapters, sharded or quantised weights) uses the HF forward.
+    objects, mask building or per-step rotary tables. Each layer's query/key/value projections
+    and its gate/up projections run as one matrix product each, on weights concatenated when
+    the step is built (once per ``sample`` call: the weights do not change while it samples).
+    Anything else (other architectures, GPUs, half precision, hooks, adapters, sharded or
+    quantised weights) uses the HF forward.
+
+    The compiled steps (:meth:`static_step`, :meth:`static_sample_step`) are module functions
+    of plain tensors and Python constants, so that ``torch.compile``'s per-call guards check a
+    few dozen tensors rather than walk the model's modules.
     """
 
     def __init__(self, model: Any, caches: list[PreallocatedLayer], capacity: int) -> None:
         inner, config = model.model, model.config
-        self.layers = list(inner.layers[: config.num_hidden_layers])
+        layers = list(inner.layers[: config.num_hidden_layers])
         self.caches = caches
-        self.embed, self.norm, self.head = inner.embed_tokens, inner.norm, model.lm_head
-        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        position = torch.arange(capacity, device=self.head.weight.device)[None]
-        cos, sin = inner.rotary_emb(self.head.weight[:1][None], position)
+        heads = config.num_attention_heads
+        self.spec = DecodeSpec(
+            heads=heads,
+            kv_heads=config.num_key_value_heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            eps=inner.norm.variance_epsilon,
+            scaling=layers[0].self_attn.scaling,
+        )
+        with torch.no_grad():
+            self.weights = (
+                inner.embed_tokens.weight,
+                inner.norm.weight,
+                model.lm_head.weight,
+                tuple(_layer_weights(layer) for layer in layers),
+            )
+        position = torch.arange(capacity, device=model.lm_head.weight.device)[None]
+        cos, sin = inner.rotary_emb(model.lm_head.weight[:1][None], position)
         self.cos, self.sin = cos[0], sin[0]  # (capacity, head_dim), as the HF forward computes
 
     @classmethod
@@ -259,9 +319,11 @@ class Qwen3DecodeStep:
             and getattr(model.model.rotary_emb, "rope_type", "default") != "dynamic"
         )
         caches = getattr(cache, "layers", [])
+        norms = [m for m in model.modules() if hasattr(m, "variance_epsilon")]
         plain_model = (
             all(type(c) is PreallocatedLayer for c in caches)
             and len(caches) == config.num_hidden_layers
+            and len({m.variance_epsilon for m in norms}) == 1
             and all(
                 p.device.type == "cpu" and p.dtype == torch.float32 and type(p.data) is torch.Tensor
                 for p in model.parameters()
@@ -288,90 +350,190 @@ class Qwen3DecodeStep:
         self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """Logits (B, V) of the next token after ``tokens`` (B,) at ``positions`` (B,)."""
-        return self._forward(tokens, positions, mask, lambda cache, k, v: cache.update(k, v))
+        caches = self.caches
 
-    def static_step(
-        self,
-        tokens: torch.Tensor,
-        positions: torch.Tensor,
-        mask: torch.Tensor,
-        column: torch.Tensor,
-    ) -> torch.Tensor:
-        """:meth:`step` with fixed shapes, for ``torch.compile``: the new keys and values go to
-        cache column ``column`` (a 1-element tensor), attention reads the whole cache with
-        ``mask`` (B, 1, 1, capacity) cut at that column. Call :meth:`advance` after it."""
-        visible = mask & (torch.arange(mask.shape[-1], device=mask.device) <= column)
+        def write(layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[Any, Any]:
+            return caches[layer].update(keys, values)
 
-        def write(cache: Any, keys: torch.Tensor, values: torch.Tensor) -> tuple[Any, Any]:
-            cache._keys.index_copy_(2, column, keys)
-            cache._values.index_copy_(2, column, values)
-            return cache._keys, cache._values
-
-        return self._forward(tokens, positions, visible, write)
-
-    def static_sample_step(
-        self,
-        tokens: torch.Tensor,
-        positions: torch.Tensor,
-        mask: torch.Tensor,
-        column: torch.Tensor,
-        streams: torch.Tensor,
-        counter: torch.Tensor,
-        forcing: torch.Tensor | None,
-        forced_ids: torch.Tensor | None,
-        sampling: tuple[tuple[str, Any], ...],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`static_step` and the draw from its logits, for one ``torch.compile`` graph
-        per step (the draw's dozens of small ops fuse into a few kernels)."""
-        logits = self.static_step(tokens, positions, mask, column)
-        draw = sample_next_tokens(
-            logits,
-            forced_tokens=forced_ids,
-            forced=forcing,
-            uniforms=counter_uniform(streams, counter),
-            **dict(sampling),
-        )
-        return draw.tokens, draw.logprobs, draw.sampling_logprobs
-
-    def _forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, write: Any
-    ) -> torch.Tensor:
-        """One decode step through every layer; ``write(cache, keys, values)`` stores the new
-        keys and values in a layer's cache and returns what attention reads."""
-        batch, heads, kv_heads, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
-        half = dim // 2
         cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]
-        hidden = F.embedding(tokens, self.embed.weight)
-        width = (hidden.shape[-1],)
-        for layer, cache in zip(self.layers, self.caches, strict=True):
-            attn, mlp = layer.self_attn, layer.mlp
-            ln = layer.input_layernorm
-            x = F.rms_norm(hidden, width, ln.weight, ln.variance_epsilon)
-            q = F.linear(x, attn.q_proj.weight).view(batch, heads, dim)
-            k = F.linear(x, attn.k_proj.weight).view(batch, kv_heads, dim)
-            v = F.linear(x, attn.v_proj.weight).view(batch, kv_heads, 1, dim)
-            q = F.rms_norm(q, (dim,), attn.q_norm.weight, attn.q_norm.variance_epsilon)
-            k = F.rms_norm(k, (dim,), attn.k_norm.weight, attn.k_norm.variance_epsilon)
-            qk = torch.cat([q, k], dim=1)
-            qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
-            keys, values = write(cache, qk[:, heads:, None, :], v)
-            query = qk[:, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
-            out = F.scaled_dot_product_attention(
-                query, keys, values, attn_mask=mask, scale=attn.scaling
-            )
-            hidden = hidden + F.linear(out.reshape(batch, heads * dim), attn.o_proj.weight)
-            ln = layer.post_attention_layernorm
-            x = F.rms_norm(hidden, width, ln.weight, ln.variance_epsilon)
-            gated = F.silu(F.linear(x, mlp.gate_proj.weight)) * F.linear(x, mlp.up_proj.weight)
-            hidden = hidden + F.linear(gated, mlp.down_proj.weight)
-        hidden = F.rms_norm(hidden, width, self.norm.weight, self.norm.variance_epsilon)
-        return F.linear(hidden, self.head.weight)
+        return decode_logits(self.weights, self.spec, tokens, cos, sin, mask, write)
+
+    def buffers(self) -> tuple[torch.Tensor, ...]:
+        """Every layer's full-capacity key and value buffers, in layer order."""
+        return tuple(t for cache in self.caches for t in (cache._keys, cache._values))
 
     def advance(self, length: int) -> None:
         """Record that the caches now hold ``length`` columns (after :meth:`static_step`)."""
         for cache in self.caches:
             cache.length = length
             cache.keys, cache.values = cache._keys[:, :, :length], cache._values[:, :, :length]
+
+
+def _layer_weights(layer: Any) -> tuple[torch.Tensor, ...]:
+    attn, mlp = layer.self_attn, layer.mlp
+    return (
+        layer.input_layernorm.weight,
+        torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]),
+        attn.q_norm.weight,
+        attn.k_norm.weight,
+        attn.o_proj.weight,
+        layer.post_attention_layernorm.weight,
+        torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+        mlp.down_proj.weight,
+    )
+
+
+def decode_logits(
+    weights: tuple[Any, ...],
+    spec: DecodeSpec,
+    tokens: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: torch.Tensor,
+    write: Any,
+) -> torch.Tensor:
+    """Logits (B, V) of one decode step through every layer. ``cos``/``sin`` (B, 1, D) are the
+    tokens' rotary tables; ``write(layer, keys, values)`` stores the new keys and values in that
+    layer's cache and returns what attention reads."""
+    embed, norm, head, layers = weights
+    batch, (heads, kv_heads, dim, eps, scaling) = tokens.shape[0], spec
+    half, q_width, k_width = dim // 2, heads * dim, kv_heads * dim
+    hidden = F.embedding(tokens, embed)
+    width = (hidden.shape[-1],)
+    for index, (ln1, qkv, q_norm, k_norm, o_proj, ln2, gate_up, down) in enumerate(layers):
+        x = F.linear(F.rms_norm(hidden, width, ln1, eps), qkv)
+        q = F.rms_norm(x[:, :q_width].view(batch, heads, dim), (dim,), q_norm, eps)
+        k = F.rms_norm(
+            x[:, q_width : q_width + k_width].view(batch, kv_heads, dim), (dim,), k_norm, eps
+        )
+        v = x[:, q_width + k_width :].reshape(batch, kv_heads, 1, dim)
+        qk = torch.cat([q, k], dim=1)
+        qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
+        keys, values = write(index, qk[:, heads:, None, :], v)
+        query = qk[:, :heads].reshape(batch, kv_heads, heads // kv_heads, dim)
+        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scaling)
+        hidden = hidden + F.linear(out.reshape(batch, heads * dim), o_proj)
+        gate, up = F.linear(F.rms_norm(hidden, width, ln2, eps), gate_up).chunk(2, dim=-1)
+        hidden = hidden + F.linear(F.silu(gate) * up, down)
+    return F.linear(F.rms_norm(hidden, width, norm, eps), head)
+
+
+def static_step(
+    weights: tuple[Any, ...],
+    buffers: tuple[torch.Tensor, ...],
+    spec: DecodeSpec,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    tokens: torch.Tensor,
+    positions: torch.Tensor,
+    mask: torch.Tensor,
+    column: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`decode_logits` with fixed shapes, for ``torch.compile``: the new keys and values
+    go to column ``column`` (a 1-element tensor) of the full-capacity ``buffers`` (each layer's
+    keys, then values); attention reads whole buffers with ``mask`` (B, 1, 1, capacity) cut at
+    that column. ``cos``/``sin``: (capacity, D) rotary tables, indexed by ``positions`` (B,)."""
+    visible = mask & (torch.arange(mask.shape[-1], device=mask.device) <= column)
+
+    def write(layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[Any, Any]:
+        key_buffer, value_buffer = buffers[2 * layer], buffers[2 * layer + 1]
+        key_buffer.index_copy_(2, column, keys)
+        value_buffer.index_copy_(2, column, values)
+        return key_buffer, value_buffer
+
+    cos, sin = cos[positions][:, None, :], sin[positions][:, None, :]
+    return decode_logits(weights, spec, tokens, cos, sin, visible, write)
+
+
+def static_sample_step(
+    weights: tuple[Any, ...],
+    buffers: tuple[torch.Tensor, ...],
+    spec: DecodeSpec,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    tokens: torch.Tensor,
+    positions: torch.Tensor,
+    mask: torch.Tensor,
+    column: torch.Tensor,
+    streams: torch.Tensor,
+    counter: torch.Tensor,
+    forcing: torch.Tensor | None,
+    forced_ids: torch.Tensor | None,
+    sampling: tuple[tuple[str, Any], ...],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`static_step` and the draw from its logits, for one ``torch.compile`` graph per
+    step (the draw's dozens of small ops fuse into a few kernels)."""
+    logits = static_step(weights, buffers, spec, cos, sin, tokens, positions, mask, column)
+    draw = sample_next_tokens(
+        logits,
+        forced_tokens=forced_ids,
+        forced=forcing,
+        uniforms=counter_uniform(streams, counter),
+        **dict(sampling),
+    )
+    return draw.tokens, draw.logprobs, draw.sampling_logprobs
+
+
+class DecodedSteps(NamedTuple):
+    """What :func:`static_sample_steps` returns: (B, k) columns, one per step, then the state
+    after the last valid step."""
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    sampling_logprobs: torch.Tensor
+    alive: torch.Tensor  # each row's alive flag when the step's token was drawn
+    forced: torch.Tensor | None  # None without a budget
+    alive_after: torch.Tensor  # (B,)
+    budget: BudgetRows | None
+
+
+def static_sample_steps(
+    weights: tuple[Any, ...],
+    buffers: tuple[torch.Tensor, ...],
+    spec: DecodeSpec,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    tokens: torch.Tensor,
+    positions: torch.Tensor,
+    mask: torch.Tensor,
+    column: torch.Tensor,
+    streams: torch.Tensor,
+    counter: torch.Tensor,
+    valid: torch.Tensor,
+    alive: torch.Tensor,
+    eos: torch.Tensor | None,
+    budget: BudgetRows | None,
+    rules: BudgetRules | None,
+    sampling: tuple[tuple[str, Any], ...],
+    steps: int,
+) -> DecodedSteps:
+    """``steps`` consecutive :func:`static_sample_step` calls in one graph, each step's tokens
+    feeding the next, so that guards, the wrapper and the sampler's bookkeeping are paid once
+    per ``steps`` tokens. Per step, as the sampler's loop does it token by token: the budget's
+    forced tokens (``budget`` rows under ``rules``; None without a budget), the draw (uniform
+    ``counter + i`` of each row's stream), rows ending on ``eos`` (None: rows never end), the
+    budget's advance. Only the first ``valid`` (0-dim) steps change ``alive`` and the budget:
+    the last call of a run may decode past ``max_new_tokens``, and those tokens are dropped."""
+    columns = []
+    for i in range(steps):
+        forcing = forced_ids = stepped = None
+        if budget is not None:
+            stepped, forcing, forced_ids = budget_next_forced(budget, rules)
+        tokens, logprobs, sampling_logprobs = static_sample_step(
+            weights, buffers, spec, cos, sin, tokens, positions + i, mask, column + i,
+            streams, counter + i, forcing, forced_ids, sampling,
+        )  # fmt: skip
+        columns.append((tokens, logprobs, sampling_logprobs, alive, forcing))
+        live = valid > i
+        ended = alive if eos is None else alive & ~torch.isin(tokens, eos)
+        if budget is not None:
+            stepped = budget_advance(stepped, rules, tokens, forcing, ended)
+            budget = BudgetRows(
+                *(torch.where(live, a, b) for a, b in zip(stepped, budget, strict=True))
+            )
+        alive = torch.where(live, ended, alive)
+    stacked = [None if c[0] is None else torch.stack(c, dim=1) for c in zip(*columns, strict=True)]
+    return DecodedSteps(*stacked, alive, budget)
 
 
 _COMPILED: dict[str, Any] = {}
@@ -381,19 +543,17 @@ _DECODE = {"cpp_wrapper": True}
 
 
 def compiled_static_step() -> Any:
-    """``Qwen3DecodeStep.static_step`` through ``torch.compile`` (compiled once per process)."""
+    """:func:`static_step` through ``torch.compile`` (compiled once per process)."""
     if "static_step" not in _COMPILED:
-        _COMPILED["static_step"] = torch.compile(Qwen3DecodeStep.static_step, options=_DECODE)
+        _COMPILED["static_step"] = torch.compile(static_step, options=_DECODE)
     return _COMPILED["static_step"]
 
 
-def compiled_sample_step() -> Any:
-    """``Qwen3DecodeStep.static_sample_step`` through ``torch.compile`` (once per process)."""
-    if "static_sample_step" not in _COMPILED:
-        _COMPILED["static_sample_step"] = torch.compile(
-            Qwen3DecodeStep.static_sample_step, options=_DECODE
-        )
-    return _COMPILED["static_sample_step"]
+def compiled_sample_steps() -> Any:
+    """:func:`static_sample_steps` through ``torch.compile`` (once per process and ``steps``)."""
+    if "static_sample_steps" not in _COMPILED:
+        _COMPILED["static_sample_steps"] = torch.compile(static_sample_steps, options=_DECODE)
+    return _COMPILED["static_sample_steps"]
 
 
 def _distinct_rows(

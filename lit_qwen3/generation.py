@@ -33,12 +33,11 @@ from typing import Any
 import torch
 
 from lit_qwen3.chat import STOP_THINKING, ThinkTokens
-from lit_qwen3.decoding import ModelStepper
+from lit_qwen3.decoding import DecodedSteps, ModelStepper
 from lit_qwen3.packing import pad_batch
 from lit_qwen3.sampling import (
     CLOSE_EMPTY_THINKING,
     BudgetState,
-    SampledTokens,
     ThinkingBudgetLogitsProcessor,
     counter_uniform,
     encode_stop_text,
@@ -288,8 +287,10 @@ class RolloutSampler:
     a lean step that matches their forward (see ``lit_qwen3.decoding``); False always calls the
     model's own forward. ``compile``: run that lean step through ``torch.compile`` (fixed
     shapes: it attends over the whole preallocated cache; worth it for long runs); with
-    per-row ``seeds`` the draw runs inside the same compiled graph. Rows with identical
-    prompts (a GRPO group's rollouts) share one prefill.
+    per-row ``seeds`` the draw runs inside the same compiled graph, ``tokens_per_call`` tokens
+    per call (per-call overhead paid once for them; each size compiles once, and a larger one
+    compiles for longer). Rows with identical prompts (a GRPO group's rollouts) share one
+    prefill.
     """
 
     def __init__(
@@ -301,6 +302,7 @@ class RolloutSampler:
         *,
         fast_path: bool = True,
         compile: bool = False,
+        tokens_per_call: int = 4,
     ) -> None:
         if isinstance(tokenizer_or_think_tokens, ThinkTokens):
             self.think_tokens, tokenizer = tokenizer_or_think_tokens, None
@@ -314,6 +316,11 @@ class RolloutSampler:
         self.config = config
         self.fast_path = fast_path
         self.compile = compile
+        if isinstance(tokens_per_call, bool) or not isinstance(tokens_per_call, int):
+            raise TypeError(f"tokens_per_call must be an int, got {tokens_per_call!r}")
+        if tokens_per_call < 1:
+            raise ValueError(f"tokens_per_call must be >= 1, got {tokens_per_call}")
+        self.tokens_per_call = tokens_per_call
         end_id = self.think_tokens.think_end_id
         self.stop_ids = encode_stop_text(stop_thinking, tokenizer, end_id, "stop_thinking")
         self.empty_ids = encode_stop_text(close_empty, tokenizer, end_id, "close_empty")
@@ -421,9 +428,12 @@ class RolloutSampler:
         device = prompt_ids.device
         eos = torch.cat([self._eos, stop_token_ids]).to(device)
         steps = _StepRecorder(batch, cfg.max_new_tokens, device)
+        # A compiled step with per-row streams also draws the tokens, several per call.
+        block = self.tokens_per_call if self.compile and seeds is not None else 1
         stepper = ModelStepper(
-            model, prompt_mask, width + cfg.max_new_tokens, self.fast_path, self.compile
+            model, prompt_mask, width + cfg.max_new_tokens + block - 1, self.fast_path, self.compile
         )
+        fused = stepper.static and seeds is not None
         logits = stepper.prefill(prompt_ids)
         alive = torch.ones(batch, dtype=torch.bool, device=device)
         lockstep = needs_lockstep(model)
@@ -434,18 +444,31 @@ class RolloutSampler:
             "min_p": cfg.min_p,
             "do_sample": cfg.do_sample,
         }
-        # A compiled step with per-row streams also draws the next token inside its graph.
-        fused = stepper.static and seeds is not None
         if seeds is not None:
             seeds = seeds.to(device)
         tokens = prompt_ids[:, -1]  # the last tokens decoded (the prefill's, at first)
-        for step in range(cfg.max_new_tokens):
-            forcing, forced_ids = state.next_forced()
+        step = 0
+        while step < cfg.max_new_tokens:
             if fused and step > 0:
-                draw = SampledTokens(
-                    *stepper.decode_and_sample(tokens, seeds, step, forcing, forced_ids, **options)
+                n = min(block, cfg.max_new_tokens - step)
+                out = stepper.sample_steps(
+                    tokens,
+                    seeds,
+                    step,
+                    block,
+                    n,
+                    alive,
+                    None if cfg.ignore_eos else eos,
+                    state if state.limited else None,
+                    **options,
                 )
+                steps.extend(out, n)
+                if state.limited:
+                    state.rows = out.budget
+                alive, tokens = out.alive_after, out.tokens[:, n - 1]
             else:
+                n = 1
+                forcing, forced_ids = state.next_forced()
                 draw = sample_next_tokens(
                     logits,
                     **options,
@@ -454,16 +477,17 @@ class RolloutSampler:
                     forced=forcing,
                     uniforms=None if seeds is None else counter_uniform(seeds, step),
                 )
-            tokens = draw.tokens
-            steps.append(tokens, alive, draw.logprobs, draw.sampling_logprobs, forcing)
-            if not cfg.ignore_eos:
-                alive = alive & ~torch.isin(tokens, eos)
-            state.advance(tokens, forcing, alive)
+                tokens = draw.tokens
+                steps.append(tokens, alive, draw.logprobs, draw.sampling_logprobs, forcing)
+                if not cfg.ignore_eos:
+                    alive = alive & ~torch.isin(tokens, eos)
+                state.advance(tokens, forcing, alive)
+            step += n
             if progress is not None:
-                progress.update(1)
-            if step + 1 == cfg.max_new_tokens:
+                progress.update(n)
+            if step >= cfg.max_new_tokens:
                 break
-            if not cfg.ignore_eos:  # one host sync per step, only when rows can finish
+            if not cfg.ignore_eos:  # one host sync per call, only when rows can finish
                 n_alive = int(alive.sum())
                 if global_alive(n_alive, lockstep) == 0:
                     break
@@ -511,16 +535,29 @@ class _StepRecorder:
         slogp: torch.Tensor,
         forcing: torch.Tensor | None,
     ) -> None:
-        self.pending.append((tokens, alive, logp, slogp, forcing))
+        """One step's (B,) outputs."""
+        self.pending.append(
+            (tokens[:, None], alive[:, None], logp[:, None], slogp[:, None])
+            + (None if forcing is None else forcing[:, None],)
+        )
+
+    def extend(self, out: DecodedSteps, n: int) -> None:
+        """The first ``n`` steps of a compiled call's (B, k) outputs."""
+        forced = None if out.forced is None else out.forced[:, :n]
+        self.pending.append(
+            (out.tokens[:, :n], out.alive[:, :n], out.logprobs[:, :n])
+            + (out.sampling_logprobs[:, :n], forced)
+        )
 
     def flush(self) -> None:
         if not self.pending:
             return
-        start, end = self.written, self.written + len(self.pending)
+        start = self.written
+        end = start + sum(block[0].shape[1] for block in self.pending)
         outputs = (self.ids, self.mask, self.logp, self.slogp, self.forced)
         for out, column in zip(outputs, zip(*self.pending, strict=True), strict=True):
             if column[0] is not None:  # forcing is None for a whole run without budgets
-                out[self.rows, start:end] = torch.stack(column, dim=1)
+                out[self.rows, start:end] = torch.cat(column, dim=1)
         self.written, self.pending = end, []
 
     def finish_rows(self, state: BudgetState, alive: torch.Tensor) -> None:

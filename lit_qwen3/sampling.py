@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,11 @@ from lit_qwen3.chat import EMPTY_THINKING, STOP_THINKING, THINK_END, THINK_START
 
 __all__ = [
     "CLOSE_EMPTY_THINKING",
+    "BudgetRows",
+    "BudgetRules",
     "BudgetState",
+    "budget_advance",
+    "budget_next_forced",
     "counter_uniform",
     "mix_seed",
     "SampledTokens",
@@ -334,13 +338,75 @@ def forced_table(stop_ids: Sequence[int], empty_ids: Sequence[int], pad: int) ->
     return table
 
 
+class BudgetRows(NamedTuple):
+    """A thinking budget's per-row state, as plain tensors (compiled steps carry it from token
+    to token). See :class:`BudgetState` for what each field means."""
+
+    thinking: torch.Tensor
+    count: torch.Tensor
+    force_pos: torch.Tensor
+    force_kind: torch.Tensor
+    forced_any: torch.Tensor
+
+
+class BudgetRules(NamedTuple):
+    """What a thinking budget keeps fixed while it runs: per-row budgets, the forced texts."""
+
+    budget: torch.Tensor
+    budget_kind: torch.Tensor
+    table: torch.Tensor
+    lengths: torch.Tensor
+    start_id: int
+    end_id: int
+
+
+def budget_next_forced(
+    rows: BudgetRows, rules: BudgetRules
+) -> tuple[BudgetRows, torch.Tensor, torch.Tensor]:
+    """Start forcing where the budget is reached: (new rows, forcing (B,) bool, forced ids)."""
+    start = rows.thinking & (rows.count >= rules.budget)
+    force_kind = torch.where(start, rules.budget_kind, rows.force_kind)
+    force_pos = torch.where(start, 0, rows.force_pos)
+    rows = rows._replace(
+        thinking=rows.thinking & ~start, force_pos=force_pos, force_kind=force_kind
+    )
+    return rows, force_pos >= 0, rules.table[force_kind, force_pos.clamp(min=0)]
+
+
+def budget_advance(
+    rows: BudgetRows,
+    rules: BudgetRules,
+    tokens: torch.Tensor,
+    forcing: torch.Tensor | None,
+    active: torch.Tensor,
+) -> BudgetRows:
+    """The rows after this step's ``tokens``; ``active`` rows emitted a token that is not the end."""
+    sampled = active if forcing is None else active & ~forcing
+    opened = sampled & (tokens == rules.start_id) & ~rows.thinking
+    closed = sampled & (tokens == rules.end_id)
+    rows = rows._replace(
+        count=rows.count + (rows.thinking & sampled & ~closed),
+        thinking=(rows.thinking & ~closed) | opened,
+    )
+    if forcing is None:
+        return rows
+    forcing = forcing & active
+    next_pos = rows.force_pos + 1
+    finished = next_pos >= rules.lengths[rows.force_kind]
+    return rows._replace(
+        forced_any=rows.forced_any | forcing,
+        force_pos=torch.where(forcing, next_pos.masked_fill(finished, -1), rows.force_pos),
+    )
+
+
 class BudgetState:
     """Vectorised thinking-budget state machine over a batch: no Python loop per row.
 
     Per row: ``thinking`` (inside an open block, not forcing), ``count`` (thinking tokens
     generated so far, over every block), ``force_pos`` (next index into the forced sequence, -1
     when not forcing), ``force_kind`` (0 = stop text, 1 = empty block for budget 0),
-    ``forced_any``.
+    ``forced_any``. They live in :attr:`rows` (a :class:`BudgetRows`), the fixed parts in
+    :attr:`rules`; :func:`budget_next_forced` and :func:`budget_advance` are the transitions.
 
     The count never resets: a ``<think>`` inside an open block is one more thinking token, and a
     block reopened after ``</think>`` continues the same count, so it is forced shut as soon as
@@ -366,18 +432,38 @@ class BudgetState:
             return torch.where(hit, position, -1).max(dim=-1).values
 
         last_start, last_end = last(tokens.think_start_id), last(tokens.think_end_id)
-        self.thinking = last_start > last_end
-        self.count = torch.zeros_like(last_start)  # only generated thinking tokens count
-        self.budget = budget.to(device)
-        self.budget_kind = (self.budget == 0).long()
+        count = torch.zeros_like(last_start)  # only generated thinking tokens count
+        thinking = last_start > last_end
+        self.rows = BudgetRows(
+            thinking=thinking,
+            count=count,
+            force_pos=torch.full_like(count, -1),
+            force_kind=torch.zeros_like(count),
+            forced_any=torch.zeros_like(thinking),
+        )
+        budget = budget.to(device)
+        self.rules = BudgetRules(
+            budget=budget,
+            budget_kind=(budget == 0).long(),
+            table=table.to(device),
+            lengths=lengths.to(device),
+            start_id=tokens.think_start_id,
+            end_id=tokens.think_end_id,
+        )
         #: False when every budget is unlimited: nothing is ever forced, skip that bookkeeping.
         self.limited = bool((budget < UNLIMITED).any())
-        self.table = table.to(device)
-        self.lengths = lengths.to(device)
-        self.force_pos = torch.full_like(self.count, -1)
-        self.force_kind = torch.zeros_like(self.count)
-        self.forced_any = torch.zeros_like(self.thinking)
-        self.start_id, self.end_id = tokens.think_start_id, tokens.think_end_id
+
+    @property
+    def thinking(self) -> torch.Tensor:
+        return self.rows.thinking
+
+    @property
+    def count(self) -> torch.Tensor:
+        return self.rows.count
+
+    @property
+    def forced_any(self) -> torch.Tensor:
+        return self.rows.forced_any
 
     def next_forced(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Start forcing where the budget is reached: (forcing (B,) bool, forced token ids).
@@ -386,36 +472,21 @@ class BudgetState:
         """
         if not self.limited:
             return None, None
-        start = self.thinking & (self.count >= self.budget)
-        self.thinking = self.thinking & ~start
-        self.force_kind = torch.where(start, self.budget_kind, self.force_kind)
-        self.force_pos = torch.where(start, 0, self.force_pos)
-        forcing = self.force_pos >= 0
-        return forcing, self.table[self.force_kind, self.force_pos.clamp(min=0)]
+        self.rows, forcing, forced_ids = budget_next_forced(self.rows, self.rules)
+        return forcing, forced_ids
 
     def advance(
         self, tokens: torch.Tensor, forcing: torch.Tensor | None, active: torch.Tensor
     ) -> None:
         """Update with this step's tokens; ``active`` rows emitted a token that is not the end."""
-        sampled = active if forcing is None else active & ~forcing
-        opened = sampled & (tokens == self.start_id) & ~self.thinking
-        closed = sampled & (tokens == self.end_id)
-        self.count = self.count + (self.thinking & sampled & ~closed)
-        self.thinking = (self.thinking & ~closed) | opened
-        if forcing is not None:
-            forcing = forcing & active
-            self.forced_any = self.forced_any | forcing
-            next_pos = self.force_pos + 1
-            finished = next_pos >= self.lengths[self.force_kind]
-            self.force_pos = torch.where(
-                forcing, next_pos.masked_fill(finished, -1), self.force_pos
-            )
+        self.rows = budget_advance(self.rows, self.rules, tokens, forcing, active)
 
     def select(self, index: torch.Tensor) -> None:
         """Keep only the rows in ``index`` (batch compaction)."""
-        for name in ("thinking", "count", "budget", "budget_kind", "force_pos", "force_kind"):
-            setattr(self, name, getattr(self, name)[index])
-        self.forced_any = self.forced_any[index]
+        self.rows = BudgetRows(*(field[index] for field in self.rows))
+        self.rules = self.rules._replace(
+            budget=self.rules.budget[index], budget_kind=self.rules.budget_kind[index]
+        )
 
 
 class ThinkingBudgetLogitsProcessor(LogitsProcessor):
