@@ -276,7 +276,7 @@ class Qwen3DecodeStep:
     Anything else (other architectures, GPUs, half precision, hooks, adapters, sharded or
     quantised weights) uses the HF forward.
 
-    The compiled steps (:meth:`static_step`, :meth:`static_sample_step`) are module functions
+    The compiled steps (:func:`static_step`, :func:`static_sample_steps`) are module functions
     of plain tensors and Python constants, so that ``torch.compile``'s per-call guards check a
     few dozen tensors rather than walk the model's modules.
     """
@@ -445,35 +445,6 @@ def static_step(
     return decode_logits(weights, spec, tokens, cos, sin, visible, write)
 
 
-def static_sample_step(
-    weights: tuple[Any, ...],
-    buffers: tuple[torch.Tensor, ...],
-    spec: DecodeSpec,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    tokens: torch.Tensor,
-    positions: torch.Tensor,
-    mask: torch.Tensor,
-    column: torch.Tensor,
-    streams: torch.Tensor,
-    counter: torch.Tensor,
-    forcing: torch.Tensor | None,
-    forced_ids: torch.Tensor | None,
-    sampling: tuple[tuple[str, Any], ...],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`static_step` and the draw from its logits, for one ``torch.compile`` graph per
-    step (the draw's dozens of small ops fuse into a few kernels)."""
-    logits = static_step(weights, buffers, spec, cos, sin, tokens, positions, mask, column)
-    draw = sample_next_tokens(
-        logits,
-        forced_tokens=forced_ids,
-        forced=forcing,
-        uniforms=counter_uniform(streams, counter),
-        **dict(sampling),
-    )
-    return draw.tokens, draw.logprobs, draw.sampling_logprobs
-
-
 class DecodedSteps(NamedTuple):
     """What :func:`static_sample_steps` returns: (B, k) columns, one per step, then the state
     after the last valid step."""
@@ -507,22 +478,29 @@ def static_sample_steps(
     sampling: tuple[tuple[str, Any], ...],
     steps: int,
 ) -> DecodedSteps:
-    """``steps`` consecutive :func:`static_sample_step` calls in one graph, each step's tokens
-    feeding the next, so that guards, the wrapper and the sampler's bookkeeping are paid once
-    per ``steps`` tokens. Per step, as the sampler's loop does it token by token: the budget's
+    """``steps`` :func:`static_step` calls and the draws from their logits in one graph, each
+    step's tokens feeding the next: the draw's small ops fuse into a few kernels, and guards,
+    the wrapper and the sampler's bookkeeping are paid once per ``steps`` tokens. Per step, as the sampler's loop does it token by token: the budget's
     forced tokens (``budget`` rows under ``rules``; None without a budget), the draw (uniform
     ``counter + i`` of each row's stream), rows ending on ``eos`` (None: rows never end), the
     budget's advance. Only the first ``valid`` (0-dim) steps change ``alive`` and the budget:
     the last call of a run may decode past ``max_new_tokens``, and those tokens are dropped."""
     columns = []
     for i in range(steps):
-        forcing = forced_ids = stepped = None
+        forcing = forced_ids = None
         if budget is not None:
             stepped, forcing, forced_ids = budget_next_forced(budget, rules)
-        tokens, logprobs, sampling_logprobs = static_sample_step(
-            weights, buffers, spec, cos, sin, tokens, positions + i, mask, column + i,
-            streams, counter + i, forcing, forced_ids, sampling,
-        )  # fmt: skip
+        logits = static_step(
+            weights, buffers, spec, cos, sin, tokens, positions + i, mask, column + i
+        )
+        draw = sample_next_tokens(
+            logits,
+            forced_tokens=forced_ids,
+            forced=forcing,
+            uniforms=counter_uniform(streams, counter + i),
+            **dict(sampling),
+        )
+        tokens, logprobs, sampling_logprobs = draw.tokens, draw.logprobs, draw.sampling_logprobs
         columns.append((tokens, logprobs, sampling_logprobs, alive, forcing))
         live = valid > i
         ended = alive if eos is None else alive & ~torch.isin(tokens, eos)
