@@ -1,6 +1,7 @@
 """Checks that need a GPU, run in a few minutes on a lent machine (see scripts/gpu_check.sh).
 
-1. The sampler on CUDA: greedy output equals ``model.generate`` token for token, budgets hold.
+1. The sampler on CUDA: greedy output equals ``model.generate`` token for token, budgets hold;
+   the compiled decode step (``compile=True``) samples what the eager one samples, and how fast.
 2. ColdStartSFT trains on the toy task in bf16 on one GPU (loss falls) and exports a model.
 3. flash-attn (when installed): packed rows give the same per-document logits as separate rows.
 4. Qwen3-0.6B-shaped random weights (the real model's layers, heads and widths; the toy
@@ -84,6 +85,42 @@ def check_sampler(results: dict) -> None:
         thinking_budget=5,
     )
     results["sampler_budget_respected"] = bool((budgeted.thinking_length <= 5).all())
+
+
+def check_compiled_sampler(results: dict) -> None:
+    """Seeded rows under a budget: compiled and eager sampling agree on CUDA; seconds of each."""
+    from lit_qwen3.sampling import mix_seed
+
+    tokenizer = build_toy_tokenizer()
+    model = load_model("toy-teacher", seed=0).cuda()
+    prompts = [
+        tokenizer(f"<|im_start|>user\n{i}+{i}<|im_end|>\n<|im_start|>assistant\n<think>\n")[
+            "input_ids"
+        ]
+        for i in range(64)
+    ]
+    config = SamplingConfig(max_new_tokens=64, temperature=0.7, top_k=40, ignore_eos=True)
+    seeds = [mix_seed(7, i) for i in range(len(prompts))]
+    runs = {}
+    for compile in (False, True):
+        sampler = RolloutSampler(tokenizer, config, compile=compile)
+        times = []
+        for _ in range(4):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = sampler.sample(model, prompts, seeds=seeds, thinking_budget=16)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        runs[compile] = out
+        results[f"sampler_{'compiled' if compile else 'eager'}_s"] = sorted(times[1:])[1]
+    eager, compiled = runs[False], runs[True]
+    results["compiled_sampler_matches_eager"] = bool(
+        torch.equal(eager.completion_ids, compiled.completion_ids)
+        and torch.equal(eager.thinking_length, compiled.thinking_length)
+    )
+    results["compiled_sampler_logprob_max_diff"] = float(
+        (eager.logprobs - compiled.logprobs).abs().max()
+    )
 
 
 def check_training(results: dict, directory: str = "/tmp/gpu_check_model") -> None:
@@ -323,7 +360,13 @@ def main() -> None:
         device, shape = "cuda", QWEN3_0_6B_SHAPE
         results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
         checks = {
-            c.__name__: c for c in (check_sampler, check_training, check_flash_attention_packing)
+            c.__name__: c
+            for c in (
+                check_sampler,
+                check_compiled_sampler,
+                check_training,
+                check_flash_attention_packing,
+            )
         }
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     shaped = shaped_checkpoint(scratch / "qwen3-0.6b-shaped", shape, dtype)
