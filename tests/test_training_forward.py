@@ -14,9 +14,11 @@ from lit_qwen3.training_forward import (
     causal_hidden_states,
     lean_forward_supported,
     pack_rows,
+    packed_hidden_states,
     qwen3_hidden_states,
     right_align,
     trailing_padding_only,
+    unpack_documents,
 )
 
 
@@ -123,3 +125,39 @@ def test_rescoring_equals_the_naive_masked_forward(toy_tokenizer, model, path):
 def test_packed_rows_need_lengths(model):
     with pytest.raises(ValueError, match="length"):
         causal_hidden_states(model, torch.zeros(2, 3, dtype=torch.long), packed=True)
+
+
+def test_unpack_documents_inverts_pack_rows():
+    rows = torch.tensor([[1, 2, 3, 0], [4, 0, 0, 0], [5, 6, 0, 0]])
+    ids, positions, _ = pack_rows(rows, rows != 0)
+    docs = unpack_documents(ids, positions)
+    assert docs.rows.tolist() == [[1, 2, 3], [4, 0, 0], [5, 6, 0]]
+    assert docs.lengths.tolist() == [3, 1, 2]
+    assert docs.rows[docs.document, docs.offset].tolist() == ids[0].tolist()
+    # every packed row starts a document, even where its positions do not restart at 0
+    two = unpack_documents(torch.tensor([[1, 2], [3, 4]]), torch.tensor([[5, 6], [7, 0]]))
+    assert two.rows.tolist() == [[1, 2], [3, 0], [4, 0]]
+    with pytest.raises(ValueError, match="position_ids"):
+        unpack_documents(ids, positions[:, 1:])
+
+
+@pytest.mark.parametrize("packs", [1, 2])
+def test_packed_documents_see_only_themselves(model, packs):
+    """Packed documents (position_ids restart) give each document's own forward, in values
+    and gradients."""
+    torch.manual_seed(0)
+    documents = [torch.randint(0, model.config.vocab_size, (n,)) for n in (5, 9, 1, 7)]
+    ids = torch.cat(documents).view(packs, -1)
+    positions = torch.cat([torch.arange(len(d)) for d in documents]).view(packs, -1)
+    if packs == 2:  # the second pack opens mid-document: that part is a document of its own
+        documents = [documents[0], documents[1][:6], documents[1][6:], *documents[2:]]
+    probe = torch.randn(*ids.shape, model.config.hidden_size)
+    ours = packed_hidden_states(model, ids, positions)
+    (ours * probe).sum().backward()
+    ours_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    alone = torch.cat([model.model(input_ids=d[None]).last_hidden_state[0] for d in documents])
+    (alone * probe.view(-1, probe.shape[-1])).sum().backward()
+    torch.testing.assert_close(ours.view(-1, ours.shape[-1]), alone, rtol=0, atol=1e-5)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(ours_grads[name], param.grad, rtol=1e-4, atol=1e-3, msg=name)

@@ -22,7 +22,7 @@ from lit_qwen3.faults import NonFiniteLimits
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.stages.sft import SupervisedFineTuning
-from lit_qwen3.training_forward import last_hidden_states
+from lit_qwen3.training_forward import batch_hidden_states
 
 
 class OffPolicyDistillation(SupervisedFineTuning):
@@ -103,9 +103,9 @@ class OffPolicyDistillation(SupervisedFineTuning):
         positions, both from the chunked kernel (no B x T x V logits for either model)."""
         hp = self.hparams
         extra = {k: batch[k] for k in ("position_ids", "attention_mask") if k in batch}
-        student = last_hidden_states(self.model, batch["input_ids"], **extra)
+        student = batch_hidden_states(self.model, batch["input_ids"], **extra)
         with torch.no_grad():
-            teacher = last_hidden_states(self.teacher, batch["input_ids"], **extra)
+            teacher = batch_hidden_states(self.teacher, batch["input_ids"], **extra)
         labels = batch["input_ids"][:, 1:]
         mask = batch["labels"][:, 1:] != -100
         if "position_ids" in extra:  # a packed row: never predict a document from the previous

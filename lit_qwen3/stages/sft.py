@@ -27,6 +27,7 @@ from lit_qwen3.tracking import log_metrics
 from lit_qwen3.training_forward import (
     causal_hidden_states,
     lean_forward_supported,
+    packed_hidden_states,
     trailing_padding_only,
 )
 
@@ -102,9 +103,14 @@ class SupervisedFineTuning(HFStageModule):
         mask = kwargs.get("attention_mask")
         if mask is not None and "position_ids" not in kwargs and trailing_padding_only(mask):
             del kwargs["attention_mask"]  # right padding: causal attention needs no mask
+        compile = self.hparams.get("compile", False)
         if not kwargs and lean_forward_supported(self.model):
-            compile = self.hparams.get("compile", False)
             hidden = causal_hidden_states(self.model, input_ids, compile=compile)
+            return self.model.get_output_embeddings()(hidden)
+        if kwargs.keys() == {"position_ids"}:  # packed documents
+            hidden = packed_hidden_states(
+                self.model, input_ids, kwargs["position_ids"], compile=compile
+            )
             return self.model.get_output_embeddings()(hidden)
         return self.model(input_ids=input_ids, use_cache=False, **kwargs).logits
 
