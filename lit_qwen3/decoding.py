@@ -1,10 +1,12 @@
 """The model side of the rollout sampler: a KV cache sized once, masks built once, one step;
 prompts that repeat in a batch (a GRPO group's) are prefilled once.
 
-``ModelStepper`` runs any Hugging Face causal LM's own forward one token at a time. At toy sizes
-that forward is bound by per-op and per-module Python overhead rather than arithmetic, so plain
-float32 ``Qwen3ForCausalLM`` models on CPU (the toy pipeline) decode through
-``Qwen3DecodeStep``, the same operations in the same order on the same weights and cache.
+``ModelStepper`` runs any Hugging Face causal LM's own forward one token at a time. That forward
+is bound by per-op and per-module overhead rather than arithmetic (Python on the toy models on
+CPU; kernel launches on a GPU: 31 ms a token for Qwen3-0.6B on an H200), so plain
+``Qwen3ForCausalLM`` models decode through ``Qwen3DecodeStep``, the same operations in the same
+order on the same weights and cache (on that GPU: 2.8x faster rollouts, and the compiled step
+4x faster again on the toy teacher).
 """
 
 from __future__ import annotations
@@ -265,15 +267,16 @@ class DecodeSpec(NamedTuple):
 
 
 class Qwen3DecodeStep:
-    """One decode step of a plain float32 ``Qwen3ForCausalLM`` on CPU, as few ops as possible.
+    """One decode step of a plain ``Qwen3ForCausalLM`` (every weight on one device, in one
+    dtype), as few ops as possible.
 
-    At toy sizes the Hugging Face forward is bound by per-op and per-module Python overhead,
-    not arithmetic; this step runs the same operations in the same order on the model's own
+    The Hugging Face forward is bound by per-op and per-module overhead, not arithmetic, at
+    toy sizes on CPU and at Qwen3-0.6B size on a GPU; this step runs the same operations in the same order on the model's own
     weights and KV cache (so logits match the HF forward), without module calls, output
     objects, mask building or per-step rotary tables. Each layer's query/key/value projections
     and its gate/up projections run as one matrix product each, on weights concatenated when
     the step is built (once per ``sample`` call: the weights do not change while it samples).
-    Anything else (other architectures, GPUs, half precision, hooks, adapters, sharded or
+    Anything else (other architectures, mixed devices or dtypes, hooks, adapters, sharded or
     quantised weights) uses the HF forward.
 
     The compiled steps (:func:`static_step`, :func:`static_sample_steps`) are module functions
@@ -324,10 +327,8 @@ class Qwen3DecodeStep:
             all(type(c) is PreallocatedLayer for c in caches)
             and len(caches) == config.num_hidden_layers
             and len({m.variance_epsilon for m in norms}) == 1
-            and all(
-                p.device.type == "cpu" and p.dtype == torch.float32 and type(p.data) is torch.Tensor
-                for p in model.parameters()
-            )
+            and len({(p.device, p.dtype) for p in model.parameters()}) == 1
+            and all(type(p.data) is torch.Tensor for p in model.parameters())
             and all(
                 not (m._forward_hooks or m._forward_pre_hooks)
                 and (type(m) is not torch.nn.Linear or m.bias is None)

@@ -142,7 +142,13 @@ def inverse_cdf_sample(
     # u * total can round up to the total itself; the float just below it still lands on the
     # last entry with mass, never on a zero-mass tail entry.
     target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    index = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    # A compiled graph may round the cumulative sum differently in two places; then the search
+    # can run past the end (out of bounds: a device assert on CUDA, a stray read on CPU). The
+    # last entry with mass bounds it; eagerly the search never exceeds that entry.
+    columns = torch.arange(probs.shape[-1], device=probs.device)
+    last = torch.where(probs > 0, columns, 0).amax(-1)
+    return torch.minimum(index, last)
 
 
 def truncation_mask(

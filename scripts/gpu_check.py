@@ -350,6 +350,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="checks 4-5 on CPU, toy width")
     parser.add_argument("--scratch", default="/tmp/gpu_check")
+    parser.add_argument("--only", nargs="+", metavar="CHECK", help="run these checks only")
     args = parser.parse_args()
     scratch = Path(args.scratch)
     if args.cpu_smoke:
@@ -372,6 +373,11 @@ def main() -> None:
     shaped = shaped_checkpoint(scratch / "qwen3-0.6b-shaped", shape, dtype)
     for check in (check_rl_and_distillation, check_sft_mfu, check_strategies):
         checks[check.__name__] = lambda r, check=check: check(r, shaped, device)
+    if args.only:
+        unknown = sorted(set(args.only) - set(checks))
+        if unknown:
+            parser.error(f"unknown checks {unknown}; they are {sorted(checks)}")
+        checks = {name: checks[name] for name in args.only}
     for name, check in checks.items():
         try:
             check(results)
