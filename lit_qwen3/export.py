@@ -21,7 +21,7 @@ import torch.distributed as dist
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_qwen3.atomic import PARTIAL, replace_atomically
-from lit_qwen3.generation import is_sharded
+from lit_qwen3.model_placement import is_sharded
 
 
 def _has_fsdp1_units(module: torch.nn.Module | None) -> bool:

@@ -353,7 +353,7 @@ def test_bad_prompts_and_stop_texts(qwen3_tokenizer, model):
 def _lockstep_worker(rank: int, world: int, port: int, queue) -> None:
     import torch.distributed as dist
 
-    from lit_qwen3.generation import global_alive
+    from lit_qwen3.model_placement import global_alive
 
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world

@@ -30,7 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lit_qwen3.checkpointing import capture_rng_state, restore_rng_state
 from lit_qwen3.export import export_pretrained
 from lit_qwen3.faults import NonFiniteGuard, NonFiniteLimits
-from lit_qwen3.generation import needs_lockstep
+from lit_qwen3.model_placement import needs_lockstep
 from lit_qwen3.models import (
     enable_gradient_checkpointing,
     load_model,

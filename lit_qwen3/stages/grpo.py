@@ -32,7 +32,7 @@ import torch.distributed as dist
 
 from lit_qwen3.chat import STOP_THINKING
 from lit_qwen3.faults import NonFiniteLimits
-from lit_qwen3.generation import Rollouts, SamplingConfig, needs_lockstep
+from lit_qwen3.generation import Rollouts, SamplingConfig
 from lit_qwen3.losses import (
     GRPOLossConfig,
     group_advantages,
@@ -40,6 +40,7 @@ from lit_qwen3.losses import (
     grpo_loss,
     soft_overlong_penalty,
 )
+from lit_qwen3.model_placement import needs_lockstep
 from lit_qwen3.models import load_model
 from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.queries import Query, check_reward_names
