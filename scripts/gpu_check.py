@@ -247,7 +247,8 @@ def check_rl_and_distillation(results: dict, directory: Path, device: str) -> No
         overlong="none",
         **common,
     )
-    _trainer(device, 3, callbacks=[timer]).fit(rl, _queries(directory, 8))
+    _trainer(device, 4, callbacks=[timer]).fit(rl, _queries(directory, 8))
+    results["grpo_step_times_s"] = timer.times
     results["grpo_step_s"] = timer.median()
     results["grpo_rollout_s"] = rl.last_timing["rollout_s"]
     results["grpo_update_s"] = rl.last_timing["update_s"]

@@ -348,13 +348,20 @@ class OnPolicyStage(HFStageModule):
     def before_updates(self, batch: UpdateBatch) -> None:
         """Hook before the first update of a step (e.g. old log-probs for off-policy reuse)."""
 
+    def _seconds_since(self, start: float) -> float:
+        """Wall seconds since ``start`` once the device's queued work is done (on a GPU the
+        clock would otherwise stop before the kernels do)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
     def training_step(self, batch: list[Query], batch_idx: int) -> dict[str, Any]:
         start = time.perf_counter()
         update_batch, metrics = self.make_batch(list(batch))
-        rollout_s = time.perf_counter() - start
+        rollout_s = self._seconds_since(start)
         self.before_updates(update_batch)
         records, update_metrics = self.run_updates(update_batch)
-        update_s = time.perf_counter() - start - rollout_s
+        update_s = self._seconds_since(start) - rollout_s
         self.last_timing = {"rollout_s": rollout_s, "update_s": update_s}
         rollouts = update_batch.rollouts
         generated = float(rollouts.completion_mask.sum() - rollouts.tool_mask.sum())
