@@ -296,3 +296,25 @@ def test_packed_row_leaks_across_documents_when_the_cache_is_on(documents):
     first = len(documents[0]["input_ids"])
     torch.testing.assert_close(cached[0, :first], uncached[0, :first], atol=1e-5, rtol=1e-4)
     assert not torch.allclose(cached[0, first:], uncached[0, first:], atol=1e-3)
+
+
+@pytest.mark.parametrize("stage", ["ColdStartSFT", "OffPolicyDistillation"])
+def test_stages_train_packed_documents_as_padded_ones(documents, stage):
+    """A stage's loss and gradients on a packed batch equal those on the same documents as
+    padded rows (without flash-attn the packed row's documents run as rows of their own)."""
+    from lit_qwen3 import stages
+
+    module = getattr(stages, stage)(model="toy-student", seed=0)
+    module.configure_model()
+    losses, grads = [], []
+    for batch in (collate_packed(documents), collate_padded(documents, pad_token_id=0)):
+        module.model.zero_grad()
+        loss, tokens = module._loss(batch)
+        loss.backward()
+        losses.append((loss.detach(), int(tokens)))
+        grads.append({n: p.grad.clone() for n, p in module.model.named_parameters()})
+    (packed, packed_tokens), (padded, padded_tokens) = losses
+    assert packed_tokens == padded_tokens > 0
+    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-6)
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][name], rtol=1e-4, atol=1e-5, msg=name)
