@@ -27,6 +27,7 @@ checkpointing) runs the model's own forward.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "LENGTH_GROUP_RATIO",
     "batch_hidden_states",
     "causal_hidden_states",
     "final_norm",
@@ -48,6 +50,11 @@ __all__ = [
     "trailing_padding_only",
     "unpack_documents",
 ]
+
+
+#: Packed documents without flash-attn run in groups whose lengths differ by less than this
+#: factor (:func:`packed_hidden_states`): more groups mean less padding but more forward calls.
+LENGTH_GROUP_RATIO = 2.0
 
 
 # ----------------------------------------------------------------------------- row layouts
@@ -301,13 +308,28 @@ def packed_hidden_states(
 
     flash-attn runs the packed rows as they are (variable-length kernels); any other attention
     gets the documents as right-padded rows (:func:`unpack_documents`), causal and unmasked, so
-    the cost is that of the documents, not of a T x T mask over the whole row.
+    no attention spans the whole packed row. Documents run in groups of similar length (within
+    a factor of :data:`LENGTH_GROUP_RATIO`), so one long document does not pad every short one
+    to its length: padding adds at most that factor to any document's cost.
     """
     if uses_flash_attention(model):
         return last_hidden_states(model, input_ids, position_ids=position_ids)
     docs = unpack_documents(input_ids, position_ids)
-    hidden = causal_hidden_states(model, docs.rows, docs.lengths, compile=compile, packed=False)
-    return hidden[docs.document, docs.offset].reshape(*input_ids.shape, hidden.shape[-1])
+    groups = (docs.lengths.double().log() / math.log(LENGTH_GROUP_RATIO)).floor().long()
+    token_groups = groups[docs.document]
+    row_in_group = torch.empty_like(docs.lengths)
+    parts, order = [], []
+    for group in groups.unique().tolist():
+        members = torch.nonzero(groups == group).squeeze(1)
+        lengths = docs.lengths[members]
+        rows = docs.rows[members, : int(lengths.max())]
+        hidden = causal_hidden_states(model, rows, lengths, compile=compile, packed=False)
+        row_in_group[members] = torch.arange(len(members), device=members.device)
+        tokens = torch.nonzero(token_groups == group).squeeze(1)  # in packed order
+        parts.append(hidden[row_in_group[docs.document[tokens]], docs.offset[tokens]])
+        order.append(tokens)
+    flat = torch.cat(parts)[torch.argsort(torch.cat(order))]
+    return flat.reshape(*input_ids.shape, flat.shape[-1])
 
 
 def batch_hidden_states(model: torch.nn.Module, input_ids: Tensor, **kwargs: Any) -> Tensor:
