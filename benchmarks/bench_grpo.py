@@ -12,7 +12,9 @@ with their logging off. A step is timed from the start to the end of a training 
 callback in each framework: sampling, rewards, advantages, forward, backward, optimizer step.
 After ``--warmup`` steps, ``--runs`` steps are timed per framework, alternating frameworks so
 that load from other processes hits both alike; figures are medians. The last stdout line is
-one JSON object: both step times, our rollout/update split and ``"speedup"`` (TRL's over ours).
+one JSON object: both step times, our rollout/update split, ``"speedup"`` (TRL's over ours),
+and ``"matmul_floor_s"``: the step's matrix products alone at the same shapes and threads, with
+``"speedup_at_floor"``, the speedup a step spending nothing on anything else would show.
 """
 
 from __future__ import annotations
@@ -153,6 +155,53 @@ def our_step_times(args, n: int) -> tuple[list[float], list[float], list[float]]
     return steps[args.warmup :], rollout, update
 
 
+def matmul_floor_s(args) -> float:
+    """Seconds of the step's matrix products alone, at the same shapes and threads: each linear
+    layer's forward and two backward products over every rollout's prompt and completion, plus
+    its forward at each decode step. What the step would take if nothing else cost anything."""
+    from lit_qwen3.models import load_model
+    from lit_qwen3.tokenizer import build_toy_tokenizer
+
+    config = load_model("toy-teacher", seed=0).config
+    tokenizer = build_toy_tokenizer()
+    prompt = statistics.mean(
+        len(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], add_generation_prompt=True
+            )
+        )
+        for p in PROMPTS
+    )
+    rows = len(PROMPTS) * args.group
+    tokens = round(rows * (prompt + args.new_tokens))
+    hidden, inner = config.hidden_size, config.intermediate_size
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    dim = getattr(config, "head_dim", None) or hidden // heads
+    layer = [
+        (hidden, (heads + 2 * kv) * dim),
+        (heads * dim, hidden),
+        (hidden, 2 * inner),
+        (inner, hidden),
+    ]
+    shapes = layer * config.num_hidden_layers + [(hidden, config.vocab_size)]
+    train = [(torch.randn(tokens, k), torch.randn(n, k), torch.randn(tokens, n)) for k, n in shapes]
+    decode = [(torch.randn(rows, k), torch.randn(n, k)) for k, n in shapes]
+
+    def products() -> None:
+        for x, w, dy in train:
+            x @ w.T, dy @ w, dy.T @ x
+        for _ in range(args.new_tokens):
+            for x, w in decode:
+                x @ w.T
+
+    times = []
+    for _ in range(args.runs + 1):
+        start = time.perf_counter()
+        products()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", type=int, default=8, help="rollouts per prompt")
@@ -205,10 +254,13 @@ def main() -> None:
         "runs": len(ours),
     }
     result["speedup"] = result["trl_step_s"] / result["ours_step_s"]
+    result["matmul_floor_s"] = matmul_floor_s(args)
+    result["speedup_at_floor"] = result["trl_step_s"] / result["matmul_floor_s"]
     print(
         f"ours {result['ours_step_s']:.3f} s/step (rollout {result['ours_rollout_s']:.3f} s, "
         f"update {result['ours_update_s']:.3f} s); TRL {result['trl_step_s']:.3f} s/step; "
-        f"speedup {result['speedup']:.2f}x"
+        f"speedup {result['speedup']:.2f}x; matrix products alone {result['matmul_floor_s']:.3f} s "
+        f"(a step of nothing else would be {result['speedup_at_floor']:.2f}x)"
     )
     print(json.dumps(result))
 
