@@ -38,6 +38,7 @@ from torch import Tensor
 
 __all__ = [
     "LENGTH_GROUP_RATIO",
+    "UnpackedDocuments",
     "batch_hidden_states",
     "causal_hidden_states",
     "final_norm",
