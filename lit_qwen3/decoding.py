@@ -364,7 +364,7 @@ class Qwen3DecodeStep:
         return tuple(t for cache in self.caches for t in (cache._keys, cache._values))
 
     def advance(self, length: int) -> None:
-        """Record that the caches now hold ``length`` columns (after :meth:`static_step`)."""
+        """Record that the caches now hold ``length`` columns (after :func:`static_step`)."""
         for cache in self.caches:
             cache.length = length
             cache.keys, cache.values = cache._keys[:, :, :length], cache._values[:, :, :length]
@@ -481,10 +481,10 @@ def static_sample_steps(
 ) -> DecodedSteps:
     """``steps`` :func:`static_step` calls and the draws from their logits in one graph, each
     step's tokens feeding the next: the draw's small ops fuse into a few kernels, and guards,
-    the wrapper and the sampler's bookkeeping are paid once per ``steps`` tokens. Per step, as the sampler's loop does it token by token: the budget's
-    forced tokens (``budget`` rows under ``rules``; None without a budget), the draw (uniform
-    ``counter + i`` of each row's stream), rows ending on ``eos`` (None: rows never end), the
-    budget's advance. Only the first ``valid`` (0-dim) steps change ``alive`` and the budget:
+    the wrapper and the sampler's bookkeeping are paid once per ``steps`` tokens. Per step, as
+    the sampler's loop does it token by token: the budget's forced tokens (``budget`` rows
+    under ``rules``; None without a budget), the draw (uniform ``counter + i`` of each row's
+    stream), rows ending on ``eos`` (None: rows never end), the budget's advance. Only the first ``valid`` (0-dim) steps change ``alive`` and the budget:
     the last call of a run may decode past ``max_new_tokens``, and those tokens are dropped."""
     columns = []
     for i in range(steps):

@@ -59,23 +59,26 @@ def test_greedy_equals_generate_token_for_token(qwen3_tokenizer, model, fast_pat
     assert ours.truncated.all()
 
 
+def greedy_step_logits(tokenizer, model, fast: bool, steps: int = 8) -> torch.Tensor:
+    """(steps + 1, B, V) logits of a prefill and ``steps`` greedy decode steps, on the fast
+    decode step or on the model's own forward (asserting which one ran)."""
+    from lit_qwen3.decoding import ModelStepper
+
+    ids, mask = left_pad(chat_prompts(tokenizer), tokenizer.pad_token_id)
+    with torch.inference_mode():
+        stepper = ModelStepper(model, mask, ids.shape[1] + steps, fast_path=fast)
+        assert (stepper.fast is not None) == fast
+        logits, token = [stepper.prefill(ids)], ids[:, -1]
+        for _ in range(steps):
+            logits.append(stepper.decode(token))
+            token = logits[-1].argmax(-1)
+    return torch.stack(logits).float()
+
+
 def test_fast_decode_is_used_for_plain_qwen3_and_matches_the_hf_forward(qwen3_tokenizer, model):
     from transformers import DynamicCache
 
-    from lit_qwen3.decoding import ModelStepper
-
-    prompts = chat_prompts(qwen3_tokenizer)
-    ids, mask = left_pad(prompts, qwen3_tokenizer.pad_token_id)
-    logits = {}
-    with torch.inference_mode():
-        for fast in (True, False):
-            stepper = ModelStepper(model, mask, ids.shape[1] + 8, fast_path=fast)
-            assert (stepper.fast is not None) == fast
-            steps, token = [stepper.prefill(ids)], ids[:, -1]
-            for _ in range(8):
-                steps.append(stepper.decode(token))
-                token = steps[-1].argmax(-1)
-            logits[fast] = torch.stack(steps)
+    logits = {fast: greedy_step_logits(qwen3_tokenizer, model, fast) for fast in (True, False)}
     torch.testing.assert_close(logits[True], logits[False], rtol=1e-5, atol=1e-6)
     assert Qwen3DecodeStep.build(model, DynamicCache(config=model.config), 8) is None  # no buffers
 
@@ -83,20 +86,8 @@ def test_fast_decode_is_used_for_plain_qwen3_and_matches_the_hf_forward(qwen3_to
 def test_fast_decode_in_bfloat16_matches_the_hf_forward(qwen3_tokenizer, model):
     """Half precision takes the fast step too (as on a GPU), with the HF forward's roundings:
     the same logits to within bf16's last bit and the same greedy tokens."""
-    from lit_qwen3.decoding import ModelStepper
-
     half = tiny_qwen3(qwen3_tokenizer).to(torch.bfloat16)
-    ids, mask = left_pad(chat_prompts(qwen3_tokenizer), qwen3_tokenizer.pad_token_id)
-    logits = {}
-    with torch.inference_mode():
-        for fast in (True, False):
-            stepper = ModelStepper(half, mask, ids.shape[1] + 8, fast_path=fast)
-            assert (stepper.fast is not None) == fast
-            steps, token = [stepper.prefill(ids)], ids[:, -1]
-            for _ in range(8):
-                steps.append(stepper.decode(token))
-                token = steps[-1].argmax(-1)
-            logits[fast] = torch.stack(steps).float()
+    logits = {fast: greedy_step_logits(qwen3_tokenizer, half, fast) for fast in (True, False)}
     # within one bf16 step at these logits' size (|logits| < 1); measured here: identical
     torch.testing.assert_close(logits[True], logits[False], rtol=0, atol=2**-8)
     assert torch.equal(logits[True].argmax(-1), logits[False].argmax(-1))
