@@ -62,8 +62,8 @@ from trl_distill_steps import (
     toy_conversations,
 )
 
-from lit_qwen3.distill_kernel import chunked_distillation
 from lit_qwen3.models import count_parameters
+from lit_qwen3.ops.distill_kernel import chunked_distillation
 
 GIB = 1024**3
 
@@ -303,9 +303,9 @@ def time_our_step(
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from lit_qwen3.generation import SamplingConfig
-    from lit_qwen3.optim import OptimizerConfig
     from lit_qwen3.queries import Query
+    from lit_qwen3.rollout.generation import SamplingConfig
+    from lit_qwen3.runtime.optim import OptimizerConfig
     from lit_qwen3.stages import OnPolicyDistillation
 
     divergence = "reverse_kl" if beta == 1 else "forward_kl" if beta == 0 else "jsd"

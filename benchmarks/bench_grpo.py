@@ -111,9 +111,9 @@ def our_step_times(args, n: int) -> tuple[list[float], list[float], list[float]]
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from lit_qwen3.generation import SamplingConfig
-    from lit_qwen3.optim import OptimizerConfig
     from lit_qwen3.queries import Query
+    from lit_qwen3.rollout.generation import SamplingConfig
+    from lit_qwen3.runtime.optim import OptimizerConfig
     from lit_qwen3.stages import ReasoningRL
 
     module = ReasoningRL(

@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from lit_qwen3.losses import chunked_logprobs_and_entropy
+from lit_qwen3.ops.losses import chunked_logprobs_and_entropy
 
 GIB = 1024**3
 

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_mfu.py --profile       # + torch.profiler's top ops
 
 The step is our SFT stage's training math (``ColdStartSFT._loss``: the lean Qwen3 forward of
-:mod:`lit_qwen3.training_forward`, the LM head, the assistant-only cross-entropy), its backward
+:mod:`lit_qwen3.ops.training_forward`, the LM head, the assistant-only cross-entropy), its backward
 and the AdamW update, fp32, on a random ``Qwen3ForCausalLM`` (default hidden 1024, intermediate
 3072, 16 heads of 64, 8 KV heads, 2 layers, the toy tokenizer's vocabulary) and rows with no
 padding (every row is full length; the first quarter of each is the prompt, not trained on).
@@ -67,7 +67,7 @@ def build(args):
     """(module, optimizer, batch, model FLOPs of one step) for the arguments."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from lit_qwen3.optim import OptimizerConfig, configure_adamw
+    from lit_qwen3.runtime.optim import OptimizerConfig, configure_adamw
     from lit_qwen3.stages import ColdStartSFT
     from lit_qwen3.tokenizer import build_toy_tokenizer
 

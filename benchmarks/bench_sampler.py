@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from lit_qwen3.generation import RolloutSampler, SamplingConfig
 from lit_qwen3.models import load_model
+from lit_qwen3.rollout.generation import RolloutSampler, SamplingConfig
 from lit_qwen3.tokenizer import build_toy_tokenizer
 
 

@@ -16,7 +16,7 @@ epochs is reported; the two sides run alternately in rounds so that load from ot
 hits both alike. The last stdout line is one JSON object with both throughputs and
 ``"speedup"`` (ours over TRL's tokens/s).
 
-What ours does differently (see ``lit_qwen3.training_forward``): right-padded rows run without
+What ours does differently (see ``lit_qwen3.ops.training_forward``): right-padded rows run without
 an attention mask (causal attention cannot see trailing pads), the forward of a plain Qwen3
 model is the same computation without per-module overhead, and it is compiled
 (``compile=True``; ``--no-compile`` for the eager figure).
@@ -99,8 +99,8 @@ def our_epoch_rates(args, epochs: int) -> tuple[list[float], int]:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from lit_qwen3.optim import OptimizerConfig
-    from lit_qwen3.packing import collate_padded, tokenize_conversation
+    from lit_qwen3.ops.packing import collate_padded, tokenize_conversation
+    from lit_qwen3.runtime.optim import OptimizerConfig
     from lit_qwen3.stages import ColdStartSFT
     from lit_qwen3.tokenizer import build_toy_tokenizer
 

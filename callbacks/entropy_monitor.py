@@ -23,8 +23,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_qwen3.metrics import MeanTokenEntropy
-from lit_qwen3.tracking import log_metrics
+from lit_qwen3.ops.metrics import MeanTokenEntropy
+from lit_qwen3.runtime.tracking import log_metrics
 
 SPANS = ("thinking", "answer", "all")
 MODES = {"think": True, "no_think": False}

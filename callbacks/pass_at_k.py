@@ -31,10 +31,10 @@ from lit_qwen3.callbacks._evaluation import (
 )
 from lit_qwen3.chat import STOP_THINKING
 from lit_qwen3.evaluation import evaluate_mode, multi_turn_queries
-from lit_qwen3.generation import SamplingConfig
-from lit_qwen3.metrics import PassAtK as PassAtKMetric
-from lit_qwen3.plots import pass_at_k_figure
-from lit_qwen3.tracking import log_figure, log_metrics, log_table
+from lit_qwen3.ops.metrics import PassAtK as PassAtKMetric
+from lit_qwen3.rollout.generation import SamplingConfig
+from lit_qwen3.runtime.plots import pass_at_k_figure
+from lit_qwen3.runtime.tracking import log_figure, log_metrics, log_table
 
 MODES = {"think": True, "no_think": False}
 

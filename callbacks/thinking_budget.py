@@ -35,9 +35,9 @@ from lit_qwen3.callbacks._evaluation import (
 )
 from lit_qwen3.chat import STOP_THINKING, THINK_END
 from lit_qwen3.evaluation import evaluate_mode
-from lit_qwen3.generation import SamplingConfig
-from lit_qwen3.plots import budget_sweep_figure
-from lit_qwen3.tracking import log_figure, log_series, log_table
+from lit_qwen3.rollout.generation import SamplingConfig
+from lit_qwen3.runtime.plots import budget_sweep_figure
+from lit_qwen3.runtime.tracking import log_figure, log_series, log_table
 
 
 class ThinkingBudget(Callback):

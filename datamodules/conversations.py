@@ -3,7 +3,7 @@
 Sources: the toy task's chain-of-thought conversations (``data=None``, generated, not downloaded),
 a JSONL file (one ``{"messages": [...], "enable_thinking"?: bool}`` per line) or a directory saved
 with ``datasets.Dataset.save_to_disk`` (a ``messages`` column). Each conversation is rendered with
-the tokenizer's own chat template, trained on its assistant replies only (``lit_qwen3.packing``),
+the tokenizer's own chat template, trained on its assistant replies only (``lit_qwen3.ops.packing``),
 and packed into batches of at most ``max_tokens_per_batch`` tokens: one row per batch, documents
 separated by restarting ``position_ids`` (run the model with ``use_cache=False``).
 
@@ -28,7 +28,7 @@ from lit_qwen3.chat import split_thinking
 from lit_qwen3.datamodules.jsonl import iter_jsonl
 from lit_qwen3.datamodules.resumable import ResumableDataLoader
 from lit_qwen3.models import load_tokenizer
-from lit_qwen3.packing import (
+from lit_qwen3.ops.packing import (
     QWEN3_ASSISTANT_HEADER,
     QWEN3_TURN_END,
     Overflow,
@@ -246,7 +246,7 @@ class ConversationDataModule(LightningDataModule):
 
     flash-attention runs packed rows with its variable-length kernels; any other attention gets
     a packed row's documents unpacked into right-padded rows by the stages
-    (``lit_qwen3.training_forward.packed_hidden_states``), so each document attends to itself
+    (``lit_qwen3.ops.training_forward.packed_hidden_states``), so each document attends to itself
     only and packing costs no T x T attention (toy task on CPU: packed and padded batches both
     ~24k tokens/s; before unpacking, packed rows ran at 5k).
 

@@ -94,8 +94,8 @@ def rejection_sample(
     import torch
 
     from lit_qwen3.evaluation import evaluate_mode
-    from lit_qwen3.generation import SamplingConfig
     from lit_qwen3.models import load_model, load_tokenizer
+    from lit_qwen3.rollout.generation import SamplingConfig
 
     model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
     with torch.no_grad():

@@ -31,7 +31,7 @@ from lit_qwen3.chat import split_thinking
 from lit_qwen3.datamodules.conversations import ROLES
 from lit_qwen3.datamodules.jsonl import iter_jsonl
 from lit_qwen3.models import load_tokenizer
-from lit_qwen3.packing import max_chars_per_token, pad_batch
+from lit_qwen3.ops.packing import max_chars_per_token, pad_batch
 from lit_qwen3.rewards.reward_model import encode_for_reward_model, render_for_reward_model
 
 __all__ = [

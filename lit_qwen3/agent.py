@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from lit_qwen3.chat import IM_END, IM_START
-from lit_qwen3.generation import Rollouts, RolloutSampler, left_pad
+from lit_qwen3.rollout.generation import Rollouts, RolloutSampler, left_pad
 from lit_qwen3.tools import Tool, ToolCall, parse_tool_call
 
 __all__ = ["ToolRolloutSampler", "ToolTrace"]

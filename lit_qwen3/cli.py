@@ -10,7 +10,7 @@ Configs use ``class_path``/``init_args`` for the stage module and datamodule, om
 tokenizer follows the model's unless set.
 
 Each run is named after its stage and its command-line overrides and writes into
-``<trainer.default_root_dir>/<run name>/`` (``lit_qwen3.runs``); rerunning the same command
+``<trainer.default_root_dir>/<run name>/`` (``lit_qwen3.runtime.runs``); rerunning the same command
 resumes from that directory's last checkpoint and logs into the same MLflow run. ``--run_name``
 (or a ``run_name`` the config gives its MLflow logger) picks the name, ``--parent_run
 NAME_OR_ID`` nests the run under a parent (a sweep; the pipeline sets the parent itself).
@@ -40,9 +40,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_qwen3.callbacks import PassAtK, ThinkingBudget
-from lit_qwen3.checkpointing import resume_checkpoint
-from lit_qwen3.faults import NonFiniteError
-from lit_qwen3.runs import (
+from lit_qwen3.rollout.vllm_rollouts import require_vllm
+from lit_qwen3.runtime.checkpointing import resume_checkpoint
+from lit_qwen3.runtime.faults import NonFiniteError
+from lit_qwen3.runtime.runs import (
     command_line_overrides,
     describe_command,
     point_to,
@@ -50,8 +51,8 @@ from lit_qwen3.runs import (
     run_name,
     write_run_record,
 )
-from lit_qwen3.strategies import check_strategy_requirements
-from lit_qwen3.tracking import (
+from lit_qwen3.runtime.strategies import check_strategy_requirements
+from lit_qwen3.runtime.tracking import (
     SystemMetrics,
     absolute_tracking_uri,
     config_params,
@@ -60,7 +61,6 @@ from lit_qwen3.tracking import (
     log_exported_model,
     mlflow_loggers,
 )
-from lit_qwen3.vllm_rollouts import require_vllm
 
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 PARENT_TAG = "lit_qwen3.parent"
@@ -195,7 +195,7 @@ class LitQwen3CLI(LightningCLI):
             ModelCheckpoint, "checkpoint", subclass_mode=True, required=False
         )
         parser.set_defaults(
-            {"checkpoint": {"class_path": "lit_qwen3.checkpointing.PeriodicCheckpoint"}}
+            {"checkpoint": {"class_path": "lit_qwen3.runtime.checkpointing.PeriodicCheckpoint"}}
         )
 
     # -- run directory and resume ---------------------------------------------------------------
@@ -350,7 +350,7 @@ DEFAULT_LOGGER = {
 #: Subcommands that are not a Lightning loop: name -> "module:function" taking the remaining args.
 SUBCOMMANDS: dict[str, str] = {
     "curate": "lit_qwen3.curation.cli:main",
-    "pipeline": "lit_qwen3.pipeline:main",
+    "pipeline": "lit_qwen3.recipe.pipeline:main",
 }
 
 #: Exceptions a user's input can cause, when raised by this project or by Lightning's checks of

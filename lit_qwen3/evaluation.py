@@ -27,9 +27,9 @@ from lit_qwen3.chat import (
     strip_thinking_flags,
     with_thinking_flag,
 )
-from lit_qwen3.generation import RolloutSampler, SamplingConfig
-from lit_qwen3.metrics import PassAtK
-from lit_qwen3.model_placement import model_device
+from lit_qwen3.ops.metrics import PassAtK
+from lit_qwen3.rollout.generation import RolloutSampler, SamplingConfig
+from lit_qwen3.rollout.placement import model_device
 
 Query = Mapping[str, Any]
 #: (completion text, query) -> correct?

@@ -265,7 +265,7 @@ def shard_for_fsdp2(model: torch.nn.Module, mesh: Any, **kwargs: Any) -> torch.n
     """FSDP2 plan: each decoder layer its own unit, then the root (embeddings, norm, head).
 
     ``kwargs`` go to every ``fully_shard`` call (``mp_policy``, ``offload_policy``,
-    ``reshard_after_forward``; see :class:`~lit_qwen3.strategies.FSDP2Strategy`), except that
+    ``reshard_after_forward``; see :class:`~lit_qwen3.runtime.strategies.FSDP2Strategy`), except that
     the root keeps FSDP's default of staying gathered after forward: losses read the output
     head's weight after the forward (chunked log-probs from hidden states).
     """
@@ -276,3 +276,28 @@ def shard_for_fsdp2(model: torch.nn.Module, mesh: Any, **kwargs: Any) -> torch.n
     root = {k: v for k, v in kwargs.items() if k != "reshard_after_forward"}
     fully_shard(model, mesh=mesh, **root)
     return model
+
+
+def check_same_vocabulary(student: Any, teacher: Any, *, limit: int = 5) -> None:
+    """Raise ``ValueError`` naming the first mismatching ids when two tokenizers differ.
+
+    Strong-to-weak distillation (report section 4.5) compares the student's next-token
+    distribution with the teacher's at every position, so both must index the same vocabulary:
+    tokenizers that differ would compare unrelated words without any error.
+    """
+    s_vocab, t_vocab = student.get_vocab(), teacher.get_vocab()
+    if s_vocab == t_vocab:
+        return
+    s_by_id = {i: tok for tok, i in s_vocab.items()}
+    t_by_id = {i: tok for tok, i in t_vocab.items()}
+    ids = sorted(set(s_by_id) | set(t_by_id))
+    diffs = [
+        f"id {i}: student {s_by_id.get(i)!r}, teacher {t_by_id.get(i)!r}"
+        for i in ids
+        if s_by_id.get(i) != t_by_id.get(i)
+    ]
+    raise ValueError(
+        f"teacher and student tokenizers differ ({len(s_vocab)} vs {len(t_vocab)} tokens, "
+        f"{len(diffs)} ids differ; first: {'; '.join(diffs[:limit])}): distillation needs a "
+        "shared vocabulary"
+    )

@@ -24,9 +24,9 @@ import lightning as L
 import torch
 
 from lit_qwen3.datamodules.conversations import ConversationDataModule
-from lit_qwen3.generation import RolloutSampler, SamplingConfig
 from lit_qwen3.models import flash_attention_available, load_model
-from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.rollout.generation import RolloutSampler, SamplingConfig
+from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages import ColdStartSFT
 from lit_qwen3.tokenizer import build_toy_tokenizer
 
@@ -89,7 +89,7 @@ def check_sampler(results: dict) -> None:
 
 def check_compiled_sampler(results: dict) -> None:
     """Seeded rows under a budget: compiled and eager sampling agree on CUDA; seconds of each."""
-    from lit_qwen3.sampling import mix_seed
+    from lit_qwen3.rollout.sampling import mix_seed
 
     tokenizer = build_toy_tokenizer()
     model = load_model("toy-teacher", seed=0).cuda()

@@ -31,12 +31,12 @@ from torch.utils.data import DataLoader
 from lit_qwen3.datamodules.arithmetic import ArithmeticTask
 from lit_qwen3.datamodules.conversations import validate_conversation
 from lit_qwen3.datamodules.queries import QueryDataModule
-from lit_qwen3.generation import SamplingConfig
-from lit_qwen3.losses import GRPOLossConfig
-from lit_qwen3.optim import OptimizerConfig
-from lit_qwen3.packing import collate_padded, tokenize_conversation
+from lit_qwen3.ops.losses import GRPOLossConfig
+from lit_qwen3.ops.packing import collate_padded, tokenize_conversation
+from lit_qwen3.rollout.generation import SamplingConfig
+from lit_qwen3.runtime.optim import OptimizerConfig
+from lit_qwen3.runtime.strategies import FSDP2Strategy
 from lit_qwen3.stages import ColdStartSFT, ReasoningRL
-from lit_qwen3.strategies import FSDP2Strategy
 from lit_qwen3.tokenizer import build_toy_tokenizer
 
 STEPS = 4

@@ -111,23 +111,23 @@ class KillSwitch(Callback):
         self.point = os.environ.get("LIT_QWEN3_KILL", "")
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        import lit_qwen3.checkpointing
-        import lit_qwen3.export
+        import lit_qwen3.runtime.checkpointing
+        import lit_qwen3.runtime.export
 
         if self.point == "setup":
             _die()
         if self.point.startswith("checkpoint:"):
             step = int(self.point.partition(":")[2])
-            original = lit_qwen3.checkpointing.replace_atomically
+            original = lit_qwen3.runtime.checkpointing.replace_atomically
 
             def replace(source, target):
                 if trainer.global_step == step:
                     _die()
                 original(source, target)
 
-            lit_qwen3.checkpointing.replace_atomically = replace
+            lit_qwen3.runtime.checkpointing.replace_atomically = replace
         if self.point == "export":
-            lit_qwen3.export.replace_atomically = lambda source, target: _die()
+            lit_qwen3.runtime.export.replace_atomically = lambda source, target: _die()
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args) -> None:
         if self.point == f"step:{trainer.global_step}":

@@ -8,7 +8,7 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from lit_qwen3.chat import render
-from lit_qwen3.generation import left_pad
+from lit_qwen3.rollout.generation import left_pad
 
 QUESTIONS = [
     "hi",

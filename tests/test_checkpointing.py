@@ -11,10 +11,10 @@ import torch
 from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
-from lit_qwen3.atomic import replace_atomically
-from lit_qwen3.checkpointing import PeriodicCheckpoint, resume_checkpoint
 from lit_qwen3.datamodules.conversations import EpochShuffleSampler
 from lit_qwen3.datamodules.resumable import ResumableDataLoader
+from lit_qwen3.runtime.atomic import replace_atomically
+from lit_qwen3.runtime.checkpointing import PeriodicCheckpoint, resume_checkpoint
 
 
 def test_replace_atomically_files_and_directories(tmp_path):
@@ -128,7 +128,7 @@ def test_manual_optimisation_saves_when_a_multiple_is_passed(tmp_path, monkeypat
 def test_saves_by_wall_time(tmp_path, monkeypatch):
     saved = _spy(monkeypatch)
     clock = iter(range(0, 1000, 40))  # each look at the clock: 40 s later
-    monkeypatch.setattr("lit_qwen3.checkpointing.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("lit_qwen3.runtime.checkpointing.time.monotonic", lambda: next(clock))
     from datetime import timedelta
 
     callback = PeriodicCheckpoint(

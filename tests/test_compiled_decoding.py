@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
 
-from lit_qwen3 import decoding
-from lit_qwen3.generation import RolloutSampler, SamplingConfig
 from lit_qwen3.models import load_model
-from lit_qwen3.sampling import mix_seed
+from lit_qwen3.rollout import decoding
+from lit_qwen3.rollout.generation import RolloutSampler, SamplingConfig
+from lit_qwen3.rollout.sampling import mix_seed
 
 
 def test_compiled_sampling_matches_eager_sampling(toy_tokenizer):

@@ -16,7 +16,7 @@ from lit_qwen3.datamodules.conversations import (
     read_conversations,
     split_indices,
 )
-from lit_qwen3.packing import IGNORE_INDEX
+from lit_qwen3.ops.packing import IGNORE_INDEX
 
 
 def chat(a: int, b: int, thinking: bool = True) -> dict:

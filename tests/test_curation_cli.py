@@ -244,7 +244,7 @@ def test_pipeline_curate_stages_nest_in_mlflow_and_feed_each_other(tmp_path, sto
     call's outputs through input_dir, and both runs nest under the pipeline's parent run."""
     from mlflow.tracking import MlflowClient
 
-    from lit_qwen3.pipeline import Pipeline, PipelineConfig, StageSpec
+    from lit_qwen3.recipe.pipeline import Pipeline, PipelineConfig, StageSpec
 
     rl = {"steps": ["rl_queries"], "input_dir": "{curation}", "rl_queries.policy": "toy-program"}
     stages = [

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lit_qwen3.losses import (
+from lit_qwen3.ops.losses import (
     chunked_distillation,
     chunked_logprobs_and_entropy,
     forward_kl,

@@ -18,8 +18,8 @@ from toy_models import (
     two_digit_queries,
 )
 
-from lit_qwen3.generation import SamplingConfig
-from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.rollout.generation import SamplingConfig
+from lit_qwen3.runtime.optim import OptimizerConfig
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lit_qwen3.callbacks import EntropyMonitor
-from lit_qwen3.losses import GRPOLossConfig
+from lit_qwen3.ops.losses import GRPOLossConfig
 
 
 def _record():

@@ -7,8 +7,8 @@ import pytest
 from lit_qwen3.callbacks import PassAtK, ThinkingBudget
 from lit_qwen3.chat import with_thinking_flag
 from lit_qwen3.evaluation import evaluate_mode, resolve_verifier
-from lit_qwen3.generation import SamplingConfig
 from lit_qwen3.models import load_model
+from lit_qwen3.rollout.generation import SamplingConfig
 
 
 def test_with_thinking_flag_replaces_flags_on_the_last_user_message():

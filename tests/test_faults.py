@@ -9,9 +9,14 @@ import lightning as L
 import pytest
 import torch
 
-from lit_qwen3.checkpointing import PeriodicCheckpoint
 from lit_qwen3.datamodules.conversations import ConversationDataModule
-from lit_qwen3.faults import NonFiniteError, NonFiniteGuard, NonFiniteLimits, parameters_finite
+from lit_qwen3.runtime.checkpointing import PeriodicCheckpoint
+from lit_qwen3.runtime.faults import (
+    NonFiniteError,
+    NonFiniteGuard,
+    NonFiniteLimits,
+    parameters_finite,
+)
 from lit_qwen3.stages import ColdStartSFT
 from tests.single_thread import one_thread  # noqa: F401
 

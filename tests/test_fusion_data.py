@@ -83,7 +83,7 @@ def test_the_forced_stop_text_of_a_cut_reply_is_not_trained(thinking_file, stop)
     stop thinking at random points on its own (measured: thinking got shorter after fusion).
     Every cut point counts, the very start (budget 0) too, where the template strips the
     block's leading newlines (a CI failure with Qwen's sentence, which starts with two)."""
-    from lit_qwen3.packing import tokenize_conversation
+    from lit_qwen3.ops.packing import tokenize_conversation
 
     data, rows = _mix(thinking_file, cut_share=1.0, cut_stop_text=stop)
     tokenizer = data.tokenizer

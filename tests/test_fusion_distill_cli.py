@@ -175,7 +175,7 @@ def test_fusion_then_off_and_on_policy_distillation(tmp_path, toy_policy):
 
 
 def test_a_teacher_with_another_vocabulary_is_refused_naming_ids(tmp_path):
-    from lit_qwen3.distillation import check_same_vocabulary
+    from lit_qwen3.models import check_same_vocabulary
     from lit_qwen3.tokenizer import build_toy_tokenizer
 
     student, teacher = build_toy_tokenizer(), build_toy_tokenizer()

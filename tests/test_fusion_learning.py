@@ -25,7 +25,7 @@ import pytest
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
 from toy_models import held_out_pass1, quiet_trainer
 
-from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.runtime.optim import OptimizerConfig
 
 STOP = "\n</think>\n\n"  # the template's bare close, forced by budgets and cut into the mix
 BUDGETS = (0, 4, 8, 12, 16, 24, 32)

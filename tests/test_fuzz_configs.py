@@ -15,9 +15,9 @@ from fuzzing import fuzz
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lit_qwen3.generation import MIN_TEMPERATURE, SamplingConfig
-from lit_qwen3.losses import GRPOLossConfig
-from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.ops.losses import GRPOLossConfig
+from lit_qwen3.rollout.generation import MIN_TEMPERATURE, SamplingConfig
+from lit_qwen3.runtime.optim import OptimizerConfig
 
 values = st.one_of(
     st.integers(-3, 3),

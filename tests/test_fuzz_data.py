@@ -25,7 +25,7 @@ from lit_qwen3.datamodules.preference_pairs import (
     PreferencePairsDataModule,
     read_preference_pairs,
 )
-from lit_qwen3.losses import bradley_terry_loss
+from lit_qwen3.ops.losses import bradley_terry_loss
 from lit_qwen3.queries import read_queries
 
 ROLES = ["system", "user", "assistant", "tool"]

@@ -21,15 +21,15 @@ from transformers import (
 )
 
 from lit_qwen3.chat import STOP_THINKING, ThinkTokens
-from lit_qwen3.decoding import Qwen3DecodeStep
-from lit_qwen3.generation import (
+from lit_qwen3.rollout.decoding import Qwen3DecodeStep
+from lit_qwen3.rollout.generation import (
     Rollouts,
     RolloutSampler,
     SamplingConfig,
     ThinkingBudgetLogitsProcessor,
     left_pad,
 )
-from lit_qwen3.sampling import (
+from lit_qwen3.rollout.sampling import (
     resolve_thinking_budget,
     sample_next_tokens,
     warp_logits,
@@ -62,7 +62,7 @@ def test_greedy_equals_generate_token_for_token(qwen3_tokenizer, model, fast_pat
 def greedy_step_logits(tokenizer, model, fast: bool, steps: int = 8) -> torch.Tensor:
     """(steps + 1, B, V) logits of a prefill and ``steps`` greedy decode steps, on the fast
     decode step or on the model's own forward (asserting which one ran)."""
-    from lit_qwen3.decoding import ModelStepper
+    from lit_qwen3.rollout.decoding import ModelStepper
 
     ids, mask = left_pad(chat_prompts(tokenizer), tokenizer.pad_token_id)
     with torch.inference_mode():
@@ -366,7 +366,7 @@ def test_bad_prompts_and_stop_texts(qwen3_tokenizer, model):
 def _lockstep_worker(rank: int, world: int, port: int, queue) -> None:
     import torch.distributed as dist
 
-    from lit_qwen3.model_placement import global_alive
+    from lit_qwen3.rollout.placement import global_alive
 
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world

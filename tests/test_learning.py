@@ -11,8 +11,8 @@ import lightning as L
 
 from lit_qwen3.datamodules.conversations import ConversationDataModule
 from lit_qwen3.evaluation import evaluate_mode
-from lit_qwen3.generation import SamplingConfig
-from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.rollout.generation import SamplingConfig
+from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages import ColdStartSFT
 
 STEPS = 500

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lit_qwen3.losses import (
+from lit_qwen3.ops.losses import (
     TeacherTopK,
     forward_kl,
     generalized_jsd,

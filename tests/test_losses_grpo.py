@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lit_qwen3.losses import (
+from lit_qwen3.ops.losses import (
     GRPOLossConfig,
     aggregate_loss,
     completion_mask,
@@ -294,7 +294,7 @@ def test_grpo_loss_bad_inputs():
 
 
 def test_masked_mean():
-    from lit_qwen3.losses import masked_mean
+    from lit_qwen3.ops.losses import masked_mean
 
     # row means (1 + 2 + 3) / 3 = 2 and 5 / 1 = 5; empty row -> 0, not NaN; overall 11 / 4
     assert_close(masked_mean(PER_TOKEN, MASK, dim=-1), torch.tensor([2.0, 5.0, 0.0]))
@@ -303,7 +303,7 @@ def test_masked_mean():
 
 
 def test_soft_overlong_penalty_ramps_over_the_buffer():
-    from lit_qwen3.losses import soft_overlong_penalty
+    from lit_qwen3.ops.losses import soft_overlong_penalty
 
     lengths = torch.tensor([10, 12, 14, 15, 16, 20])
     # max 16, buffer 4: free up to 12 tokens, then -1/4 per token down to -factor at 16.

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lit_qwen3.losses import chunked_logprobs_and_entropy, token_entropy, token_logprobs
+from lit_qwen3.ops.losses import chunked_logprobs_and_entropy, token_entropy, token_logprobs
 
 
 def naive_logprobs_and_entropy(hidden, weight, labels, bias=None, temperature=1.0):

@@ -9,7 +9,7 @@ import torch
 from torch.testing import assert_close
 from transformers.loss.loss_utils import ForCausalLMLoss
 
-from lit_qwen3.losses import bradley_terry_loss, causal_lm_loss, masked_cross_entropy
+from lit_qwen3.ops.losses import bradley_terry_loss, causal_lm_loss, masked_cross_entropy
 
 LN3 = math.log(3)
 

@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.testing import assert_close
 
-from lit_qwen3.metrics import (
+from lit_qwen3.ops.metrics import (
     MeanTokenEntropy,
     PassAtK,
     maj_at_k,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lit_qwen3.export import export_pretrained
 from lit_qwen3.models import load_model
-from lit_qwen3.optim import OptimizerConfig, configure_adamw, warmup_cosine
+from lit_qwen3.runtime.export import export_pretrained
+from lit_qwen3.runtime.optim import OptimizerConfig, configure_adamw, warmup_cosine
 
 
 def test_warmup_cosine_by_hand():

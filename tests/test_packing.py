@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lit_qwen3.packing import (
+from lit_qwen3.ops.packing import (
     IGNORE_INDEX,
     assistant_spans,
     collate_packed,

@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from lit_qwen3.cli import main
-from lit_qwen3.runs import read_run_record
+from lit_qwen3.runtime.runs import read_run_record
 from tests.probes import REPO, TOY_CONFIG, write_tiny
 from tests.single_thread import one_thread  # noqa: F401
 

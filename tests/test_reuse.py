@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader
 
 from lit_qwen3.callbacks import EntropyMonitor, PassAtK, ThinkingBudget
 from lit_qwen3.datamodules.arithmetic import ArithmeticTask
-from lit_qwen3.generation import SamplingConfig
-from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.queries import Query
+from lit_qwen3.rollout.generation import SamplingConfig
+from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages import ColdStartSFT, ReasoningRL
 
 

@@ -19,13 +19,13 @@ from lit_qwen3.datamodules.preference_pairs import (
     read_preference_pairs,
 )
 from lit_qwen3.models import save_toy_checkpoint, tiny_qwen3_config
-from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.rewards import CompositeReward, Sample, build_reward
 from lit_qwen3.rewards.reward_model import (
     ScalarRewardModel,
     render_for_reward_model,
     sequence_scores,
 )
+from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages.reward_model import RewardModelTraining
 
 PROMPT = [{"role": "user", "content": "Name a fast trainer. /no_think"}]

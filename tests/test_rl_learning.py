@@ -13,8 +13,8 @@ from single_thread import one_thread  # noqa: F401  (autouse fixture)
 from toy_models import History, held_out_pass1, quiet_trainer, two_digit_queries
 
 from lit_qwen3.datamodules.queries import QueryDataModule
-from lit_qwen3.generation import SamplingConfig
-from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.rollout.generation import SamplingConfig
+from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages import GeneralRL, ReasoningRL
 
 

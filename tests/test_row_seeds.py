@@ -7,9 +7,9 @@ import pytest
 import torch
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
 
-from lit_qwen3.generation import RolloutSampler, SamplingConfig
 from lit_qwen3.models import load_model
-from lit_qwen3.sampling import counter_uniform, mix_seed, splitmix64
+from lit_qwen3.rollout.generation import RolloutSampler, SamplingConfig
+from lit_qwen3.rollout.sampling import counter_uniform, mix_seed, splitmix64
 
 MASK = (1 << 64) - 1
 

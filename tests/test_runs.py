@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from lit_qwen3.runs import (
+from lit_qwen3.runtime.runs import (
     command_line_overrides,
     describe_command,
     point_to,

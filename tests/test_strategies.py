@@ -12,8 +12,8 @@ import yaml
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
 from lit_qwen3.cli import main
-from lit_qwen3.optim import OptimizerConfig, configure_adamw
-from lit_qwen3.strategies import (
+from lit_qwen3.runtime.optim import OptimizerConfig, configure_adamw
+from lit_qwen3.runtime.strategies import (
     DecoderFSDPStrategy,
     FSDP2Strategy,
     check_strategy_requirements,

@@ -14,8 +14,12 @@ from sampler_fixtures import chat_prompts, generate, tiny_qwen3
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
 
 from lit_qwen3.chat import STOP_THINKING, STOP_THINKING_REPORT, ThinkTokens
-from lit_qwen3.generation import RolloutSampler, SamplingConfig, ThinkingBudgetLogitsProcessor
-from lit_qwen3.sampling import BudgetState, forced_table
+from lit_qwen3.rollout.generation import (
+    RolloutSampler,
+    SamplingConfig,
+    ThinkingBudgetLogitsProcessor,
+)
+from lit_qwen3.rollout.sampling import BudgetState, forced_table
 
 
 @pytest.fixture(scope="module")

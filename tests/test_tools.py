@@ -10,7 +10,7 @@ import torch
 from transformers import Qwen3Config
 
 from lit_qwen3.agent import ToolRolloutSampler
-from lit_qwen3.generation import RolloutSampler, SamplingConfig
+from lit_qwen3.rollout.generation import RolloutSampler, SamplingConfig
 from lit_qwen3.tokenizer import build_toy_tokenizer
 from lit_qwen3.tools import Calculator, ToolCall, build_tool, parse_tool_call
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lit_qwen3.plots import budget_sweep_figure, pass_at_k_figure
-from lit_qwen3.tracking import absolute_tracking_uri, config_params, param_value
+from lit_qwen3.runtime.plots import budget_sweep_figure, pass_at_k_figure
+from lit_qwen3.runtime.tracking import absolute_tracking_uri, config_params, param_value
 
 CONFIG = {
     "seed_everything": 0,
@@ -141,7 +141,7 @@ def test_published_metrics_reach_monitors_and_the_progress_bar(tmp_path):
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from lit_qwen3.tracking import publish_metrics
+    from lit_qwen3.runtime.tracking import publish_metrics
 
     scores = [0.1, 0.9, 0.3, 0.2]  # the best step is the second
 

@@ -7,10 +7,8 @@ import pytest
 import torch
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
 
-from lit_qwen3.generation import RolloutSampler, SamplingConfig
 from lit_qwen3.models import enable_gradient_checkpointing, load_model
-from lit_qwen3.rescoring import score_completions
-from lit_qwen3.training_forward import (
+from lit_qwen3.ops.training_forward import (
     causal_hidden_states,
     lean_forward_supported,
     pack_rows,
@@ -20,6 +18,8 @@ from lit_qwen3.training_forward import (
     trailing_padding_only,
     unpack_documents,
 )
+from lit_qwen3.rollout.generation import RolloutSampler, SamplingConfig
+from lit_qwen3.rollout.rescoring import score_completions
 
 
 def test_right_align_moves_left_padding_to_the_end():
@@ -107,7 +107,7 @@ def test_rescoring_equals_the_naive_masked_forward(toy_tokenizer, model, path):
     if path == "hf":  # a hook makes the lean forward step aside: the model's own, unmasked
         model.model.layers[0].register_forward_hook(lambda *a: None)
     if path == "packed":
-        import lit_qwen3.rescoring as rescoring
+        import lit_qwen3.rollout.rescoring as rescoring
 
         original = rescoring.causal_hidden_states
         rescoring.causal_hidden_states = lambda *a, **k: original(*a, **{**k, "packed": True})

@@ -1,5 +1,5 @@
 """vLLM rollouts without vLLM: the clear error when it is missing, and the thinking-budget
-bookkeeping of generation in rounds (``lit_qwen3.budget_rounds``), exactly against the built-in
+bookkeeping of generation in rounds (``lit_qwen3.rollout.budget_rounds``), exactly against the built-in
 sampler's ``BudgetState`` on hand-made token streams and against ``RolloutSampler`` itself on a
 tiny model.
 """
@@ -12,10 +12,10 @@ import pytest
 import torch
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
 
-from lit_qwen3.budget_rounds import BudgetRules, generate_in_rounds
 from lit_qwen3.chat import ThinkTokens
-from lit_qwen3.generation import RolloutSampler, SamplingConfig, left_pad
-from lit_qwen3.sampling import (
+from lit_qwen3.rollout.budget_rounds import BudgetRules, generate_in_rounds
+from lit_qwen3.rollout.generation import RolloutSampler, SamplingConfig, left_pad
+from lit_qwen3.rollout.sampling import (
     BudgetState,
     forced_table,
     resolve_thinking_budget,
@@ -293,7 +293,7 @@ def test_rounds_of_greedy_generate_match_the_builtin_sampler(toy):
 # ----------------------------------------------------------------------------- missing vLLM
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed")
 def test_sampler_without_vllm_says_what_to_install(toy):
-    from lit_qwen3.vllm_rollouts import VLLMRolloutSampler
+    from lit_qwen3.rollout.vllm_rollouts import VLLMRolloutSampler
 
     with pytest.raises(ImportError, match=r"needs vLLM.*" + INSTALL_HINT.replace("[", r"\[")):
         VLLMRolloutSampler(toy[1])

@@ -20,8 +20,8 @@ from lit_qwen3.chat import STOP_THINKING
 from lit_qwen3.datamodules.conversations import ConversationDataModule
 from lit_qwen3.datamodules.queries import QueryDataModule
 from lit_qwen3.evaluation import evaluate_mode
-from lit_qwen3.generation import SamplingConfig
-from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.rollout.generation import SamplingConfig
+from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages import ColdStartSFT
 
 #: Cold-start steps: pass@1 on 2-digit sums goes 0.03 / 0.61 / 0.94 at 300 / 400 / 500 steps.

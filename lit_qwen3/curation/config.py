@@ -15,7 +15,7 @@ from lit_qwen3.curation.query_filters import (
 from lit_qwen3.curation.response_filters import ResponseFilters
 from lit_qwen3.curation.selection import check_shares
 from lit_qwen3.curation.toy import ToyProgram, ToyQueries
-from lit_qwen3.generation import SamplingConfig
+from lit_qwen3.rollout.generation import SamplingConfig
 
 Step = Literal["queries", "responses", "cold_start", "rl_queries"]
 #: The steps in the order they run; each reads what the ones before it wrote.

@@ -52,7 +52,7 @@ def resolve_device(device: str) -> str:
 
 class ModelSource:
     """A local causal LM with a chat template (directory, preset or cached Qwen3 name), sampled
-    with :class:`~lit_qwen3.generation.RolloutSampler` in the requested thinking mode."""
+    with :class:`~lit_qwen3.rollout.generation.RolloutSampler` in the requested thinking mode."""
 
     def __init__(
         self,
@@ -64,8 +64,8 @@ class ModelSource:
     ) -> None:
         import torch
 
-        from lit_qwen3.generation import RolloutSampler
         from lit_qwen3.models import load_model, load_tokenizer
+        from lit_qwen3.rollout.generation import RolloutSampler
 
         self.name = str(name)
         self.device = torch.device(resolve_device(device))
@@ -76,7 +76,7 @@ class ModelSource:
 
     def with_sampling(self, sampling: Any) -> ModelSource:
         """The same loaded model with other sampling settings (no second copy of the weights)."""
-        from lit_qwen3.generation import RolloutSampler
+        from lit_qwen3.rollout.generation import RolloutSampler
 
         other = copy.copy(self)
         other.sampler = RolloutSampler(self.tokenizer, sampling)
@@ -119,7 +119,7 @@ def build_source(
     if name == TOY_PROGRAM:
         return toy_program if toy_program is not None else ToyProgram()
     if sampling is None:
-        from lit_qwen3.generation import SamplingConfig
+        from lit_qwen3.rollout.generation import SamplingConfig
 
         sampling = SamplingConfig.qwen3(True)
     if loaded is not None and name in loaded:

@@ -193,7 +193,7 @@ def log_to_mlflow(
     metrics, seeds and models as params, ``manifest.json`` (and the config) as artifacts."""
     from mlflow.tracking import MlflowClient
 
-    from lit_qwen3.tracking import absolute_tracking_uri
+    from lit_qwen3.runtime.tracking import absolute_tracking_uri
 
     tracking = config.mlflow
     assert tracking is not None

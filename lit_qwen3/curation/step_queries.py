@@ -78,7 +78,7 @@ def reserve_validation(
 
 def ask_judge(ctx: Context, rows: Sequence[Row], prompt: str, name: str) -> dict[str, str]:
     """The judge's reply (greedy, non-thinking, answer part) to ``prompt`` about each row."""
-    from lit_qwen3.generation import SamplingConfig
+    from lit_qwen3.rollout.generation import SamplingConfig
 
     judge, choices = ctx.config.queries.judge, ", ".join(ctx.config.queries.domains.shares)
     questions = [
@@ -183,7 +183,7 @@ def run_queries(ctx: Context) -> StepResult:
 
     no_think = cfg.solved_without_thinking
     if no_think.model:
-        from lit_qwen3.generation import SamplingConfig
+        from lit_qwen3.rollout.generation import SamplingConfig
 
         sampling = SamplingConfig.qwen3(False, max_new_tokens=no_think.max_new_tokens)
         samples = ctx.sample(

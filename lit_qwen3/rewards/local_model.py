@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_qwen3.models import load_tokenizer
-from lit_qwen3.packing import pad_batch
+from lit_qwen3.ops.packing import pad_batch
 from lit_qwen3.rewards.base import Reward, RewardResult, Sample
 
 _T = TypeVar("_T")

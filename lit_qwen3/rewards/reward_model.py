@@ -55,7 +55,7 @@ def encode_for_reward_model(
 ) -> tuple[list[list[int]], list[bool]]:
     """Token ids of each text, cut from the left to ``max_length``; and which ones were cut.
 
-    ``chars_per_token`` (:func:`lit_qwen3.packing.max_chars_per_token`) bounds the text a token
+    ``chars_per_token`` (:func:`lit_qwen3.ops.packing.max_chars_per_token`) bounds the text a token
     stands for: a text longer than ``(max_length + 1) * chars_per_token`` characters is cut to
     its tail before tokenizing, so a huge row never goes through the tokenizer whole.
     """

@@ -1,6 +1,6 @@
 """What every stage shares: a Hugging Face model built in ``configure_model``, its tokenizer,
 AdamW with warmup and cosine decay, a ``save_pretrained`` export at the end of fit, and what a
-run needs to survive faults: non-finite steps skipped (:class:`~lit_qwen3.faults.NonFiniteGuard`)
+run needs to survive faults: non-finite steps skipped (:class:`~lit_qwen3.runtime.faults.NonFiniteGuard`)
 and the random generators and guard counters carried through checkpoints.
 
 A stage subclasses :class:`HFStageModule`, calls ``save_hyperparameters()`` and
@@ -9,7 +9,7 @@ include ``output_dir`` and ``gradient_checkpointing``. Subclasses that override
 ``on_train_start``, ``on_save_checkpoint`` or ``on_load_checkpoint`` call ``super()``.
 
 * ``output_dir=None`` exports to ``<trainer.default_root_dir>/model``: under ``lit-qwen3`` that
-  is the run's own directory (``lit_qwen3.runs``), in a plain Trainer the working directory.
+  is the run's own directory (``lit_qwen3.runtime.runs``), in a plain Trainer the working directory.
 * Automatic optimisation: every optimizer step is checked first; a non-finite loss or gradient
   drops the step's gradients (the step changes nothing), ``train/skipped_steps`` counts it, and
   the run stops after ``nonfinite`` limits. Manual optimisation (RL stages) calls
@@ -27,18 +27,18 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lit_qwen3.checkpointing import capture_rng_state, restore_rng_state
-from lit_qwen3.export import export_pretrained
-from lit_qwen3.faults import NonFiniteGuard, NonFiniteLimits
-from lit_qwen3.model_placement import needs_lockstep
 from lit_qwen3.models import (
     enable_gradient_checkpointing,
     load_model,
     load_tokenizer,
     shard_for_fsdp2,
 )
-from lit_qwen3.optim import OptimizerConfig, configure_adamw
-from lit_qwen3.strategies import (
+from lit_qwen3.rollout.placement import needs_lockstep
+from lit_qwen3.runtime.checkpointing import capture_rng_state, restore_rng_state
+from lit_qwen3.runtime.export import export_pretrained
+from lit_qwen3.runtime.faults import NonFiniteGuard, NonFiniteLimits
+from lit_qwen3.runtime.optim import OptimizerConfig, configure_adamw
+from lit_qwen3.runtime.strategies import (
     frozen_zero3,
     fsdp2_options,
     hf_zero3_config,
@@ -91,7 +91,7 @@ class HFStageModule(LightningModule):
         if self.model is not None:
             return
         # ZeRO-3 partitions weights as they are built: transformers loads into the partitions
-        # while this config object lives (see lit_qwen3.strategies.hf_zero3_config).
+        # while this config object lives (see lit_qwen3.runtime.strategies.hf_zero3_config).
         object.__setattr__(self, "_hf_zero3", hf_zero3_config(self._strategy()))
         model = self.build_model()
         if len(self.tokenizer) > model.config.vocab_size:

@@ -13,7 +13,7 @@ One training step, for a batch of queries:
    shapes (and data-parallel ranks) stay in step;
 4. group advantages; old log-probs from the trainer's forward when rollouts are reused
    (``ppo_epochs > 1`` or several mini-batches), reference log-probs when a KL is configured;
-5. :func:`~lit_qwen3.losses.grpo_loss` per mini-batch: clip-higher, dual clip, TIS against the
+5. :func:`~lit_qwen3.ops.losses.grpo_loss` per mini-batch: clip-higher, dual clip, TIS against the
    sampler's own log-probs, KL, entropy bonus, the three loss aggregations.
 
 Where this departs from the GRPO paper (Shao et al. 2024) and follows later practice:
@@ -31,20 +31,20 @@ import torch
 import torch.distributed as dist
 
 from lit_qwen3.chat import STOP_THINKING
-from lit_qwen3.faults import NonFiniteLimits
-from lit_qwen3.generation import Rollouts, SamplingConfig
-from lit_qwen3.losses import (
+from lit_qwen3.models import load_model
+from lit_qwen3.ops.losses import (
     GRPOLossConfig,
     group_advantages,
     groups_with_signal,
     grpo_loss,
     soft_overlong_penalty,
 )
-from lit_qwen3.model_placement import needs_lockstep
-from lit_qwen3.models import load_model
-from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.queries import Query, check_reward_names
 from lit_qwen3.rewards import CompositeReward, Sample
+from lit_qwen3.rollout.generation import Rollouts, SamplingConfig
+from lit_qwen3.rollout.placement import needs_lockstep
+from lit_qwen3.runtime.faults import NonFiniteLimits
+from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages.on_policy import (
     OnPolicyStage,
     SampledRows,
@@ -97,7 +97,7 @@ class GroupRelativeRL(OnPolicyStage):
             ``torch.compile`` (plain Qwen3; minutes of compilation, then faster steps).
         rollout_backend: ``builtin`` (the default, CPU and GPU) or ``vllm`` (GPU, the ``vllm``
             extra: a colocated engine, weights synced after every update, the same thinking
-            budget; :mod:`lit_qwen3.vllm_rollouts`).
+            budget; :mod:`lit_qwen3.rollout.vllm_rollouts`).
         vllm: options of the vLLM sampler (``gpu_memory_utilization``, ``max_model_len``,
             ``enable_sleep_mode``, ``engine_kwargs``).
     """

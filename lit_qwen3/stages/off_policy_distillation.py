@@ -15,14 +15,13 @@ from typing import Any, ClassVar
 import torch
 
 from lit_qwen3.chat import STOP_THINKING
-from lit_qwen3.distill_kernel import chunked_distillation
-from lit_qwen3.distill_losses import DIVERGENCES, Divergence
-from lit_qwen3.distillation import check_same_vocabulary
-from lit_qwen3.faults import NonFiniteLimits
-from lit_qwen3.models import load_tokenizer
-from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.models import check_same_vocabulary, load_tokenizer
+from lit_qwen3.ops.distill_kernel import chunked_distillation
+from lit_qwen3.ops.distill_losses import DIVERGENCES, Divergence
+from lit_qwen3.ops.training_forward import batch_hidden_states
+from lit_qwen3.runtime.faults import NonFiniteLimits
+from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages.sft import SupervisedFineTuning
-from lit_qwen3.training_forward import batch_hidden_states
 
 
 class OffPolicyDistillation(SupervisedFineTuning):

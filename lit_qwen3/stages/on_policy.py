@@ -6,8 +6,8 @@ Subclasses decide what a batch carries and what the loss is: :class:`~.grpo.Grou
 :class:`~.on_policy_distillation.OnPolicyDistillation` (a teacher's log-probs). What they share
 lives here: prompts in each query's mode, the sampler (with the module's thinking budget and,
 when queries name tools, multi-turn tool calls; built-in, or vLLM with ``rollout_backend: vllm``,
-:mod:`lit_qwen3.vllm_rollouts`), the one re-scoring forward
-(:func:`~lit_qwen3.rescoring.score_completions`), mini-batching with gradient accumulation,
+:mod:`lit_qwen3.rollout.vllm_rollouts`), the one re-scoring forward
+(:func:`~lit_qwen3.rollout.rescoring.score_completions`), mini-batching with gradient accumulation,
 gradient clipping, skipping non-finite steps, timing and samples tables.
 
 ``trainer.max_steps`` counts optimizer steps, as in TRL: each training step (one batch of
@@ -28,16 +28,16 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_qwen3.agent import ToolRolloutSampler
 from lit_qwen3.chat import ThinkTokens, thinking_span_mask
-from lit_qwen3.generation import Rollouts, RolloutSampler, SamplingConfig
-from lit_qwen3.optim import OptimizerConfig
 from lit_qwen3.queries import Query, encode_query
-from lit_qwen3.rescoring import CompletionScores, score_completions
-from lit_qwen3.sampling import mix_seed
+from lit_qwen3.rollout.generation import Rollouts, RolloutSampler, SamplingConfig
+from lit_qwen3.rollout.rescoring import CompletionScores, score_completions
+from lit_qwen3.rollout.sampling import mix_seed
+from lit_qwen3.rollout.vllm_rollouts import ROLLOUT_BACKENDS, require_vllm
+from lit_qwen3.runtime.optim import OptimizerConfig
+from lit_qwen3.runtime.strategies import deepspeed_stage
+from lit_qwen3.runtime.tracking import log_metrics, log_table, publish_metrics
 from lit_qwen3.stages.base import HFStageModule
-from lit_qwen3.strategies import deepspeed_stage
 from lit_qwen3.tools import build_tool
-from lit_qwen3.tracking import log_metrics, log_table, publish_metrics
-from lit_qwen3.vllm_rollouts import ROLLOUT_BACKENDS, require_vllm
 
 # The stages' hyperparameters hold these config objects; resuming loads checkpoints with
 # ``torch.load(weights_only=True)``, which accepts only the classes it is told about.
@@ -159,7 +159,7 @@ class OnPolicyStage(HFStageModule):
         every call)."""
         if self.rollout_backend == "vllm":
             if self._vllm_sampler is None:
-                from lit_qwen3.vllm_rollouts import VLLMRolloutSampler
+                from lit_qwen3.rollout.vllm_rollouts import VLLMRolloutSampler
 
                 self._vllm_sampler = VLLMRolloutSampler(
                     self.tokenizer,

@@ -20,15 +20,14 @@ from typing import Any, Literal
 import torch
 
 from lit_qwen3.chat import STOP_THINKING
-from lit_qwen3.distill_kernel import chunked_distillation
-from lit_qwen3.distill_losses import DIVERGENCES, Divergence
-from lit_qwen3.distillation import check_same_vocabulary
-from lit_qwen3.faults import NonFiniteLimits
-from lit_qwen3.generation import SamplingConfig
-from lit_qwen3.models import load_model, load_tokenizer
-from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.models import check_same_vocabulary, load_model, load_tokenizer
+from lit_qwen3.ops.distill_kernel import chunked_distillation
+from lit_qwen3.ops.distill_losses import DIVERGENCES, Divergence
 from lit_qwen3.queries import Query
-from lit_qwen3.rescoring import completion_hidden_states
+from lit_qwen3.rollout.generation import SamplingConfig
+from lit_qwen3.rollout.rescoring import completion_hidden_states
+from lit_qwen3.runtime.faults import NonFiniteLimits
+from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages.on_policy import OnPolicyStage, UpdateBatch
 
 
@@ -54,7 +53,7 @@ class OnPolicyDistillation(OnPolicyStage):
             then faster steps).
         rollout_backend: ``builtin`` (the default, CPU and GPU) or ``vllm`` (GPU, the ``vllm``
             extra: a colocated engine, weights synced after every update, the same thinking
-            budget; :mod:`lit_qwen3.vllm_rollouts`).
+            budget; :mod:`lit_qwen3.rollout.vllm_rollouts`).
         vllm: options of the vLLM sampler (``gpu_memory_utilization``, ``max_model_len``,
             ``enable_sleep_mode``, ``engine_kwargs``).
     """

@@ -28,8 +28,6 @@ from transformers import (
     Qwen3ForSequenceClassification,
 )
 
-from lit_qwen3.faults import NonFiniteLimits
-from lit_qwen3.losses import bradley_terry_loss
 from lit_qwen3.models import (
     QWEN3_MODELS,
     TOY_PRESETS,
@@ -37,8 +35,10 @@ from lit_qwen3.models import (
     resolve_dtype,
     tiny_qwen3_config,
 )
-from lit_qwen3.optim import OptimizerConfig
+from lit_qwen3.ops.losses import bradley_terry_loss
 from lit_qwen3.rewards.reward_model import sequence_scores
+from lit_qwen3.runtime.faults import NonFiniteLimits
+from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages.base import HFStageModule
 
 __all__ = ["RewardModelTraining", "build_reward_model"]

@@ -18,18 +18,18 @@ from typing import Any, ClassVar
 import torch
 
 from lit_qwen3.chat import STOP_THINKING
-from lit_qwen3.faults import NonFiniteLimits
-from lit_qwen3.losses import causal_lm_loss
 from lit_qwen3.models import load_model
-from lit_qwen3.optim import OptimizerConfig
-from lit_qwen3.stages.base import HFStageModule
-from lit_qwen3.tracking import log_metrics
-from lit_qwen3.training_forward import (
+from lit_qwen3.ops.losses import causal_lm_loss
+from lit_qwen3.ops.training_forward import (
     causal_hidden_states,
     lean_forward_supported,
     packed_hidden_states,
     trailing_padding_only,
 )
+from lit_qwen3.runtime.faults import NonFiniteLimits
+from lit_qwen3.runtime.optim import OptimizerConfig
+from lit_qwen3.runtime.tracking import log_metrics
+from lit_qwen3.stages.base import HFStageModule
 
 
 class SupervisedFineTuning(HFStageModule):
@@ -55,7 +55,7 @@ class SupervisedFineTuning(HFStageModule):
             are skipped and counted in ``train/skipped_steps``).
         compile: run a plain Qwen3 policy's training forward through ``torch.compile`` (a
             minute or more of compilation, then faster steps; see
-            :mod:`lit_qwen3.training_forward`).
+            :mod:`lit_qwen3.ops.training_forward`).
     """
 
     stage: ClassVar[str] = "sft"

@@ -9,8 +9,8 @@ to MLflow as ``data/...`` metrics at the start of training.
 
 from __future__ import annotations
 
+from lit_qwen3.runtime.tracking import log_metrics
 from lit_qwen3.stages.sft import SupervisedFineTuning
-from lit_qwen3.tracking import log_metrics
 
 
 class ThinkingModeFusion(SupervisedFineTuning):

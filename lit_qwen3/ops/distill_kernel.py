@@ -5,7 +5,7 @@ models' logits and several same-sized temporaries for the whole batch: at Qwen3'
 (151,936 words) its forward + backward peaks at 11.6 GiB for 4096 tokens in float32, growing
 linearly (this kernel: 2.7 GiB at 4096 or 8192 tokens; ``benchmarks/bench_distill.py``).
 :func:`chunked_distillation` computes the same per-token values (``forward_kl``, ``reverse_kl``
-or ``generalized_jsd`` of :mod:`lit_qwen3.distill_losses`, same floors, same temperature
+or ``generalized_jsd`` of :mod:`lit_qwen3.ops.distill_losses`, same floors, same temperature
 convention) ``chunk_size`` rows at a time, and recomputes each chunk's logits in backward, so
 memory grows with ``chunk_size x vocab`` in both passes. Only kept (masked-in) rows are ever
 computed: padding costs nothing and whatever it holds cannot turn into NaN.
@@ -27,14 +27,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lit_qwen3.distill_losses import DIVERGENCES, Divergence, check_beta, log_prob_floor
-from lit_qwen3.logprobs import (
+from lit_qwen3.ops.distill_losses import DIVERGENCES, Divergence, check_beta, log_prob_floor
+from lit_qwen3.ops.logprobs import (
     IGNORE_INDEX,
     accumulate_lm_head_grads,
     chunk_buffers,
     lm_head_logits,
 )
-from lit_qwen3.tensor_checks import (
+from lit_qwen3.ops.tensor_checks import (
     check_chunk_size,
     check_labels,
     check_shape,
@@ -258,9 +258,9 @@ def chunked_distillation(
     """Per-token divergence between student and teacher, from hidden states and ``lm_head``s.
 
     Equals ``forward_kl`` / ``reverse_kl`` / ``generalized_jsd(beta)`` of
-    :mod:`lit_qwen3.distill_losses` with ``reduction="none"`` on both models' full logits, but
+    :mod:`lit_qwen3.ops.distill_losses` with ``reduction="none"`` on both models' full logits, but
     holds only ``chunk_size x V`` floats at a time (forward and backward). Reduce the result
-    with ``lit_qwen3.losses.masked_mean`` or ``aggregate_loss``.
+    with ``lit_qwen3.ops.losses.masked_mean`` or ``aggregate_loss``.
 
     Args:
         student_hidden: ``(..., H)`` the student's final hidden states (after its last norm).

@@ -4,7 +4,7 @@ final name: write beside the target (``<name>.partial``), then rename.
 A file is replaced by one atomic ``os.replace``. A directory cannot be renamed over another, so the
 old one moves to ``<name>.old`` first and is removed after; a crash between the two renames leaves
 ``<name>.old`` (complete) and no ``<name>``, which readers such as
-:func:`lit_qwen3.checkpointing.resume_checkpoint` accept.
+:func:`lit_qwen3.runtime.checkpointing.resume_checkpoint` accept.
 """
 
 from __future__ import annotations

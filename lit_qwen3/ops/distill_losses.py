@@ -1,7 +1,7 @@
 """Per-token distillation divergences between a student and a teacher (strong-to-weak).
 
 Full-vocabulary forms (``forward_kl``, ``reverse_kl``, ``generalized_jsd``) take both models'
-logits; :mod:`lit_qwen3.distill_kernel` computes the same values from hidden states without
+logits; :mod:`lit_qwen3.ops.distill_kernel` computes the same values from hidden states without
 ``tokens x vocab`` logits. The top-k forms take a :class:`TeacherTopK` (what fits in an on-disk
 cache: the teacher's top-k log-probs and ids, plus the exact log-mass of all other ids) and
 compare one *tail bucket* beside the k ids, an exact KL between two (k+1)-outcome
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_qwen3.tensor_checks import (
+from lit_qwen3.ops.tensor_checks import (
     Reduction,
     check_chunk_size,
     check_reduction,
@@ -39,7 +39,7 @@ from lit_qwen3.tensor_checks import (
     masked_reduce,
 )
 
-#: The divergences by name, as :mod:`lit_qwen3.distill_kernel` and the stages spell them.
+#: The divergences by name, as :mod:`lit_qwen3.ops.distill_kernel` and the stages spell them.
 Divergence = Literal["reverse_kl", "forward_kl", "jsd"]
 DIVERGENCES = ("reverse_kl", "forward_kl", "jsd")
 

@@ -32,8 +32,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lit_qwen3.atomic import OLD, PARTIAL, remove, replace_atomically
-from lit_qwen3.faults import parameters_finite
+from lit_qwen3.runtime.atomic import OLD, PARTIAL, remove, replace_atomically
+from lit_qwen3.runtime.faults import parameters_finite
 
 
 class PeriodicCheckpoint(ModelCheckpoint):

@@ -1,7 +1,7 @@
 """The thinking budget for engines that generate whole continuations (vLLM): rounds of
 generation, each cut where the budget runs out, the stop-thinking text appended, then continued.
 
-The built-in sampler applies the budget token by token (:class:`~lit_qwen3.sampling.BudgetState`).
+The built-in sampler applies the budget token by token (:class:`~lit_qwen3.rollout.sampling.BudgetState`).
 An engine like vLLM returns a whole continuation per call, so the same rule is applied between
 calls: each row is a :class:`BudgetRow`; :func:`round_max_tokens` says how many tokens to ask for
 (inside an open block: no more than the budget has left, so the engine stops where forcing starts);
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lit_qwen3.generation import Rollouts, left_pad
-from lit_qwen3.sampling import UNLIMITED, mix_seed
+from lit_qwen3.rollout.generation import Rollouts, left_pad
+from lit_qwen3.rollout.sampling import UNLIMITED, mix_seed
 
 __all__ = [
     "BudgetRow",

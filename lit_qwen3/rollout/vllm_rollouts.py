@@ -2,7 +2,7 @@
 colocated vLLM engine, for RL and on-policy distillation on GPUs.
 
 ``VLLMRolloutSampler.sample(model, prompts, ...)`` returns the same :class:`Rollouts` as
-:class:`~lit_qwen3.generation.RolloutSampler`, so the stages pick one or the other by their
+:class:`~lit_qwen3.rollout.generation.RolloutSampler`, so the stages pick one or the other by their
 ``rollout_backend`` argument (``builtin``, the default and the CPU path, or ``vllm``):
 
 * **Colocated engine.** The first call writes the policy's config and tokenizer to a scratch
@@ -15,7 +15,7 @@ colocated vLLM engine, for RL and on-policy distillation on GPUs.
   the engine model's ``load_weights``, then the prefix cache is reset (cached keys and values
   were computed with the old weights).
 * **Thinking budget**, the built-in sampler's rule, as rounds of ``generate``
-  (:mod:`lit_qwen3.budget_rounds`): rows inside an open block ask for no more tokens than the
+  (:mod:`lit_qwen3.rollout.budget_rounds`): rows inside an open block ask for no more tokens than the
   budget has left; where a row's budget ran out the stop-thinking text and ``</think>`` are
   appended (``forced_mask``: no gradient) and the row continues in a second call.
 * **Log-probs for truncated importance sampling**: the engine runs with
@@ -41,10 +41,10 @@ from typing import Any
 
 import torch
 
-from lit_qwen3.budget_rounds import BudgetRules, generate_in_rounds
 from lit_qwen3.chat import STOP_THINKING, ThinkTokens
-from lit_qwen3.generation import MIN_TEMPERATURE, Rollouts, SamplingConfig
-from lit_qwen3.sampling import (
+from lit_qwen3.rollout.budget_rounds import BudgetRules, generate_in_rounds
+from lit_qwen3.rollout.generation import MIN_TEMPERATURE, Rollouts, SamplingConfig
+from lit_qwen3.rollout.sampling import (
     CLOSE_EMPTY_THINKING,
     encode_stop_text,
     mix_seed,

@@ -20,7 +20,7 @@ cache/mask bookkeeping cost as much as the forward itself. Here the loop is vect
 batch (no Python per row), the KV cache is preallocated (no ``torch.cat`` per step), the
 attention mask is built once, the draw is one uniform number per row, rows that finished are
 dropped from the batch and cache once half of it is done, and plain float32 Qwen3 models on CPU
-take a lean decode step with the same numerics as their forward (``lit_qwen3.decoding``).
+take a lean decode step with the same numerics as their forward (``lit_qwen3.rollout.decoding``).
 ``benchmarks/bench_sampler.py`` measures it against ``model.generate``.
 """
 
@@ -33,10 +33,10 @@ from typing import Any
 import torch
 
 from lit_qwen3.chat import STOP_THINKING, ThinkTokens
-from lit_qwen3.decoding import DecodedSteps, ModelStepper
-from lit_qwen3.model_placement import global_alive, is_sharded, model_device, needs_lockstep
-from lit_qwen3.packing import pad_batch
-from lit_qwen3.sampling import (
+from lit_qwen3.ops.packing import pad_batch
+from lit_qwen3.rollout.decoding import DecodedSteps, ModelStepper
+from lit_qwen3.rollout.placement import global_alive, is_sharded, model_device, needs_lockstep
+from lit_qwen3.rollout.sampling import (
     CLOSE_EMPTY_THINKING,
     BudgetState,
     ThinkingBudgetLogitsProcessor,
@@ -285,7 +285,7 @@ class RolloutSampler:
     ``stop_thinking`` is forced when a budget > 0 runs out; it must hold ``</think>`` once,
     followed by what the answer starts with (e.g. "\\n\\n"). ``close_empty`` closes the block
     at budget 0. ``fast_path``: decode plain float32 ``Qwen3ForCausalLM`` models on CPU with
-    a lean step that matches their forward (see ``lit_qwen3.decoding``); False always calls the
+    a lean step that matches their forward (see ``lit_qwen3.rollout.decoding``); False always calls the
     model's own forward. ``compile``: run that lean step through ``torch.compile`` (fixed
     shapes: it attends over the whole preallocated cache; worth it for long runs); with
     per-row ``seeds`` the draw runs inside the same compiled graph, ``tokens_per_call`` tokens
@@ -351,7 +351,7 @@ class RolloutSampler:
         token is kept). ``progress``: anything with ``update(n)`` (a tqdm or rich bar), advanced
         once per decoded token position. ``seeds`` (one int per row) replace ``generator``: row
         ``i``'s draw at step ``t`` uses the ``t``-th uniform of seed ``seeds[i]``'s stream
-        (:func:`~lit_qwen3.sampling.counter_uniform`), so a row samples the same tokens
+        (:func:`~lit_qwen3.rollout.sampling.counter_uniform`), so a row samples the same tokens
         whatever batch, rank or position it is sampled in.
         """
         device = model_device(model)

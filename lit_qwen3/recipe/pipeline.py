@@ -13,7 +13,7 @@ MLflow: one parent run for the pipeline and one nested run per stage (tags ``sta
 ``pipeline``, ``model``), in the pipeline's store. Reruns: a stage whose output is complete
 (``root/<stage>/DONE.json``) is skipped; a stage killed midway resumes from its last
 checkpoint and logs into the same MLflow run; the parent run is reused too. The report
-(:mod:`lit_qwen3.report`) evaluates the stages' models on held-out problems and writes
+(:mod:`lit_qwen3.recipe.report`) evaluates the stages' models on held-out problems and writes
 ``report.json``, ``report.md`` and plots under ``root/report/``, logged to the parent run.
 """
 
@@ -61,7 +61,7 @@ class PipelineConfig:
     experiment: str = "lit-qwen3-pipeline"
     stages: list[StageSpec] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
-    """What :func:`lit_qwen3.report.write_report` evaluates (see its ``ReportConfig``)."""
+    """What :func:`lit_qwen3.recipe.report.write_report` evaluates (see its ``ReportConfig``)."""
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.stages]
@@ -73,7 +73,7 @@ class PipelineConfig:
         for spec in self.stages:
             if not Path(spec.config).is_file():
                 raise FileNotFoundError(f"stage {spec.name!r}: config {spec.config!r} not found")
-        from lit_qwen3.tracking import absolute_tracking_uri  # lazily: it imports Lightning
+        from lit_qwen3.runtime.tracking import absolute_tracking_uri  # lazily: it imports Lightning
 
         default = f"sqlite:///{Path(self.root).resolve()}/mlflow.db"
         self.tracking_uri = absolute_tracking_uri(self.tracking_uri) or default
@@ -306,7 +306,7 @@ class Pipeline:
                     f"[{index}/{total}] {spec.name}: {records[spec.name]['seconds']:.0f}s"
                 )
             spinner.update("evaluating the stages' models for the report")
-            from lit_qwen3.report import write_report
+            from lit_qwen3.recipe.report import write_report
 
             report = write_report(self, records, time.time() - start)
         self.client.set_terminated(self.parent_id)

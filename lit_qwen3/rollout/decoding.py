@@ -20,7 +20,7 @@ import transformers
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from lit_qwen3.sampling import (
+from lit_qwen3.rollout.sampling import (
     BudgetRows,
     BudgetRules,
     BudgetState,
@@ -206,7 +206,7 @@ class ModelStepper:
         **sampling: Any,
     ) -> DecodedSteps:
         """``steps`` tokens per row from one compiled call (only when :attr:`static`), as
-        :meth:`decode` then :func:`~lit_qwen3.sampling.sample_next_tokens` would draw them one
+        :meth:`decode` then :func:`~lit_qwen3.rollout.sampling.sample_next_tokens` would draw them one
         by one: see :func:`static_sample_steps`. ``streams`` (B,) are the rows' seeds,
         ``counter`` the first draw's index in their streams, ``valid`` how many of the steps
         the run still wants; ``budget`` (None when no row has one) is read, not changed;

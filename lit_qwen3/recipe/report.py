@@ -66,7 +66,7 @@ def eval_queries(config: ReportConfig) -> list[dict[str, Any]]:
 
 def _evaluate(model: Any, tokenizer: Any, queries, thinking: bool, **kwargs) -> Any:
     from lit_qwen3.evaluation import evaluate_mode
-    from lit_qwen3.generation import SamplingConfig
+    from lit_qwen3.rollout.generation import SamplingConfig
 
     max_new_tokens = kwargs.pop("max_new_tokens")
     return evaluate_mode(
@@ -125,7 +125,7 @@ def instruction_rate(model: Any, tokenizer: Any, config: ReportConfig) -> float 
 
 def _evaluate_with(model, tokenizer, queries, verifier, config):
     from lit_qwen3.evaluation import evaluate_mode
-    from lit_qwen3.generation import SamplingConfig
+    from lit_qwen3.rollout.generation import SamplingConfig
 
     return evaluate_mode(
         model,

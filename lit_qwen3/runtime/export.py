@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lit_qwen3.atomic import PARTIAL, replace_atomically
-from lit_qwen3.model_placement import is_sharded
+from lit_qwen3.rollout.placement import is_sharded
+from lit_qwen3.runtime.atomic import PARTIAL, replace_atomically
 
 
 def _has_fsdp1_units(module: torch.nn.Module | None) -> bool:

@@ -1,7 +1,7 @@
 """Input checks, masks and reductions that every loss module shares.
 
-At the bottom of the import graph: :mod:`lit_qwen3.logprobs`, :mod:`lit_qwen3.distill_losses`,
-:mod:`lit_qwen3.distill_kernel` and :mod:`lit_qwen3.losses` import these, and this module
+At the bottom of the import graph: :mod:`lit_qwen3.ops.logprobs`, :mod:`lit_qwen3.ops.distill_losses`,
+:mod:`lit_qwen3.ops.distill_kernel` and :mod:`lit_qwen3.ops.losses` import these, and this module
 imports nothing of the project's. Every error names the argument at fault.
 """
 

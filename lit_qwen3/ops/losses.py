@@ -1,15 +1,15 @@
 """The training math every stage shares, as pure tensor functions (no Lightning).
 
-- Log-probs and entropy of chosen tokens live in :mod:`lit_qwen3.logprobs` (from logits, or in
+- Log-probs and entropy of chosen tokens live in :mod:`lit_qwen3.ops.logprobs` (from logits, or in
   chunks from hidden states and the ``lm_head`` weight) and are re-exported here.
 - SFT: masked token cross-entropy, packing-aware.
 - GRPO family: group-relative advantages, PPO-clip with clip-higher and dual clip, the
   DAPO / GRPO / Dr.GRPO loss aggregations, k1/k2/k3 KL estimators, entropy bonus, truncated
   importance sampling (TIS) for sampler/trainer mismatch.
 - Reward models: the Bradley-Terry pairwise loss.
-- Distillation divergences live in :mod:`lit_qwen3.distill_losses` (from logits, or a top-k
-  cache) and :mod:`lit_qwen3.distill_kernel` (chunked, from hidden states); the public
-  functions are re-exported here. Input checks shared by all: :mod:`lit_qwen3.tensor_checks`.
+- Distillation divergences live in :mod:`lit_qwen3.ops.distill_losses` (from logits, or a top-k
+  cache) and :mod:`lit_qwen3.ops.distill_kernel` (chunked, from hidden states); the public
+  functions are re-exported here. Input checks shared by all: :mod:`lit_qwen3.ops.tensor_checks`.
 
 Conventions: masks are bool or 0/1 tensors of the same shape as the per-token values; every
 temperature divides the logits before the softmax, exactly as the sampler does; log-probs and
@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_qwen3.distill_kernel import (  # noqa: F401  (re-exported: the public loss functions)
+from lit_qwen3.ops.distill_kernel import (  # noqa: F401  (re-exported: the public loss functions)
     DistillationTerms,
     chunked_distillation,
 )
-from lit_qwen3.distill_losses import (  # noqa: F401
+from lit_qwen3.ops.distill_losses import (  # noqa: F401
     TeacherTopK,
     forward_kl,
     generalized_jsd,
@@ -39,13 +39,13 @@ from lit_qwen3.distill_losses import (  # noqa: F401
     topk_forward_kl,
     topk_reverse_kl,
 )
-from lit_qwen3.logprobs import (  # noqa: F401
+from lit_qwen3.ops.logprobs import (  # noqa: F401
     IGNORE_INDEX,
     chunked_logprobs_and_entropy,
     token_entropy,
     token_logprobs,
 )
-from lit_qwen3.tensor_checks import (
+from lit_qwen3.ops.tensor_checks import (
     check_labels,
     check_reduction,
     check_shape,

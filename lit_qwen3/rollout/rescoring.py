@@ -6,11 +6,11 @@ place that lines a forward pass up with ``Rollouts``: the hidden state that pred
 token ``t`` of row ``i`` follows the row's ``n_i`` real prompt tokens, at position
 ``n_i - 1 + t``.
 
-The rows are right-aligned first (:func:`~lit_qwen3.training_forward.right_align`): prompt
+The rows are right-aligned first (:func:`~lit_qwen3.ops.training_forward.right_align`): prompt
 padding moves to the end, so the causal forward needs no mask, and positions are ``0..`` as
 the sampler's were. Full logits are never built: the forward keeps the last hidden states
-(:func:`~lit_qwen3.training_forward.causal_hidden_states`) and
-:func:`~lit_qwen3.logprobs.chunked_logprobs_and_entropy` computes log-probs and entropies from
+(:func:`~lit_qwen3.ops.training_forward.causal_hidden_states`) and
+:func:`~lit_qwen3.ops.logprobs.chunked_logprobs_and_entropy` computes log-probs and entropies from
 them chunk by chunk (memory ``chunk x V`` instead of ``B x T x V``, in backward too).
 """
 
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lit_qwen3.generation import Rollouts
-from lit_qwen3.logprobs import IGNORE_INDEX, chunked_logprobs_and_entropy
-from lit_qwen3.training_forward import causal_hidden_states, final_norm, right_align
+from lit_qwen3.ops.logprobs import IGNORE_INDEX, chunked_logprobs_and_entropy
+from lit_qwen3.ops.training_forward import causal_hidden_states, final_norm, right_align
+from lit_qwen3.rollout.generation import Rollouts
 
 __all__ = [
     "CompletionScores",

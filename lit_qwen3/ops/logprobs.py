@@ -4,7 +4,7 @@ From logits (``token_logprobs``, ``token_entropy``), ``chunk_size`` rows at a ti
 from the last hidden states and the ``lm_head`` weight (``chunked_logprobs_and_entropy``), which
 recomputes each chunk of logits in backward so that neither pass holds ``tokens x vocab``.
 
-Input checks shared with the other loss modules live in :mod:`lit_qwen3.tensor_checks`.
+Input checks shared with the other loss modules live in :mod:`lit_qwen3.ops.tensor_checks`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lit_qwen3.tensor_checks import (
+from lit_qwen3.ops.tensor_checks import (
     check_chunk_size,
     check_labels,
     check_shape,
@@ -148,7 +148,7 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
 
 
 # ----------------------------------------------------------------------------- chunk helpers
-# Shared with the distillation kernel (lit_qwen3.distill_kernel).
+# Shared with the distillation kernel (lit_qwen3.ops.distill_kernel).
 def chunk_buffers(hidden, weight, chunk_size, dtype, count) -> list[Tensor]:
     """``count`` reusable ``(chunk, V)`` buffers: CPU allocators do not cache large blocks."""
     rows = min(chunk_size, hidden.shape[0])

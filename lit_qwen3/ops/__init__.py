@@ -1,0 +1,81 @@
+"""The training math as pure tensor functions: no Lightning, no model loading, no I/O.
+
+- ``logprobs``: log-probs and entropy of chosen tokens, chunked over the vocabulary.
+- ``losses``: SFT cross-entropy, GRPO and its variants, KL estimators, Bradley-Terry.
+- ``distill_losses`` and ``distill_kernel``: distillation divergences, from logits or from
+  hidden states without ever building ``tokens x vocab`` logits.
+- ``training_forward``: the policy's forward with no padding masks; packed rows unpacked.
+- ``packing``: chat examples as tensors, assistant-only masks, packing and collate.
+- ``tensor_checks``: the input checks, masks and reductions the losses share.
+- ``metrics``: pass@k, maj@k and torchmetrics that sync exactly across ranks.
+
+Everything here can be tested against hand-computed values and lifted into another project.
+"""
+
+from lit_qwen3.ops.distill_kernel import DistillationTerms, chunked_distillation
+from lit_qwen3.ops.distill_losses import (
+    DIVERGENCES,
+    forward_kl,
+    generalized_jsd,
+    reverse_kl,
+    teacher_topk,
+    topk_forward_kl,
+    topk_reverse_kl,
+)
+from lit_qwen3.ops.logprobs import (
+    IGNORE_INDEX,
+    chunked_logprobs_and_entropy,
+    token_entropy,
+    token_logprobs,
+)
+from lit_qwen3.ops.losses import (
+    GRPOLossConfig,
+    bradley_terry_loss,
+    causal_lm_loss,
+    group_advantages,
+    grpo_loss,
+    kl_estimate,
+    masked_cross_entropy,
+)
+from lit_qwen3.ops.metrics import MeanTokenEntropy, PassAtK, maj_at_k, pass_at_k
+from lit_qwen3.ops.packing import (
+    collate_packed,
+    collate_padded,
+    pack_sequences,
+    tokenize_conversation,
+)
+from lit_qwen3.ops.training_forward import causal_hidden_states, packed_hidden_states, right_align
+
+__all__ = [
+    "DIVERGENCES",
+    "IGNORE_INDEX",
+    "DistillationTerms",
+    "GRPOLossConfig",
+    "MeanTokenEntropy",
+    "PassAtK",
+    "bradley_terry_loss",
+    "causal_hidden_states",
+    "causal_lm_loss",
+    "chunked_distillation",
+    "chunked_logprobs_and_entropy",
+    "collate_packed",
+    "collate_padded",
+    "forward_kl",
+    "generalized_jsd",
+    "group_advantages",
+    "grpo_loss",
+    "kl_estimate",
+    "maj_at_k",
+    "masked_cross_entropy",
+    "pack_sequences",
+    "packed_hidden_states",
+    "pass_at_k",
+    "reverse_kl",
+    "right_align",
+    "teacher_topk",
+    "token_entropy",
+    "token_logprobs",
+    "tokenize_conversation",
+    "topk_forward_kl",
+    "topk_reverse_kl",
+]
