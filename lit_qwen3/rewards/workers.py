@@ -21,6 +21,8 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import pickle
+import pickletools
 import resource
 import signal
 import sys
@@ -154,20 +156,24 @@ class RewardWorkerPool:
         # Start every worker (imports, reward construction) before any task's clock runs.
         started = time.monotonic()
         pids: set[int] = set()
+        hide_main = not _needs_main_module(self.rewards)
         try:
-            while len(pids) < self.num_workers:
-                pings = [executor.submit(_worker_ping, 0.05) for _ in range(self.num_workers)]
-                left = self.startup_timeout - (time.monotonic() - started)
-                done, not_done = wait(pings, timeout=max(left, 0.0))
-                if not_done:
-                    raise TimeoutError(
-                        f"reward workers did not start within {self.startup_timeout:g}s"
-                    )
-                pids.update(f.result() for f in done)
+            with _main_module_hidden(hide_main):
+                self._start_workers(executor, pids, started)
         except Exception as err:
             self._kill()
             raise RuntimeError(f"could not start reward worker processes: {err}") from err
         return executor
+
+    def _start_workers(self, executor: ProcessPoolExecutor, pids: set[int], started: float) -> None:
+        """Ping until every worker has answered once (each ping may land on any worker)."""
+        while len(pids) < self.num_workers:
+            pings = [executor.submit(_worker_ping, 0.05) for _ in range(self.num_workers)]
+            left = self.startup_timeout - (time.monotonic() - started)
+            done, not_done = wait(pings, timeout=max(left, 0.0))
+            if not_done:
+                raise TimeoutError(f"reward workers did not start within {self.startup_timeout:g}s")
+            pids.update(f.result() for f in done)
 
     def _collect(
         self,
@@ -238,6 +244,46 @@ _WORKER_TASKS = [0]
 class _DeadlineExceeded(BaseException):
     """Raised by the interval timer. A BaseException, so ``except Exception`` in reward code (as
     in math-verify) cannot turn a timeout into a silent wrong answer."""
+
+
+def _needs_main_module(rewards: Mapping[str, Reward]) -> bool:
+    """Whether unpickling the rewards in a worker needs the parent's ``__main__`` module (a
+    reward class or function the user's script defines)."""
+    try:
+        data = pickle.dumps(dict(rewards))
+    except Exception:  # noqa: BLE001 - the pool reports what cannot be pickled when it starts
+        return True
+    return any(
+        op.name in ("GLOBAL", "INST")
+        and str(arg).startswith("__main__ ")
+        or op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE")
+        and arg == "__main__"
+        for op, arg, _ in pickletools.genops(data)
+    )
+
+
+@contextlib.contextmanager
+def _main_module_hidden(hide: bool) -> Iterator[None]:
+    """Start processes without re-running the user's script in each of them.
+
+    ``spawn`` and ``forkserver`` children import the parent's ``__main__`` from its file or
+    module name. A script without an ``if __name__ == "__main__":`` guard would then run again
+    in every worker and fail there (Python refuses to start processes while one bootstraps).
+    The workers need nothing from ``__main__`` unless a reward is defined there, so while they
+    start, ``__main__`` shows no file and no module name, as in an interactive session.
+    """
+    main = sys.modules.get("__main__")
+    if not hide or main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _worker_init(rewards: dict[str, Reward]) -> None:
