@@ -3,8 +3,8 @@ mode; fusion on its own rejection samples plus the toy task's direct answers lif
 non-thinking accuracy off zero, keeps its thinking accuracy, and leaves pass@1 rising with the
 thinking budget (cut replies in the mix teach it to answer after a forced stop).
 
-Measured (1,000 steps, lr 1e-3, 2 shared cores, 74 s of training), pass@1 at T 0.6 on 128
-held-out 2-digit sums x 4 samples:
+Measured on one machine (seed 0; 1,000 steps, lr 1e-3, 2 shared cores, 74 s of training),
+pass@1 at T 0.6 on 128 held-out 2-digit sums x 4 samples:
 
 | | thinking | non-thinking |
 |---|---|---|
@@ -13,7 +13,9 @@ held-out 2-digit sums x 4 samples:
 | after fusion | 0.713 | 0.057 |
 
 Budget sweep after fusion (budgets 0 / 4 / 8 / 12 / 16 / 24 / 32 tokens): 0.021 / 0.031 /
-0.027 / 0.006 / 0.012 / 0.486 / 0.713. A 2-digit scratchpad is about 24 tokens long, so the
+0.027 / 0.006 / 0.012 / 0.486 / 0.713. Another machine of the same kind trained a different model
+from the same seed: non-thinking 0.314, thinking 0.709, sweep 0.09 / 0.08 / 0.20 / 0.27 / 0.10 /
+0.54 / 0.71. The tests assert what both share. A 2-digit scratchpad is about 24 tokens long, so the
 curve is a step there: the pipeline's 1-8 digit evaluation gives the smooth Figure 2.
 Thinking accuracy dips early (the mix's half of direct answers pulls the shared weights) and
 recovers past its start, as the rejection samples are the policy's own correct traces."""
@@ -23,12 +25,18 @@ from __future__ import annotations
 import lightning as L
 import pytest
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
-from toy_models import held_out_pass1, quiet_trainer
+from toy_models import SEED, held_out_pass1, quiet_trainer
 
 from lit_qwen3.runtime.optim import OptimizerConfig
 
+pytestmark = [pytest.mark.slow, pytest.mark.learning]
+
 STOP = "\n</think>\n\n"  # the template's bare close, forced by budgets and cut into the mix
 BUDGETS = (0, 4, 8, 12, 16, 24, 32)
+SCRATCHPAD = 24  # thinking tokens of a 2-digit sum's scratchpad
+#: Two standard errors of a difference of pass@1 between two evaluations of 128 queries x 4
+#: samples (queries are the unit: sd <= 0.5 / sqrt(128) each, 0.044; paired, at most 0.09).
+NOISE = 0.09
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +57,7 @@ def fused(toy_policy, tmp_path_factory):
         cut_stop_text=STOP,
         max_tokens_per_batch=2048,
         max_length=128,
+        seed=SEED,
     )
     data.setup("fit")
     held_out = [{"messages": q["messages"], "answer": q["answer"]} for q in data.val_queries]
@@ -63,7 +72,7 @@ def fused(toy_policy, tmp_path_factory):
         mode: held_out_pass1(module, held_out, thinking=mode, stop_thinking=STOP)
         for mode in (True, False)
     }
-    L.seed_everything(0, verbose=False)
+    L.seed_everything(SEED, verbose=False)
     quiet_trainer(1000, limit_val_batches=0, gradient_clip_val=1.0).fit(module, data)
     after = {
         mode: held_out_pass1(module, held_out, thinking=mode, stop_thinking=STOP)
@@ -80,11 +89,17 @@ def test_fusion_lifts_non_thinking_accuracy_and_keeps_thinking(fused):
     before, after, _ = fused
     assert before[False] < 0.02  # a thinking-only policy cannot answer directly
     assert after[False] >= 0.03 and after[False] > before[False] + 0.02
-    assert after[True] >= before[True] - 0.05
+    assert after[True] >= before[True] - NOISE
 
 
 def test_after_fusion_pass1_rises_with_the_thinking_budget(fused):
+    """What the budget guarantees, not one machine's curve: cut before the scratchpad is written
+    (about 24 tokens for a 2-digit sum) a reply is about as good as a direct answer; with room
+    for the scratchpad it is as good as unbounded thinking. Between cuts inside the scratchpad
+    the curve need not rise: one machine measured 0.27 at budget 12 and 0.10 at 16."""
     _, after, sweep = fused
+    cut = [a for b, a in zip(BUDGETS, sweep, strict=True) if b < SCRATCHPAD]
+    room = [a for b, a in zip(BUDGETS, sweep, strict=True) if b >= SCRATCHPAD]
     assert sweep[-1] - sweep[0] >= 0.3
-    assert sum(b < a - 0.05 for a, b in zip(sweep, sweep[1:], strict=False)) == 0
-    assert abs(sweep[-1] - after[True]) < 0.1  # the largest budget never binds
+    assert min(room) > max(cut) + NOISE
+    assert abs(sweep[-1] - after[True]) < NOISE  # the largest budget never binds

@@ -11,6 +11,7 @@ import lightning
 import pytest
 import torch
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
+from toy_models import SEED
 from transformers import AutoModelForCausalLM, Qwen3ForSequenceClassification
 
 from lit_qwen3.datamodules.preference_pairs import (
@@ -256,11 +257,13 @@ def synthetic_pairs(n: int, seed: int) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
+@pytest.mark.learning
 def test_tiny_reward_model_learns_a_preference_and_exports(tmp_path, toy_tokenizer):
     """Bradley-Terry training on synthetic pairs: held-out accuracy rises from chance to ~1, the
     exported directory loads as the `reward_model` reward and ranks unseen pairs."""
     toy_tokenizer.save_pretrained(tmp_path / "tok")
-    path = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(160, seed=0))
+    path = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(160, seed=SEED))
     data = PreferencePairsDataModule(
         str(path), str(tmp_path / "tok"), max_length=64, batch_size=16, val_fraction=0.2
     )
@@ -268,6 +271,7 @@ def test_tiny_reward_model_learns_a_preference_and_exports(tmp_path, toy_tokeniz
         "toy-student",
         output_dir=str(tmp_path / "rm"),
         optimizer=OptimizerConfig(lr=3e-3, warmup_steps=5, weight_decay=0.0),
+        seed=SEED,
     )
     trainer = lightning.Trainer(
         max_steps=40,
@@ -281,17 +285,19 @@ def test_tiny_reward_model_learns_a_preference_and_exports(tmp_path, toy_tokeniz
     module.configure_model()
     data.setup("fit")
     before = trainer.validate(module, data, verbose=False)[0]
+    lightning.seed_everything(SEED, verbose=False)
     trainer.fit(module, data)
     assert trainer.callback_metrics["train/accuracy"] >= 0.9  # last training batch
     assert "train/loss" in trainer.callback_metrics
     after = trainer.validate(module, data, verbose=False)[0]
-    # Untrained: loss ~ log 2 = 0.693 and chance accuracy; trained: the keyword decides.
-    assert before["val/loss"] > 0.6 and before["val/accuracy"] <= 0.6
+    # Untrained: loss ~ log 2 = 0.693 and chance accuracy (32 pairs: two standard errors of a
+    # coin are 0.18); trained: the keyword decides.
+    assert before["val/loss"] > 0.6 and before["val/accuracy"] <= 0.68
     assert after["val/accuracy"] >= 0.95 and after["val/loss"] < 0.1
     assert after["val/reward_gap"] > 2.0
 
     reward = build_reward("reward_model", model=str(tmp_path / "rm"))
-    unseen = synthetic_pairs(20, seed=1)
+    unseen = synthetic_pairs(20, seed=SEED + 1)
     chosen = reward.score_batch(
         [sample(r["chosen"], [{"role": "user", "content": r["prompt"]}]) for r in unseen]
     )

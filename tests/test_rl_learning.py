@@ -1,4 +1,4 @@
-"""The RL stages learn: about half a minute of GRPO raises a briefly cold-started toy policy's
+"""The RL stages learn: about half a minute of GRPO raises a weak cold-started toy policy's
 reward and held-out pass@1; a GRPO update moves probability toward the rewarded rollouts; a
 policy that saw calculator calls calls the tool in general RL and is rewarded; IFEval-format rows
 train through GeneralRL as they are."""
@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 
 import lightning as L
+import pytest
 import torch
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
-from toy_models import History, held_out_pass1, quiet_trainer, two_digit_queries
+from toy_models import SEED, History, held_out_pass1, quiet_trainer, two_digit_queries
 
 from lit_qwen3.datamodules.queries import QueryDataModule
 from lit_qwen3.rollout.generation import SamplingConfig
 from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages import GeneralRL, ReasoningRL
+
+pytestmark = [pytest.mark.slow, pytest.mark.learning]
 
 
 def _trainer(steps: int, history: History, root) -> L.Trainer:
@@ -37,16 +40,18 @@ def _grpo(policy, **overrides) -> ReasoningRL:
     return module
 
 
-def test_grpo_raises_reward_and_held_out_pass1(toy_policy, tmp_path):
+def test_grpo_raises_reward_and_held_out_pass1(weak_policy, tmp_path):
     """40 batches of 16 fresh 2-digit sums x G 8 (two optimizer steps each), sampled as the
     pipeline's reasoning RL samples (Qwen3's thinking settings: T 0.6, top-p 0.95, top-k 20),
-    lr 1e-4, about 35 s: pass@1 at T 0.6 on 256 held-out sums x 4 samples, seeds 0 / 1,
-    0.610 -> 0.823 / 0.619 -> 0.799; mean reward over the first and last 8 batches 0.65 -> 0.81
-    / 0.64 -> 0.75. (At T 1 the same budget moved held-out pass@1 within its noise: most of
-    what T 1 samples is noise the policy cannot learn from in a minute.)"""
-    data = two_digit_queries(toy_policy, per_step=16, size=2000, val_size=256)
+    lr 1e-4, about 35 s, from the cold-start run's weaker snapshot (RL needs room: from the
+    450-step policy, which one machine's run left at 0.82, the same RL moved pass@1 by 0.02).
+    Measured on one machine, seed 0: pass@1 at T 0.6 on 256 held-out sums x 4 samples 0.358 ->
+    0.578, mean reward over the first and last 8 batches 0.48 -> 0.58. (At T 1 the same budget
+    moved held-out pass@1 within its noise: most of what T 1 samples is noise the policy cannot
+    learn from in a minute.)"""
+    data = two_digit_queries(weak_policy, per_step=16, size=2000, val_size=256)
     module = ReasoningRL(
-        str(toy_policy),
+        str(weak_policy),
         rewards=[{"name": "arithmetic"}],
         group_size=8,
         num_minibatches=2,
@@ -57,7 +62,7 @@ def test_grpo_raises_reward_and_held_out_pass1(toy_policy, tmp_path):
     module.configure_model()
     before = held_out_pass1(module, data.val_queries)
     history = History()
-    L.seed_everything(0, verbose=False)
+    L.seed_everything(SEED, verbose=False)
     _trainer(80, history, tmp_path).fit(module, data)
     after = held_out_pass1(module, data.val_queries)
     rewards = [row["train/reward"] for row in history.rows]
