@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-fast test-learning-matrix lint bench clean
 
 install: $(STAMP)
 
@@ -20,8 +20,23 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/lit-qwen3 pipeline --config configs/toy/pipeline.yaml
 
+# pytest-xdist: one worker per core; each test file runs on one worker (its fixtures built once).
+WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup
+
 test: install
-	$(PY) -m pytest -q
+	$(PYTEST)
+
+# The edit-test loop: everything not marked slow (no model trained for more than a few seconds).
+test-fast: install
+	$(PYTEST) -m "not slow"
+
+# The learning tests as another machine would run them: 1 and 2 torch threads, two other seeds.
+test-learning-matrix: install
+	for setting in LIT_QWEN3_TEST_THREADS=1 LIT_QWEN3_TEST_THREADS=2 LIT_QWEN3_TEST_SEED=1 \
+		LIT_QWEN3_TEST_SEED=2; do \
+		echo "== $$setting"; env $$setting $(PY) -m pytest -q -s -m learning || exit 1; \
+	done
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

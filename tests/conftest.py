@@ -54,11 +54,57 @@ def toy_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def toy_policy(tmp_path_factory):
-    """Directory of a briefly cold-started toy policy (see tests/toy_models.py)."""
-    from toy_models import train_toy_policy
+def toy_policies(tmp_path_factory) -> dict[str, Path]:
+    """The briefly cold-started toy policy and a weaker snapshot of the same run (see
+    tests/toy_models.py), trained once per test run: pytest-xdist's workers share them (the
+    first to ask trains, the others wait on a file lock and load the result)."""
+    from filelock import FileLock
+    from toy_models import SEED, WEAK_STEPS, toy_threads, train_toy_policy
 
-    return train_toy_policy(tmp_path_factory.mktemp("toy_policy") / "model")
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's base folder, above each worker's own
+    root = shared / f"toy_policy_seed{SEED}_threads{toy_threads(2)}"
+    policies = {"policy": root / "model", "weak": root / f"step{WEAK_STEPS}"}
+    with FileLock(f"{root}.lock"):
+        if not (policies["policy"] / "config.json").exists():
+            train_toy_policy(policies["policy"], snapshots={WEAK_STEPS: policies["weak"]})
+    return policies
+
+
+@pytest.fixture(scope="session")
+def toy_policy(toy_policies) -> Path:
+    """Directory of the briefly cold-started toy policy (greedy pass@1 about 0.5-0.95)."""
+    return toy_policies["policy"]
+
+
+@pytest.fixture(scope="session")
+def weak_policy(toy_policies) -> Path:
+    """Directory of the same run's snapshot at ``WEAK_STEPS``: few right answers, room to learn."""
+    return toy_policies["weak"]
+
+
+#: Test files that start sandboxes: they run on one xdist worker, one after another, so that
+#: one file's process and memory limits never meet another's sandboxes.
+SANDBOX_FILES = {
+    "test_code_checks.py",
+    "test_harness_adversarial.py",
+    "test_rewards_base.py",
+    "test_rewards_code.py",
+    "test_sandbox.py",
+    "test_sandbox_hardening.py",
+    "test_tools.py",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under ``pytest -n N --dist loadgroup`` every test file is one group (its module fixtures,
+    such as a trained model, are built once) and the sandbox files share one group."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            name = item.path.name
+            item.add_marker(pytest.mark.xdist_group("sandbox" if name in SANDBOX_FILES else name))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
