@@ -13,6 +13,7 @@ on the last user message and the template's ``enable_thinking`` switch.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,23 @@ class ModeEvaluation:
     correct: torch.Tensor
     """(num_queries, n_samples) bool."""
     samples: list[dict[str, Any]] = field(default_factory=list)
+    follows: torch.Tensor | None = None
+    """(num_queries, n_samples) bool: the reply's think block obeys the mode (ThinkFollow)."""
+
+    def per_query(self, what: str = "correct") -> list[float]:
+        """Each query's share of samples that are ``correct`` (or that ``follows`` the mode):
+        the unit a confidence interval resamples."""
+        values = self.correct if what == "correct" else self.follows
+        if values is None:
+            raise ValueError(f"this evaluation recorded no {what!r} per sample")
+        return values.float().mean(1).tolist()
+
+    def per_query_pass_at_k(self, k: int) -> list[float]:
+        """Each query's unbiased pass@k estimate, ``1 - C(n - c, k) / C(n, k)``."""
+        n = self.correct.shape[1]
+        if not 1 <= k <= n:
+            raise ValueError(f"pass@{k} needs 1 <= k <= n_samples ({n})")
+        return [1.0 - math.comb(n - c, k) / math.comb(n, k) for c in self.correct.sum(1).tolist()]
 
 
 def encode_prompts(
@@ -184,6 +202,7 @@ def evaluate_mode(
     prefill = EMPTY_THINKING if template_switch and not thinking else ""
     rows = [(q, s) for q in range(len(queries)) for s in range(n_samples)]
     correct = torch.zeros(len(queries), n_samples, dtype=torch.bool)
+    followed = torch.zeros(len(queries), n_samples, dtype=torch.bool)
     thinking_tokens, forced, truncated, follows, samples = [], [], [], [], []
     was_training = model.training
     model.eval()
@@ -201,6 +220,7 @@ def evaluate_mode(
             for i, ((q, s), text) in enumerate(zip(chunk, texts, strict=True)):
                 correct[q, s] = verdicts[i]
                 follows.append(follows_mode(prefill + text, thinking))
+                followed[q, s] = follows[-1]
                 samples.append(
                     {
                         "query": q,
@@ -229,4 +249,4 @@ def evaluate_mode(
     metrics["budget_forced"] = torch.cat(forced).mean().item()
     metrics["truncated"] = torch.cat(truncated).mean().item()
     metrics["think_follow"] = sum(follows) / len(follows)
-    return ModeEvaluation(metrics, correct, samples)
+    return ModeEvaluation(metrics, correct, samples, followed)

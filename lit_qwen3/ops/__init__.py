@@ -8,6 +8,8 @@
 - ``packing``: chat examples as tensors, assistant-only masks, packing and collate.
 - ``tensor_checks``: the input checks, masks and reductions the losses share.
 - ``metrics``: pass@k, maj@k and torchmetrics that sync exactly across ranks.
+- ``intervals``: bootstrap intervals over problems, paired differences, and the verdicts a
+  report draws from them.
 
 Everything here can be tested against hand-computed values and lifted into another project.
 """
@@ -22,6 +24,7 @@ from lit_qwen3.ops.distill_losses import (
     topk_forward_kl,
     topk_reverse_kl,
 )
+from lit_qwen3.ops.intervals import Interval, bootstrap_mean, paired_difference, verdict
 from lit_qwen3.ops.logprobs import (
     IGNORE_INDEX,
     chunked_logprobs_and_entropy,
@@ -51,8 +54,10 @@ __all__ = [
     "IGNORE_INDEX",
     "DistillationTerms",
     "GRPOLossConfig",
+    "Interval",
     "MeanTokenEntropy",
     "PassAtK",
+    "bootstrap_mean",
     "bradley_terry_loss",
     "causal_hidden_states",
     "causal_lm_loss",
@@ -69,6 +74,7 @@ __all__ = [
     "masked_cross_entropy",
     "pack_sequences",
     "packed_hidden_states",
+    "paired_difference",
     "pass_at_k",
     "reverse_kl",
     "right_align",
@@ -78,4 +84,5 @@ __all__ = [
     "tokenize_conversation",
     "topk_forward_kl",
     "topk_reverse_kl",
+    "verdict",
 ]

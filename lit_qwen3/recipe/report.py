@@ -2,31 +2,38 @@
 
 Data first: :func:`evaluate_stages` samples every stage's model on held-out problems (graded
 toy problems of 1-8 digits, a spread of required thinking lengths, as TOY_NOTES asks for a
-smooth budget curve) and returns plain numbers; :func:`write_report` stores them in
-``report.json`` (keys below), renders ``report.md`` with PNG plots, and logs all three to the
-pipeline's parent MLflow run.
+smooth budget curve) and returns plain numbers with their per-problem scores; the headline
+numbers cover ``headline_digits`` (the range the models were trained on), the rest is a
+generalisation column. :func:`write_report` decides each claim on a 95 % interval
+(:mod:`lit_qwen3.recipe.findings`), stores everything in ``report.json`` (keys below), renders
+``report.md`` with PNG plots, and logs all three to the pipeline's parent MLflow run.
 
 ``report.json``:
-``stages.<stage>.{think_pass1, no_think_pass1, think_follow, instruction_following}`` for
-``cold_start``, ``reasoning_rl``, ``thinking_fusion``, ``general_rl``;
-``figure2.{budgets, think_pass1, no_think_pass1, models}`` (the final model's curve first-class,
-each model's under ``models``); ``table21.{off_policy, rl, on_policy}.{pass1, pass_k, k,
-seconds, flops}``; ``wall_seconds``. Nothing is tuned to the outcome: where a result of the
-paper does not come out, the report says so next to the figures.
+``stages.<stage>.{think_pass1, no_think_pass1, think_follow, flag_following,
+instruction_following}`` (each with ``<name>_ci``, ``per_digit``, ``generalisation`` and the
+per-problem ``scores``) for ``cold_start``, ``reasoning_rl``, ``thinking_fusion``,
+``general_rl``; ``figure2.{budgets, think_pass1, no_think_pass1, models}`` (the final model's
+curve first-class, each model's under ``models``); ``table21.{off_policy, rl, on_policy}.{pass1,
+pass_k, k, seconds, flops}``; ``findings: [{name, claim, verdict, delta, ci95}]``;
+``wall_seconds``. A number is cached under ``root/report/`` with the hash of its model's files
+and of every setting that produced it, and reused only while both are unchanged. Nothing is
+tuned to the outcome: where a result of the paper does not come out, the report says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ReportConfig", "evaluate_stages", "write_report"]
+from lit_qwen3.ops.intervals import bootstrap_mean
+from lit_qwen3.recipe.findings import compute_findings
+from lit_qwen3.recipe.report_render import plot_figure2, render_markdown
 
-STAGE_ORDER = ("cold_start", "reasoning_rl", "thinking_fusion", "general_rl")
-TABLE21_ROWS = ("off_policy", "rl", "on_policy")
+__all__ = ["ReportConfig", "evaluate_stages", "write_report"]
 
 
 @dataclass
@@ -51,6 +58,9 @@ class ReportConfig:
     stop_thinking: str = "\n</think>\n\n"
     instruction_queries: int = 64
     seed: int = 0
+    headline_digits: list[int] | None = None
+    """Digit counts of the headline numbers and findings (the range the models were trained
+    on); problems of other lengths form the generalisation column. ``None``: every problem."""
 
 
 def eval_queries(config: ReportConfig) -> list[dict[str, Any]]:
@@ -59,9 +69,41 @@ def eval_queries(config: ReportConfig) -> list[dict[str, Any]]:
 
     problems = eval_problems(config.seed, config.n_per_level, config.digits)
     return [
-        {"messages": [{"role": "user", "content": p.question}], "answer": str(p.answer)}
+        {
+            "messages": [{"role": "user", "content": p.question}],
+            "answer": str(p.answer),
+            "digits": len(str(p.a)),
+        }
         for p in problems
     ]
+
+
+def headline_mask(queries: list[dict[str, Any]], config: ReportConfig) -> list[bool]:
+    """Which queries the headline numbers cover."""
+    if config.headline_digits is None:
+        return [True] * len(queries)
+    return [q["digits"] in config.headline_digits for q in queries]
+
+
+def summarise(
+    name: str, scores: list[float], queries: list[dict[str, Any]], config: ReportConfig
+) -> dict[str, Any]:
+    """A per-problem score list as the report keeps it: the headline value with its 95 %
+    interval, accuracy per digit count, the generalisation value and the headline scores."""
+    inside = headline_mask(queries, config)
+    headline = [s for s, keep in zip(scores, inside, strict=True) if keep]
+    rest = [s for s, keep in zip(scores, inside, strict=True) if not keep]
+    interval = bootstrap_mean(headline, seed=config.seed)
+    per_digit: dict[str, list[float]] = {}
+    for score, query in zip(scores, queries, strict=True):
+        per_digit.setdefault(str(query["digits"]), []).append(score)
+    return {
+        name: interval.value,
+        f"{name}_ci": [interval.low, interval.high],
+        "per_digit": {d: sum(v) / len(v) for d, v in per_digit.items()},
+        "generalisation": sum(rest) / len(rest) if rest else None,
+        "scores": headline,
+    }
 
 
 def _evaluate(model: Any, tokenizer: Any, queries, thinking: bool, **kwargs) -> Any:
@@ -80,30 +122,56 @@ def _evaluate(model: Any, tokenizer: Any, queries, thinking: bool, **kwargs) -> 
     )
 
 
-def evaluate_model(directory: str, config: ReportConfig, queries: list) -> dict[str, float]:
-    """Table 22's columns for one model: accuracy in both modes, ThinkFollow, instructions."""
+def evaluate_model(directory: str, config: ReportConfig, queries: list) -> dict[str, Any]:
+    """Table 22's columns for one model: accuracy in both modes, ThinkFollow (multi-turn
+    dialogues with flags at random turns, judged on the last turn, as the report defines it),
+    single-turn flag following, and instruction following."""
     from lit_qwen3.evaluation import multi_turn_queries
     from lit_qwen3.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(directory).eval(), load_tokenizer(directory)
     common = {"max_new_tokens": config.max_new_tokens, "seed": config.seed}
-    think = _evaluate(model, tokenizer, queries, True, n_samples=config.n_samples, **common)
-    no_think = _evaluate(model, tokenizer, queries, False, n_samples=config.n_samples, **common)
-    follow = []
+    out: dict[str, Any] = {"scores": {}, "per_digit": {}, "generalisation": {}}
+
+    def keep(name: str, key: str, scores: list[float], qs: list) -> None:
+        summary = summarise(name, scores, qs, config)
+        out[name], out[f"{name}_ci"] = summary[name], summary[f"{name}_ci"]
+        out["scores"][key] = summary["scores"]
+        out["per_digit"][key] = summary["per_digit"]
+        out["generalisation"][name] = summary["generalisation"]
+
+    for thinking, name, key in (
+        (True, "think_pass1", "think"),
+        (False, "no_think_pass1", "no_think"),
+    ):
+        result = _evaluate(
+            model, tokenizer, queries, thinking, n_samples=config.n_samples, **common
+        )
+        keep(name, key, result.per_query(), queries)
+    follow: dict[str, list[list[float]]] = {"multi": [], "single": []}
+    multi = multi_turn_queries(queries, config.seed)
     for thinking in (True, False):
-        for prompts in (queries, multi_turn_queries(queries, config.seed)):
+        for form, prompts in (("single", queries), ("multi", multi)):
             result = _evaluate(model, tokenizer, prompts, thinking, template_switch=False, **common)
-            follow.append(result.metrics["think_follow"])
-    return {
-        "think_pass1": think.metrics["accuracy"],
-        "no_think_pass1": no_think.metrics["accuracy"],
-        "think_follow": sum(follow) / len(follow),
-        "instruction_following": instruction_rate(model, tokenizer, config),
-    }
+            follow[form].append(result.per_query("follows"))
+    for form, name, key in (
+        ("multi", "think_follow", "think_follow"),
+        ("single", "flag_following", "flag_following"),
+    ):
+        both_modes = [sum(pair) / 2 for pair in zip(*follow[form], strict=True)]
+        keep(name, key, both_modes, queries)
+    instructions = instruction_scores(model, tokenizer, config)
+    out["instruction_following"] = None
+    if instructions is not None:
+        interval = bootstrap_mean(instructions, seed=config.seed)
+        out["instruction_following"] = interval.value
+        out["instruction_following_ci"] = [interval.low, interval.high]
+        out["scores"]["instructions"] = instructions
+    return out
 
 
-def instruction_rate(model: Any, tokenizer: Any, config: ReportConfig) -> float | None:
-    """IFEval strict prompt-level accuracy on the toy instruction prompts (None if absent)."""
+def instruction_scores(model: Any, tokenizer: Any, config: ReportConfig) -> list[float] | None:
+    """IFEval strict prompt-level accuracy per toy instruction prompt (None if absent)."""
     try:
         from lit_qwen3.datamodules.toy_instructions import toy_ifeval_rows
     except ImportError:
@@ -119,8 +187,7 @@ def instruction_rate(model: Any, tokenizer: Any, config: ReportConfig) -> float 
             {"messages": query.messages, "answer": row.get("answer"), "metadata": query.metadata}
         )
     verifier = RewardVerifier("instructions", num_workers=0)
-    result = _evaluate_with(model, tokenizer, queries, verifier, config)
-    return result.metrics["accuracy"]
+    return _evaluate_with(model, tokenizer, queries, verifier, config).per_query()
 
 
 def _evaluate_with(model, tokenizer, queries, verifier, config):
@@ -139,30 +206,34 @@ def _evaluate_with(model, tokenizer, queries, verifier, config):
 
 
 def budget_curve(directory: str, config: ReportConfig, queries: list) -> dict[str, Any]:
-    """Figure 2 for one model: thinking pass@1 per budget, and the non-thinking line."""
+    """Figure 2 for one model: thinking pass@1 per budget, and the non-thinking line, over every
+    problem (the spread of lengths is what makes the curve), with per-problem scores."""
     from lit_qwen3.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(directory).eval(), load_tokenizer(directory)
     common = {"max_new_tokens": config.max_new_tokens, "seed": config.seed}
-    think = []
+    think, scores = [], {}
     for budget in config.budgets:
         result = _evaluate(
             model,
             tokenizer,
             queries,
             True,
-            n_samples=1,
+            n_samples=config.n_samples,
             thinking_budget=budget,
             stop_thinking=config.stop_thinking,
             **common,
         )
         think.append(result.metrics["accuracy"])
-    no_think = _evaluate(model, tokenizer, queries, False, n_samples=1, **common)
-    return {"think_pass1": think, "no_think_pass1": no_think.metrics["accuracy"]}
+        scores[f"budget_{budget}"] = result.per_query()
+    no_think = _evaluate(model, tokenizer, queries, False, n_samples=config.n_samples, **common)
+    scores["no_think"] = no_think.per_query()
+    return {"think_pass1": think, "no_think_pass1": no_think.metrics["accuracy"], "scores": scores}
 
 
-def pass_at_k(directory: str, config: ReportConfig, queries: list) -> dict[str, float]:
-    """Table 21's thinking-mode pass@1 and pass@k from ``k`` samples per problem."""
+def pass_at_k(directory: str, config: ReportConfig, queries: list) -> dict[str, Any]:
+    """Table 21's thinking-mode pass@1 and pass@k from ``k`` samples per problem, with their
+    intervals and per-problem scores (headline problems)."""
     from lit_qwen3.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(directory).eval(), load_tokenizer(directory)
@@ -176,7 +247,15 @@ def pass_at_k(directory: str, config: ReportConfig, queries: list) -> dict[str, 
         max_new_tokens=config.max_new_tokens,
         seed=config.seed,
     )
-    return {"pass1": result.metrics["pass_at_1"], "pass_k": result.metrics[f"pass_at_{config.k}"]}
+    out: dict[str, Any] = {"scores": {}, "per_digit": {}}
+    for name, scores in (
+        ("pass1", result.per_query()),
+        ("pass_k", result.per_query_pass_at_k(config.k)),
+    ):
+        summary = summarise(name, scores, queries, config)
+        out[name], out[f"{name}_ci"] = summary[name], summary[f"{name}_ci"]
+        out["scores"][name], out["per_digit"][name] = summary["scores"], summary["per_digit"]
+    return out
 
 
 def stage_flops(pipeline: Any, stage: str) -> float | None:
@@ -208,36 +287,55 @@ def _resolve(value: str, paths: dict[str, str]) -> str:
     return value
 
 
+def model_fingerprint(directory: str | Path) -> str:
+    """SHA-256 of every file under a model directory (names and bytes): a retrained stage
+    changes it, a rerun that reuses the stage does not."""
+    digest = hashlib.sha256()
+    root = Path(directory)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def evaluate_stages(pipeline: Any, records: dict[str, Any], config: ReportConfig) -> dict:
-    """Every number of the report, cached per stage under ``root/report/`` (reruns reuse)."""
+    """Every number of the report, cached under ``root/report/``: a cached number is reused only
+    when its model's files and every report setting are those that produced it."""
     queries = eval_queries(config)
     cache_dir = pipeline.root / "report"
     cache_dir.mkdir(parents=True, exist_ok=True)
+    settings = json.dumps(asdict(config), sort_keys=True)
 
-    def cached(name: str, compute) -> Any:
-        path = cache_dir / f"{name}.json"
+    def cached(kind: str, stage: str, compute) -> Any:
+        directory = pipeline.paths[stage]
+        key = hashlib.sha256(
+            f"{kind}\0{settings}\0{model_fingerprint(directory)}".encode()
+        ).hexdigest()
+        path = cache_dir / f"{kind}_{stage}.json"
         if path.exists():
-            return json.loads(path.read_text())
-        value = compute()
-        path.write_text(json.dumps(value))
+            entry = json.loads(path.read_text())
+            if isinstance(entry, dict) and entry.get("key") == key:
+                return entry["value"]
+        value = compute(directory)
+        path.write_text(json.dumps({"key": key, "value": value}))
         return value
 
     out: dict[str, Any] = {"stages": {}, "figure2": {}, "table21": {}}
+    inside = headline_mask(queries, config)
     out["evaluation"] = {
         "problems": len(queries),
+        "headline_problems": sum(inside),
         "digits": f"{min(config.digits)}-{max(config.digits)}",
+        "headline_digits": config.headline_digits or list(config.digits),
         "n_samples": config.n_samples,
         "k": config.k,
     }
     for row, stage in config.stages.items():
-        directory = pipeline.paths[stage]
-        out["stages"][row] = cached(
-            f"eval_{stage}", lambda d=directory: evaluate_model(d, config, queries)
-        )
+        out["stages"][row] = cached("eval", stage, lambda d: evaluate_model(d, config, queries))
     curves = {
-        stage: cached(
-            f"budgets_{stage}", lambda d=pipeline.paths[stage]: budget_curve(d, config, queries)
-        )
+        stage: cached("budgets", stage, lambda d: budget_curve(d, config, queries))
         for stage in config.figure2
     }
     if curves:
@@ -249,151 +347,15 @@ def evaluate_stages(pipeline: Any, records: dict[str, Any], config: ReportConfig
             "models": curves,
         }
     for row, stage in config.table21.items():
-        scores = cached(
-            f"passk_{stage}", lambda d=pipeline.paths[stage]: pass_at_k(d, config, queries)
-        )
+        scores = cached("passk", stage, lambda d: pass_at_k(d, config, queries))
         out["table21"][row] = {
             **scores,
             "k": config.k,
             "seconds": records.get(stage, {}).get("seconds"),
             "flops": stage_flops(pipeline, stage),
         }
+    out["findings"] = compute_findings(out, seed=config.seed)
     return out
-
-
-def findings(data: dict[str, Any]) -> list[str]:
-    """The paper's claims, checked against the figures (said plainly when they fail)."""
-    lines = []
-    st, f2, t21 = data.get("stages", {}), data.get("figure2", {}), data.get("table21", {})
-
-    def check(ok: bool, claim: str, figures: str) -> None:
-        lines.append(f"- {'holds' if ok else 'does NOT hold'}: {claim} ({figures})")
-
-    if {"cold_start", "reasoning_rl"} <= set(st):
-        a, b = st["cold_start"]["think_pass1"], st["reasoning_rl"]["think_pass1"]
-        check(
-            b > a, "reasoning RL raises thinking pass@1 over the cold start", f"{a:.3f} -> {b:.3f}"
-        )
-    if f2:
-        acc, flat = f2["think_pass1"], f2["no_think_pass1"]
-        check(
-            acc[-1] - acc[0] >= 0.3 and acc[-1] > flat,
-            "pass@1 rises with the thinking budget, above the non-thinking line",
-            f"{acc[0]:.3f} -> {acc[-1]:.3f} vs no-think {flat:.3f}",
-        )
-    if "general_rl" in st:
-        tf = st["general_rl"]["think_follow"]
-        check(tf >= 0.95, "ThinkFollow after general RL is at least 0.95", f"{tf:.3f}")
-    if {"rl", "on_policy"} <= set(t21):
-        on, rl = t21["on_policy"], t21["rl"]
-        check(
-            on["pass1"] >= rl["pass1"] and on["pass_k"] >= rl["pass_k"],
-            "on-policy distillation matches or beats RL on the same student in pass@1 and pass@k",
-            f"pass@1 {on['pass1']:.3f} vs {rl['pass1']:.3f}, pass@{on['k']} "
-            f"{on['pass_k']:.3f} vs {rl['pass_k']:.3f}",
-        )
-        if on.get("seconds") and rl.get("seconds"):
-            check(
-                on["seconds"] <= rl["seconds"],
-                "with less compute",
-                f"{on['seconds']:.0f} s vs {rl['seconds']:.0f} s",
-            )
-    return lines
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) >= 1e4 else f"{value:.{digits}f}"
-    return str(value)
-
-
-def render_markdown(data: dict[str, Any], plots: dict[str, str]) -> str:
-    lines = ["# lit-qwen3 pipeline report", ""]
-    lines += [f"Wall time: {data.get('wall_seconds', 0):.0f} s.", "", "## Findings", ""]
-    lines += findings(data) or ["- (nothing to compare)"]
-    f2 = data.get("figure2")
-    if f2:
-        lines += ["", "## Figure 2: pass@1 against the thinking budget", ""]
-        if "figure2" in plots:
-            lines += [f"![Figure 2]({plots['figure2']})", ""]
-        lines += ["| budget | " + " | ".join(map(str, f2["budgets"])) + " | no-think |"]
-        lines += ["|---" * (len(f2["budgets"]) + 2) + "|"]
-        for name, curve in f2.get("models", {}).items():
-            cells = " | ".join(_fmt(v) for v in curve["think_pass1"])
-            lines += [f"| {name} | {cells} | {_fmt(curve['no_think_pass1'])} |"]
-    t21 = data.get("table21")
-    if t21:
-        lines += ["", "## Table 21: on-policy distillation vs RL from the same student", ""]
-        k = next(iter(t21.values()))["k"]
-        lines += [
-            f"| student | pass@1 | pass@{k} | seconds | FLOPs (est.) |",
-            "|---|---|---|---|---|",
-        ]
-        for row in TABLE21_ROWS:
-            if row in t21:
-                r = t21[row]
-                lines += [
-                    f"| {row} | {_fmt(r['pass1'])} | {_fmt(r['pass_k'])} | "
-                    f"{_fmt(r['seconds'], 0)} | {_fmt(r['flops'], 3)} |"
-                ]
-    st = data.get("stages")
-    if st:
-        lines += ["", "## Table 22: per stage, both modes", ""]
-        lines += [
-            "| stage | thinking pass@1 | non-thinking pass@1 | ThinkFollow | instruction following |",
-            "|---|---|---|---|---|",
-        ]
-        for row in STAGE_ORDER:
-            if row in st:
-                r = st[row]
-                lines += [
-                    f"| {row} | {_fmt(r['think_pass1'])} | {_fmt(r['no_think_pass1'])} | "
-                    f"{_fmt(r['think_follow'])} | {_fmt(r.get('instruction_following'))} |"
-                ]
-    e = data.get("evaluation", {})
-    lines += [
-        "",
-        f"Evaluation: {e.get('problems')} held-out toy problems of {e.get('digits')} digits "
-        "(the test split, never trained on), Qwen3's sampling settings per mode, "
-        f"{e.get('n_samples')} samples each for pass@1 and {e.get('k')} for pass@k; ThinkFollow "
-        "asks by the flag only, single- and multi-turn. FLOPs: 2N per sampled or frozen-scored "
-        "token, 6N per trained token (N: parameters); the off-policy student's count is its "
-        "training, not the teacher's generation of its data.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def plot_figure2(data: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    f2 = data["figure2"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, curve in f2["models"].items():
-        (line,) = ax.plot(
-            f2["budgets"], curve["think_pass1"], marker="o", label=f"{name} (thinking)"
-        )
-        ax.axhline(
-            curve["no_think_pass1"],
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{name} (non-thinking)",
-        )
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(f2["budgets"], [str(b) for b in f2["budgets"]])
-    ax.set_xlabel("thinking budget (tokens)")
-    ax.set_ylabel("pass@1")
-    ax.set_ylim(0, 1)
-    ax.set_title("Pass@1 against thinking budget (toy Figure 2)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_report(pipeline: Any, records: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
@@ -417,4 +379,10 @@ def write_report(pipeline: Any, records: dict[str, Any], wall_seconds: float) ->
         for key, value in values.items():
             if isinstance(value, (int, float)):
                 pipeline.client.log_metric(pipeline.parent_id, f"{row}/{key}", value)
+    for finding in data.get("findings", []):
+        low, high = finding["ci95"]
+        for key, value in (("delta", finding["delta"]), ("ci_low", low), ("ci_high", high)):
+            pipeline.client.log_metric(
+                pipeline.parent_id, f"finding/{finding['name']}/{key}", value
+            )
     return data
