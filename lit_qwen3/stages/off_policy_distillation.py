@@ -18,6 +18,7 @@ from lit_qwen3.chat import STOP_THINKING
 from lit_qwen3.models import check_same_vocabulary, load_tokenizer
 from lit_qwen3.ops.distill_kernel import chunked_distillation
 from lit_qwen3.ops.distill_losses import DIVERGENCES, Divergence
+from lit_qwen3.ops.logprobs import IGNORE_INDEX, chunked_logprobs_and_entropy
 from lit_qwen3.ops.training_forward import batch_hidden_states
 from lit_qwen3.runtime.faults import NonFiniteLimits
 from lit_qwen3.runtime.optim import OptimizerConfig
@@ -33,7 +34,8 @@ class OffPolicyDistillation(SupervisedFineTuning):
         ce_weight / kd_weight: weights of the cross-entropy and of the divergence.
         divergence: ``forward_kl`` (default for off-policy: mass covering), ``reverse_kl`` or
             ``jsd`` (``jsd_beta``).
-        temperature: softmax temperature of both distributions in the divergence.
+        temperature: softmax temperature of both distributions in the divergence (the
+            cross-entropy is always at temperature 1: the plain likelihood of the teacher's tokens).
         Other arguments: as :class:`~lit_qwen3.stages.sft.SupervisedFineTuning`.
     """
 
@@ -127,7 +129,17 @@ class OffPolicyDistillation(SupervisedFineTuning):
             teacher_bias=getattr(teacher_head, "bias", None),
             labels=labels,
         )
-        ce = -(terms.logprobs * mask).sum() / tokens
+        logprobs = terms.logprobs
+        if hp.temperature != 1.0 and hp.ce_weight > 0:
+            # The temperature belongs to the divergence: the cross-entropy on the teacher's
+            # tokens is the plain likelihood (one more chunked pass over the vocabulary).
+            logprobs, _ = chunked_logprobs_and_entropy(
+                student[:, :-1],
+                student_head.weight,
+                labels.masked_fill(~mask, IGNORE_INDEX),
+                bias=getattr(student_head, "bias", None),
+            )
+        ce = -(logprobs * mask).sum() / tokens
         kd = terms.divergence.sum() / tokens
         self._last_parts = {"ce": ce.detach(), "kd": kd.detach()}
         return hp.ce_weight * ce + hp.kd_weight * kd, tokens
