@@ -4,15 +4,16 @@
 (it is a :class:`~lit_qwen3.datamodules.conversations.ConversationDataModule`):
 
 - **thinking** replies by rejection sampling with the stage-2 model itself on the stage-1
-  queries (``rejection_samples`` per query, verified, the first correct one kept), so fusion
-  does not erase what RL gained; or read from ``thinking_data`` (JSONL conversations);
+  queries (``rejection_queries``, e.g. the curated cold-start file; by default fresh toy
+  problems of stage 1's distribution; ``rejection_samples`` per query, verified, the first
+  correct one kept), so fusion does not erase what RL gained; or read from ``thinking_data``;
 - **non-thinking** replies with the empty ``<think>\\n\\n</think>`` block, from
   ``non_thinking_data`` or, by default, the toy task's direct answers;
 - **flags**: ``/think`` or ``/no_think`` in the user turn or in a system turn; a share of
   thinking prompts carries no flag (thinking is the default); multi-turn dialogs carry random
   flags in earlier turns, and the reply follows the **last** one;
 - **cut thinking**: a share of thinking replies is cut at a point drawn uniformly over the whole
-  scratchpad and closed with the stop-thinking text, then answered, so that a budget anywhere
+  scratchpad (keeping at least its first character) and closed with the stop-thinking text, then answered, so that a budget anywhere
   gives a sensible answer (TOY_NOTES: a narrow spread of cut points gives a step, not a curve).
   The stop text itself stays out of the loss (the reply's ``forced`` text): the sampler writes
   it, and a model trained to write it stops thinking at random points on its own;
@@ -52,7 +53,14 @@ from lit_qwen3.datamodules.conversations import (
     validate_conversation,
 )
 
-__all__ = ["FusionDataModule", "cut_reasoning", "forced_close", "rejection_sample"]
+__all__ = [
+    "FusionDataModule",
+    "cut_reasoning",
+    "first_cut",
+    "forced_close",
+    "rejection_sample",
+    "stage_one_queries",
+]
 
 
 def cut_reasoning(reasoning: str, cut: int, stop_thinking: str) -> str:
@@ -71,6 +79,30 @@ def forced_close(stop_thinking: str, at_start: bool = False) -> str:
     strips the block's leading newlines."""
     text = stop_thinking.split(THINK_END)[0].rstrip("\n") + "\n" + THINK_END
     return text.lstrip("\n") if at_start else text
+
+
+def first_cut(reasoning: str) -> int:
+    """The first cut that keeps some thinking: one character past the leading whitespace. A
+    /think row cut before it would teach an empty think block in thinking mode."""
+    start = len(reasoning) - len(reasoning.lstrip())
+    return min(start + 1, max(len(reasoning) - 1, 0))
+
+
+def stage_one_queries(path: str, n: int) -> list[dict[str, Any]]:
+    """``n`` queries (the messages up to the last user turn, and the answer) from stage 1's
+    conversations, cycled; rows without an answer cannot be verified and are skipped."""
+    from lit_qwen3.datamodules.conversations import read_conversations
+
+    queries = []
+    for row in read_conversations(path):
+        messages = row["messages"]
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+        if last_user is None or row.get("answer") is None:
+            continue
+        queries.append({"messages": messages[: last_user + 1], "answer": str(row["answer"])})
+    if not queries:
+        raise ValueError(f"{path}: no conversation with a user turn and an 'answer' to re-answer")
+    return [queries[i % len(queries)] for i in range(n)]
 
 
 def _has_flag(text: str) -> bool:
@@ -142,6 +174,10 @@ class FusionDataModule(ConversationDataModule):
         rejection_model: the stage-2 model that writes the thinking replies; default: the
             ``tokenizer`` argument when it is a model directory.
         thinking_data: JSONL of thinking conversations instead of rejection sampling.
+        rejection_queries: stage 1's conversations (e.g. the curated ``cold_start.jsonl``):
+            their prompts and answers are the queries the stage-2 model re-answers (report 4.3);
+            default: fresh toy problems of stage 1's distribution. Validation always uses
+            held-out toy problems.
         non_thinking_data: JSONL of non-thinking conversations instead of the toy answers.
         size: conversations in the mix (train and validation).
         think_share: share of thinking conversations (the rest: non-thinking).
@@ -167,6 +203,7 @@ class FusionDataModule(ConversationDataModule):
         rejection_model: str | None = None,
         thinking_data: str | None = None,
         non_thinking_data: str | None = None,
+        rejection_queries: str | None = None,
         size: int = 6000,
         think_share: float = 0.5,
         rejection_samples: int = 4,
@@ -241,6 +278,7 @@ class FusionDataModule(ConversationDataModule):
             rejection_model=rejection_model,
             thinking_data=thinking_data,
             non_thinking_data=non_thinking_data,
+            rejection_queries=rejection_queries,
             size=size,
             rejection_samples=rejection_samples,
             rejection_max_new_tokens=rejection_max_new_tokens,
@@ -270,9 +308,13 @@ class FusionDataModule(ConversationDataModule):
             rows = read_conversations(hp.thinking_data)
             return [rows[i % len(rows)] for i in range(n)]
         task = self._task()
-        queries = []
-        for problem in task.problems(n, split):
-            queries.append({"messages": task.prompt(problem), "answer": str(problem.answer)})
+        if hp.rejection_queries is not None and split == "train":
+            queries = stage_one_queries(hp.rejection_queries, n)
+        else:
+            queries = [
+                {"messages": task.prompt(problem), "answer": str(problem.answer)}
+                for problem in task.problems(n, split)
+            ]
         rows, counts = rejection_sample(
             hp.rejection_model,
             queries,
@@ -320,7 +362,7 @@ class FusionDataModule(ConversationDataModule):
             reply = messages[-1]
             if think and rng.random() < hp.cut_share and reply.get("reasoning_content"):
                 reasoning = reply["reasoning_content"]
-                cut = rng.randrange(len(reasoning))
+                cut = rng.randrange(first_cut(reasoning), len(reasoning))
                 reply["reasoning_content"] = cut_reasoning(reasoning, cut, hp.cut_stop_text)
                 # the sampler's text, not the model's: out of the loss
                 at_start = not reasoning[:cut].strip("\n")

@@ -9,7 +9,7 @@ import pytest
 
 from lit_qwen3.chat import STOP_THINKING, STOP_THINKING_REPORT, split_thinking, thinking_enabled
 from lit_qwen3.datamodules.arithmetic import ArithmeticTask
-from lit_qwen3.datamodules.fusion import FusionDataModule, cut_reasoning
+from lit_qwen3.datamodules.fusion import FusionDataModule, cut_reasoning, first_cut
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,56 @@ def test_cut_thinking_is_closed_with_the_stop_text_at_uniform_points(thinking_fi
     kept = [len(text) - len(sentence) for text in cut]
     assert min(kept) <= 2 and max(kept) >= 25  # from (almost) nothing to (almost) everything
     assert cut_reasoning("7+9+0=16 6\n4+8+1=13 36", 11, "\n</think>\n\n") == "7+9+0=16 6"
+
+
+def test_a_cut_keeps_some_thinking(thinking_file):
+    """No /think row may teach an empty think block: every cut keeps a character of thinking
+    (with the template's bare close, a cut at 0 left the block empty)."""
+    bare = "\n</think>\n\n"  # the template's bare close: nothing of it stays in the block
+    _, rows = _mix(thinking_file, size=6000, cut_share=1.0, cut_stop_text=bare)
+    rows += _mix(thinking_file, size=6000, cut_share=1.0, cut_stop_text=bare, seed=2)[1]
+    cut = [r["messages"][-1] for r in rows if "forced" in r["messages"][-1]]
+    assert len(cut) > 400  # about a thousand scratchpads of ~30 characters: cuts at 0 did occur
+    assert all(reply["reasoning_content"].strip() for reply in cut)
+    assert first_cut("\n\n7+9=16") == 3 and first_cut("7+9=16") == 1
+
+
+def test_rejection_sampling_re_answers_the_stage_one_queries(thinking_file, tmp_path, monkeypatch):
+    from lit_qwen3.datamodules import fusion
+
+    stage_one = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Q{i}: {i}+{i} /think"},
+                {"role": "assistant", "content": f"\\boxed{{{2 * i}}}"},
+            ],
+            "answer": str(2 * i),
+        }
+        for i in range(5)
+    ]
+    path = tmp_path / "cold_start.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in stage_one))
+    seen = []
+
+    def fake_rejection_sample(model, queries, **kwargs):
+        seen.extend(queries)
+        return [], {"kept": 0, "queries": len(queries)}
+
+    monkeypatch.setattr(fusion, "rejection_sample", fake_rejection_sample)
+    data = FusionDataModule(
+        tokenizer="toy",
+        rejection_model="toy-student",
+        rejection_queries=str(path),
+        rejection_fallback=True,
+        size=40,
+        val_size=0,
+    )
+    data.thinking_rows(7, "train")
+    assert [q["messages"] for q in seen] == [stage_one[i % 5]["messages"][:1] for i in range(7)]
+    assert [q["answer"] for q in seen] == [str(2 * (i % 5)) for i in range(7)]
+    seen.clear()
+    data.thinking_rows(3, "val")  # validation stays on held-out toy problems
+    assert not any(q["messages"][0]["content"].startswith("Q") for q in seen)
 
 
 @pytest.mark.parametrize("stop", [STOP_THINKING_REPORT, STOP_THINKING], ids=["report", "qwen"])
