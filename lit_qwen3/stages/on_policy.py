@@ -80,7 +80,8 @@ class UpdateBatch:
     thinking: torch.Tensor
     """(B,) bool: the mode each row was sampled in."""
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    """Other (B,) or (B, T) tensors (advantages, old/ref/teacher log-probs...)."""
+    """Other (B,) or (B, T, ...) tensors (advantages, old/ref/teacher log-probs, teacher hidden
+    states...): dimension 1 of the latter is the completion position."""
 
     def __len__(self) -> int:
         return len(self.rollouts)
@@ -91,7 +92,7 @@ class UpdateBatch:
 
         def cut(t: torch.Tensor) -> torch.Tensor:
             t = t[index]
-            return t[:, :length] if t.dim() == 2 else t
+            return t[:, :length] if t.dim() >= 2 else t  # (B, T) and (B, T, H) alike
 
         return UpdateBatch(
             rollouts,
