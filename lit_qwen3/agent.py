@@ -20,7 +20,7 @@ from lit_qwen3.chat import IM_END, IM_START
 from lit_qwen3.rollout.generation import Rollouts, RolloutSampler, left_pad
 from lit_qwen3.tools import Tool, ToolCall, parse_tool_call
 
-__all__ = ["ToolRolloutSampler", "ToolTrace"]
+__all__ = ["ToolRolloutSampler", "ToolTrace", "first_turns"]
 
 CALL_END = "</tool_call>"
 
@@ -197,3 +197,18 @@ def _per_row(budget: Sequence[int | None] | int | None, n: int) -> list[int | No
     if len(budgets) != n:
         raise ValueError(f"thinking_budget has {len(budgets)} entries for {n} prompts")
     return budgets
+
+
+def first_turns(rollouts: Rollouts, tokenizer: Any) -> list[str]:
+    """Each reply's first assistant turn as text: everything before the first environment
+    (tool output) token; the whole reply when no tool answered."""
+    texts = []
+    for ids, mask, tool in zip(
+        rollouts.completion_ids, rollouts.completion_mask, rollouts.tool_mask, strict=True
+    ):
+        keep = mask.bool().clone()
+        env = tool.nonzero()
+        if len(env):
+            keep[int(env[0]) :] = False
+        texts.append(tokenizer.decode(ids[keep].tolist(), skip_special_tokens=True))
+    return texts

@@ -95,3 +95,29 @@ def test_arithmetic_reward_scores_the_boxed_answer_after_thinking():
     assert score("<think>\n\n</think>\n\n936") == 0.0  # no box
     with pytest.raises(ValueError, match="reference"):
         reward.check(Sample.from_completion(prompt, "\\boxed{1}"))
+
+
+CALL = [{"name": "calculator", "arguments": {"expression": "2+2"}, "response": "4", "ok": True}]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "call_thinking", "expected"),
+    [
+        # Thinking mode: the calling turn reasoned, the turn after the tool's output keeps the
+        # empty block the template renders there: the rollout follows the mode.
+        (THINK, "\nI need the calculator.\n", None),
+        (THINK, "", "empty_thinking_in_think"),  # nobody thought
+        (THINK, None, "empty_thinking_in_think"),
+        # Non-thinking mode: reasoning before the call breaks the flag.
+        (NO_THINK, "\nI need the calculator.\n", "nonempty_thinking_in_no_think"),
+        (NO_THINK, "", None),
+    ],
+)
+def test_a_tool_rollout_is_judged_on_its_calling_turn_too(prompt, call_thinking, expected):
+    metadata = {"tool_calls": CALL, "call_thinking": call_thinking}
+    assert violation(prompt, EMPTY_REPLY, metadata=metadata) == expected
+
+
+def test_without_tool_calls_the_call_thinking_is_ignored():
+    metadata = {"call_thinking": "\nforged\n"}  # no call was made: nothing to credit
+    assert violation(THINK, EMPTY_REPLY, metadata=metadata) == "empty_thinking_in_think"

@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import Qwen3Config
 
-from lit_qwen3.agent import ToolRolloutSampler
+from lit_qwen3.agent import ToolRolloutSampler, first_turns
+from lit_qwen3.chat import split_thinking
 from lit_qwen3.rollout.generation import RolloutSampler, SamplingConfig
 from lit_qwen3.tokenizer import build_toy_tokenizer
 from lit_qwen3.tools import Calculator, ToolCall, build_tool, parse_tool_call
@@ -130,6 +131,12 @@ def test_tool_turns_run_the_tool_and_mark_environment_tokens():
     assert not (rollouts.policy_mask() & rollouts.tool_mask.bool()).any()
     # Row 1 may not call tools: its turn ends at </tool_call> without a response.
     assert traces[1].calls == [] and rollouts.tool_mask[1].sum() == 0
+    # The calling turn, whose thinking the format reward credits to the whole rollout.
+    first = first_turns(rollouts, tokenizer)
+    assert split_thinking(first[0]).thinking == "big"
+    assert first[0] == tokenizer.decode(
+        tokenizer(call, add_special_tokens=False)["input_ids"], skip_special_tokens=True
+    )
 
 
 def test_unknown_or_broken_calls_answer_with_an_error():

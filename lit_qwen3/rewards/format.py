@@ -19,14 +19,21 @@ def format_violation(sample: Sample, *, require_answer: bool = True) -> str | No
 
     Reasons: ``missing_think`` (no block), ``malformed_think`` (unclosed, repeated or not at the
     start), ``empty_thinking_in_think``, ``nonempty_thinking_in_no_think``, ``empty_answer``.
+
+    In a rollout that called tools, the reply is the turn after the last tool output, whose block
+    the template (and the fusion data) leaves empty: the thinking that counts is the calling
+    turn's (``metadata["call_thinking"]``) together with the reply's.
     """
     if sample.thinking is None:
         return "missing_think"
     if not sample.well_formed:
         return "malformed_think"
-    if sample.thinking_mode and not sample.thinking.strip():
+    thinking = sample.thinking
+    if sample.metadata.get("tool_calls"):
+        thinking = (sample.metadata.get("call_thinking") or "") + thinking
+    if sample.thinking_mode and not thinking.strip():
         return "empty_thinking_in_think"
-    if not sample.thinking_mode and sample.thinking.strip():
+    if not sample.thinking_mode and thinking.strip():
         return "nonempty_thinking_in_no_think"
     if require_answer and not sample.answer:
         return "empty_answer"

@@ -214,12 +214,19 @@ class GroupRelativeRL(OnPolicyStage):
     def score(self, sampled: SampledRows) -> tuple[torch.Tensor, list[dict[str, float]]]:
         """Rewards (B,) of the sampled rows and each row's per-label scores."""
         samples = []
-        for row, messages, reply, calls in zip(
-            sampled.rows, sampled.messages, sampled.replies, sampled.tool_calls, strict=True
+        call_thinking = sampled.call_thinking or [None] * len(sampled.rows)
+        for row, messages, reply, calls, thinking in zip(
+            sampled.rows,
+            sampled.messages,
+            sampled.replies,
+            sampled.tool_calls,
+            call_thinking,
+            strict=True,
         ):
             metadata = row.query.reward_metadata()
             if calls:
                 metadata["tool_calls"] = calls
+                metadata["call_thinking"] = thinking
             samples.append(Sample.from_completion(messages, reply, metadata=metadata))
         results = self.rewards.score_batch(samples)
         rewards = torch.tensor([r.score for r in results], dtype=torch.float32)
@@ -395,6 +402,7 @@ def _join(parts: list[SampledRows], pad: int) -> SampledRows:
         messages=[m for p in parts for m in p.messages],
         replies=[r for p in parts for r in p.replies],
         tool_calls=[c for p in parts for c in p.tool_calls],
+        call_thinking=[t for p in parts for t in p.call_thinking],
     )
 
 
@@ -405,4 +413,5 @@ def _subset(sampled: SampledRows, rows: list[int]) -> SampledRows:
         messages=[sampled.messages[i] for i in rows],
         replies=[sampled.replies[i] for i in rows],
         tool_calls=[sampled.tool_calls[i] for i in rows],
+        call_thinking=[sampled.call_thinking[i] for i in rows] if sampled.call_thinking else [],
     )

@@ -26,8 +26,8 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_qwen3.agent import ToolRolloutSampler
-from lit_qwen3.chat import ThinkTokens, thinking_span_mask
+from lit_qwen3.agent import ToolRolloutSampler, first_turns
+from lit_qwen3.chat import ThinkTokens, split_thinking, thinking_span_mask
 from lit_qwen3.queries import Query, encode_query
 from lit_qwen3.rollout.generation import Rollouts, RolloutSampler, SamplingConfig
 from lit_qwen3.rollout.rescoring import CompletionScores, score_completions
@@ -64,6 +64,9 @@ class SampledRows:
     replies: list[str]
     """Reply text for rewards: the template's prefill plus the final turn."""
     tool_calls: list[list[dict[str, Any]]]
+    call_thinking: list[str | None] = field(default_factory=list)
+    """For rows that called a tool: the thinking of the turn that made the first call (the
+    turn after a tool's output may keep its block empty, as the template renders it)."""
 
     @property
     def thinking(self) -> torch.Tensor:
@@ -262,7 +265,13 @@ class OnPolicyStage(HFStageModule):
                 progress.close()
         rollouts = rollouts.to(self.device)
         replies = [p + t for p, t in zip(prefills, self.final_turns(rollouts), strict=True)]
-        return SampledRows(rows, rollouts, messages, replies, calls)
+        call_thinking = [
+            split_thinking(prefill + turn).thinking if called else None
+            for prefill, turn, called in zip(
+                prefills, first_turns(rollouts, self.tokenizer), calls, strict=True
+            )
+        ]
+        return SampledRows(rows, rollouts, messages, replies, calls, call_thinking)
 
     def final_turns(self, rollouts: Rollouts) -> list[str]:
         """Each reply's last assistant turn as text (tool turns before it are the trajectory)."""
