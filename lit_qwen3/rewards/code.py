@@ -1,18 +1,21 @@
 """Code answers run against test cases in the sandbox (:mod:`lit_qwen3.rewards.sandbox`).
 
-``metadata["tests"]`` takes one of three forms:
+The tests come in the formats of :mod:`lit_qwen3.rewards.code_rows` (``tests``; MBPP,
+HumanEval and APPS rows as published):
 
 - stdin/stdout cases ``[{"input": "1 2\\n", "output": "3"}]``: the program runs with the input
   on stdin; its stdout is compared here, after trimming whitespace at the ends of lines and of
   the whole output;
 - assert-style tests ``["assert add(1, 2) == 3", ...]``: each string is one test;
-- one test script (a str) of assert statements: one test that passes when all of them do.
+- one test script (a str, or a HumanEval ``check`` function): one test that passes when all of
+  its asserts do; call-based APPS cases are one test each.
 
 Assert-style tests never run in the sandbox. :mod:`lit_qwen3.rewards.code_checks` splits each
 assert into the expressions that call the program (``add(1, 2)``) and the condition around them
 (``... == 3``). The sandbox runs the program and the expressions
 (:mod:`lit_qwen3.rewards.code_runner`) and sends their values back as JSON on a pipe of their
-own; this process decodes them into built-in types and evaluates the conditions. Expected values
+own; this process decodes them into built-in types and evaluates the conditions, within size
+limits (:mod:`lit_qwen3.rewards.code_judge`). Expected values
 stay here, so a program cannot print a completion marker, exit early, patch ``json``, overload
 ``__eq__`` or read its harness files to pass: it has to return the right values. A test passes
 when the program ran to the end within the limits (exit 0), every expression returned, and
@@ -24,23 +27,16 @@ or a bare fence), or the whole answer when it has no fence.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lit_qwen3.rewards.base import Reward, RewardResult, Sample, register_reward
-from lit_qwen3.rewards.code_checks import (
-    Check,
-    CheckFailed,
-    ProbeError,
-    evaluate,
-    parse_assert_tests,
-    read_results,
-)
+from lit_qwen3.rewards.code_judge import Check, CheckFailed, ProbeError, evaluate, read_results
+from lit_qwen3.rewards.code_rows import Test, row_tests
 from lit_qwen3.rewards.sandbox import Sandbox, SandboxConfig, SandboxResult
 
 __all__ = ["CodeReward", "extract_program", "outputs_match"]
@@ -74,11 +70,6 @@ def _tail(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-@functools.lru_cache(maxsize=4096)
-def _parsed(text: str, where: str) -> tuple[Check, ...]:
-    return tuple(parse_assert_tests(text, where))
-
-
 @register_reward("code")
 class CodeReward(Reward):
     """Fraction of tests passed (or 1/0 with ``scoring="all"``) by the answer's program.
@@ -98,7 +89,6 @@ class CodeReward(Reward):
     """
 
     run_in_worker = True
-    requires = ("tests",)
 
     def __init__(
         self,
@@ -126,35 +116,9 @@ class CodeReward(Reward):
         super().check(sample)
         self._tests(sample)
 
-    def _tests(self, sample: Sample) -> list[Mapping[str, str] | tuple[Check, ...]]:
+    def _tests(self, sample: Sample) -> list[Test]:
         """The sample's tests: stdin/stdout dicts and parsed assert tests (clear errors)."""
-        tests = sample.metadata["tests"]
-        where = f"reward {self.name!r}: metadata['tests']"
-        if isinstance(tests, str):
-            if not tests.strip():
-                raise ValueError(f"{where} is an empty test script")
-            return [_parsed(tests, where)]
-        if not isinstance(tests, Sequence) or not tests:
-            raise ValueError(
-                f"{where} must be a non-empty list of {{'input', 'output'}} cases or assert "
-                f"strings, or a test script; got {type(tests).__name__} {tests!r:.80}"
-            )
-        out: list[Mapping[str, str] | tuple[Check, ...]] = []
-        for i, test in enumerate(tests):
-            if isinstance(test, str):
-                out.append(_parsed(test, f"{where}[{i}]"))
-            elif (
-                isinstance(test, Mapping)
-                and isinstance(test.get("input"), str)
-                and isinstance(test.get("output"), str)
-            ):
-                out.append(test)
-            else:
-                raise ValueError(
-                    f"{where}[{i}] must be an assert string or a dict with str 'input' and "
-                    f"'output', got {test!r:.80}"
-                )
-        return out
+        return row_tests(sample.metadata, f"reward {self.name!r}")
 
     def score(self, sample: Sample) -> RewardResult:
         super().check(sample)
@@ -214,10 +178,17 @@ class CodeReward(Reward):
     ) -> list[dict | None]:
         """Assert tests in one sandbox run: the program evaluates the probes, we check."""
         probes = [probe for checks in tests for check in checks for probe in check.probes]
+        prelude = "\n".join(
+            dict.fromkeys(c.prelude for checks in tests for c in checks if c.prelude)
+        )
         wall = min(self.sandbox.config.wall_time_s, left)
         result = self.sandbox.run(
             [self.python, "-I", "runner.py"],
-            files={"runner.py": _RUNNER, "solution.py": program, "probes.json": json.dumps(probes)},
+            files={
+                "runner.py": _RUNNER,
+                "solution.py": program,
+                "probes.json": json.dumps([prelude, probes]),
+            },
             timeout=wall,
             results_fd=True,
         )
