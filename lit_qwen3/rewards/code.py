@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_qwen3.rewards.base import Reward, RewardResult, Sample, register_reward
+from lit_qwen3.rewards.code_checks import program_names
 from lit_qwen3.rewards.code_judge import Check, CheckFailed, ProbeError, evaluate, read_results
 from lit_qwen3.rewards.code_rows import Test, row_tests
 from lit_qwen3.rewards.sandbox import Sandbox, SandboxConfig, SandboxResult
@@ -198,6 +199,7 @@ class CodeReward(Reward):
         if isinstance(values, str):
             reason = {"reason": "exited_before_tests", "detail": values}
             return [{**reason, "stderr": _tail(result.stderr)}] * len(tests)
+        defined = program_names(program)
         reasons: list[dict | None] = []
         position = 0
         for checks in tests:
@@ -205,6 +207,10 @@ class CodeReward(Reward):
             for check in checks:
                 mine = values[position : position + len(check.probes)]
                 position += len(check.probes)
+                missing = sorted(min(names) for names in check.entries if not names & defined)
+                if reason is None and missing:
+                    reason = {"reason": "not_defined", "check": _tail(check.source, 200),
+                              "names": missing}  # fmt: skip
                 if reason is None:
                     reason = _judge(check, mine)
             reasons.append(reason)

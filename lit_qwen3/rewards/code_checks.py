@@ -8,7 +8,7 @@ A probe is only ever a call of one of the row's *entry points* (``add(1, 2)``,
 ``Solution().two_sum([2, 7], 9)``, or an entry point's bare name), on arguments made of
 literals, built-ins, the test's imports and other entry points: inputs, never the other side
 of a comparison. The entry points are named by the row (``entry_point``, ``fn_name``) or, when
-it names none, are the one name the test uses that neither Python nor the parent knows; a test
+it names none, are the names the tests use that neither Python nor the parent knows; an assert
 with two such names (``compare(f(x), 3)``: is ``compare`` the program's, or a helper the row
 did not ship?) is refused. Everything else runs here: comparisons, arithmetic, the built-ins in
 :data:`~lit_qwen3.rewards.code_judge.FUNCTIONS`, ``math``, ``cmath``, ``fractions``,
@@ -51,6 +51,7 @@ __all__ = [
     "entry_points_of",
     "evaluate",
     "parse_assert_tests",
+    "program_names",
     "read_results",
 ]
 
@@ -110,7 +111,8 @@ def parse_assert_tests(
 
 
 def entry_points_of(texts: Iterable[str], where: str, imports: str = "") -> frozenset[str]:
-    """The one name the tests use that is neither Python's nor the parent's (nor imported)."""
+    """The names the tests call that are neither Python's nor the parent's (nor imported): at
+    most one per assert, since ``compare(f(x), 3)`` may be a helper the row did not ship."""
     known = set(_DEFAULT_NAMES) | set(dir(builtins))
     found: set[str] = set()
     trees = [_parse(text, where) for text in [imports, *texts]]
@@ -123,15 +125,17 @@ def entry_points_of(texts: Iterable[str], where: str, imports: str = "") -> froz
             known.add(node.arg if isinstance(node, ast.arg) else node.id)
     for tree in trees[1:]:
         for statement in (n for n in ast.walk(tree) if isinstance(n, ast.Assert)):
-            found.update(
+            mine = {
                 n.id for n in ast.walk(statement) if isinstance(n, ast.Name) and n.id not in known
-            )
-    if len(found) > 1:
-        raise ValueError(
-            f"{where}: the tests use several names this process does not know "
-            f"({', '.join(sorted(found))}); which is the program's? Name the entry point(s) in "
-            "metadata 'entry_point' (a helper the test needs cannot be checked outside the sandbox)"
-        )
+            }
+            if len(mine) > 1:
+                raise ValueError(
+                    f"{where} line {statement.lineno}: the assert uses several names this "
+                    f"process does not know ({', '.join(sorted(mine))}); which is the program's? "
+                    "Name the entry point(s) in metadata 'entry_point' (a helper the test needs "
+                    "cannot be checked outside the sandbox)"
+                )
+            found |= mine
     return frozenset(found)
 
 
@@ -241,6 +245,12 @@ class _Parser:
                 probe_nodes=tuple(id(p) for p in probes),
                 names=names,
                 prelude="\n".join(self.prelude),
+                entries=tuple(
+                    frozenset({n.id})
+                    for p in probes
+                    for n in ast.walk(p)
+                    if isinstance(n, ast.Name) and n.id in self.entries
+                ),
             )
         )
 
@@ -409,6 +419,26 @@ class _Splitter:
             return [node.value, node.slice]
         assert isinstance(node, ast.Slice)
         return [p for p in (node.lower, node.upper, node.step) if p is not None]
+
+
+def program_names(program: str) -> frozenset[str]:
+    """Names the program binds anywhere (functions, classes, assignments, imports, globals);
+    empty when it does not parse (its probes then fail in the sandbox anyway)."""
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return frozenset()
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            found.add(node.id)
+        elif isinstance(node, ast.alias):
+            found.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.Global):
+            found.update(node.names)
+    return frozenset(found)
 
 
 def _is_literal(node: ast.expr) -> bool:

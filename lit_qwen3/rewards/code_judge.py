@@ -79,6 +79,9 @@ class Check:
     """Call-based rows (APPS ``fn_name``): no condition, the one probe must equal this."""
     prelude: str = field(default="", compare=False)
     """The test's import statements, run in the sandbox before the program (as MBPP does)."""
+    entries: tuple[frozenset[str], ...] = field(default=(), compare=False)
+    """Names the program must define for the probes to be its own: one of each set (a task
+    named ``sorted`` must not be answered by the built-in)."""
 
 
 class Module(dict):
@@ -460,7 +463,7 @@ class _Decoder:
             _hash_guard(keys)
             values = [self.decode(v, depth + 1) for _, v in payload]
             kind = dict if tag == "dict" else collections.Counter
-            return kind(zip(keys, values, strict=True))
+            return kind(dict(zip(keys, values, strict=True)))
         if tag in _NUMBER_FORMS and isinstance(payload, str):
             if len(payload) > LIMITS["int_digits"] or not _NUMBER_FORMS[tag].fullmatch(payload):
                 raise ValueError(f"malformed or too large {tag}")

@@ -189,4 +189,6 @@ def _call_case(fn_name: str, args: Any, expected: Any, where: str) -> tuple[Chec
         f"({literal})"
     )
     source = f"assert {call} == <expected>"
-    return (Check(source, None, (call,), (), {}, expected=json.loads(json.dumps(expected))),)
+    expected = json.loads(json.dumps(expected))
+    entries = (frozenset({fn_name, "Solution"}),)
+    return (Check(source, None, (call,), (), {}, expected=expected, entries=entries),)
