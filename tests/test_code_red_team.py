@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from lit_qwen3.rewards import Sample
+from lit_qwen3.queries import check_reward_metadata, read_queries
+from lit_qwen3.rewards import CompositeReward, Sample
 from lit_qwen3.rewards.code import CodeReward
 from lit_qwen3.rewards.code_checks import parse_assert_tests
 from lit_qwen3.rewards.code_judge import CheckFailed, decode, evaluate
@@ -257,6 +258,9 @@ HOSTILE_RESULTS = {
         "def f():\n    return 'a' * 900_000",
     ),
     "huge_power": ("assert f() ** f() > 0", "def f():\n    return 10 ** 1000"),
+    "round_digits": ("assert round(5, f()) == 0", "def f():\n    return -10 ** 18"),
+    "sum_of_lists": ("assert sum(f(), []) == []", "def f():\n    return [[0] * 9] * 10000"),
+    "join_blowup": ("assert f().join(['a'] * 50) == ''", "def f():\n    return 'x' * 500_000"),
 }
 
 
@@ -294,3 +298,23 @@ def test_conditions_bound_what_they_build():
     (check,) = parse_assert_tests("assert frozenset(f()) == frozenset()", "t")
     with pytest.raises(CheckFailed, match="same hash"):
         evaluate(check, [[k * (2**61 - 1) for k in range(1, 1000)]])
+
+
+def test_a_refused_row_names_its_file_and_line_when_the_data_is_loaded(tmp_path):
+    def row(tests: list[str]) -> dict:
+        return {"messages": PROMPT, "reward": mbpp(tests, ["import math"])}
+
+    path = tmp_path / "code.jsonl"
+    rows = [
+        row(["assert add(1, 2) == 3"]),
+        row(["assert add(1, 2) == 3", "assert compare(add(1, 1), 2)"]),
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    queries = read_queries(path)
+    composite = CompositeReward([{"name": "code"}], num_workers=0)
+    check_reward_metadata(queries[:1], composite)  # the good row passes
+    with pytest.raises(
+        ValueError,
+        match=r"code\.jsonl:2: reward 'code': metadata\['test_list'\]\[1\] line 1: .*compare",
+    ):
+        check_reward_metadata(queries, composite)

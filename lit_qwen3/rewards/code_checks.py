@@ -110,7 +110,9 @@ def parse_assert_tests(
     return parser.checks
 
 
-def entry_points_of(texts: Iterable[str], where: str, imports: str = "") -> frozenset[str]:
+def entry_points_of(
+    texts: Iterable[str], where: str, imports: str = "", *, indexed: bool = False
+) -> frozenset[str]:
     """The names the tests call that are neither Python's nor the parent's (nor imported): at
     most one per assert, since ``compare(f(x), 3)`` may be a helper the row did not ship."""
     known = set(_DEFAULT_NAMES) | set(dir(builtins))
@@ -123,14 +125,15 @@ def entry_points_of(texts: Iterable[str], where: str, imports: str = "") -> froz
             isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)
         ):
             known.add(node.arg if isinstance(node, ast.arg) else node.id)
-    for tree in trees[1:]:
+    for index, tree in enumerate(trees[1:]):
+        name = f"{where}[{index}]" if indexed else where
         for statement in (n for n in ast.walk(tree) if isinstance(n, ast.Assert)):
             mine = {
                 n.id for n in ast.walk(statement) if isinstance(n, ast.Name) and n.id not in known
             }
             if len(mine) > 1:
                 raise ValueError(
-                    f"{where} line {statement.lineno}: the assert uses several names this "
+                    f"{name} line {statement.lineno}: the assert uses several names this "
                     f"process does not know ({', '.join(sorted(mine))}); which is the program's? "
                     "Name the entry point(s) in metadata 'entry_point' (a helper the test needs "
                     "cannot be checked outside the sandbox)"

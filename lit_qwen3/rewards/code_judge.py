@@ -116,8 +116,14 @@ def check_hashes(items: Any) -> None:
                 raise CheckFailed("too many distinct items with the same hash")
 
 
-def _guard_call(function: object, args: list[Any]) -> list[Any]:
+def _guard_call(function: object, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
     """``args`` (an iterable materialised) once ``function`` may safely take them."""
+    if function is round:  # round(5, -10**18) computes 10**(10**18)
+        digits = args[1] if len(args) > 1 else kwargs.get("ndigits")
+        if isinstance(digits, int) and abs(digits) > 10_000:
+            raise CheckFailed("round() to that many digits is refused")
+    if function is sum and len(args) > 1 and not isinstance(args[1], _NUMBERS + (complex,)):
+        raise CheckFailed("sum() of sequences is refused (quadratic)")
     if not args:
         return args
     first = args[0]
@@ -211,7 +217,7 @@ METHODS = frozenset(
         "rfind index isdigit isalpha isalnum isspace islower isupper istitle isdecimal isnumeric "
         "title capitalize casefold swapcase replace join encode decode keys values items get "
         "issubset issuperset isdisjoint union intersection difference symmetric_difference copy "
-        "most_common elements total all any tolist item conjugate is_integer ljust rjust center "
+        "most_common total all any tolist item conjugate is_integer ljust rjust center "
         "zfill"
     ).split()
 )
@@ -367,7 +373,7 @@ def _call(node: ast.Call, table: dict, names: dict) -> Any:
         _guard_method(func.attr, owner, args)
         return getattr(owner, func.attr)(*args, **kwargs)
     function = _eval(func, table, names)
-    args = _guard_call(function, [_eval(a, table, names) for a in node.args])
+    args = _guard_call(function, [_eval(a, table, names) for a in node.args], kwargs)
     return function(*args, **kwargs)
 
 
@@ -381,6 +387,10 @@ def _guard_method(name: str, owner: Any, args: list[Any]) -> None:
     if name in _WIDTH_METHODS:
         for arg in args:
             _bounded_count(arg)
+    if name == "join" and isinstance(owner, (str, bytes)) and args:
+        items = args[0] if isinstance(args[0], (list, tuple)) else ()
+        if len(owner) * len(items) > LIMITS["text"]:
+            raise CheckFailed("join result too large to evaluate")
     if name == "replace" and isinstance(owner, (str, bytes)) and len(args) >= 2:
         if len(owner) * (_text_len(args[1]) + 1) > LIMITS["text"]:
             raise CheckFailed("replace result too large to evaluate")

@@ -77,7 +77,7 @@ def _asserts(texts: list[str], metadata: Mapping[str, Any], where: str) -> list[
     imports = _imports(metadata, where)
     entries = _entries(metadata, where)
     if entries is None:  # one name for the whole row: the function every test calls
-        entries = entry_points_of(texts, where, imports)
+        entries = entry_points_of(texts, where, imports, indexed=True)
     return [_parsed(text, f"{where}[{i}]", entries, imports) for i, text in enumerate(texts)]
 
 
@@ -93,13 +93,13 @@ def _tests(metadata: Mapping[str, Any], where: str) -> list[Test]:
             f"{where} must be a non-empty list of {{'input', 'output'}} cases or assert "
             f"strings, or a test script; got {type(tests).__name__} {tests!r:.80}"
         )
-    texts = [t for t in tests if isinstance(t, str)]
-    parsed = iter(_asserts(texts, metadata, where) if texts else [])
+    if all(isinstance(t, str) for t in tests):
+        return _asserts(list(tests), metadata, where)
+    if any(isinstance(t, str) for t in tests):
+        raise ValueError(f"{where} mixes assert strings and stdin/stdout cases; use one kind")
     out: list[Test] = []
     for i, test in enumerate(tests):
-        if isinstance(test, str):
-            out.append(next(parsed))
-        elif _is_case(test):
+        if _is_case(test):
             out.append(test)
         else:
             raise ValueError(
