@@ -116,7 +116,30 @@ WRONG = {
         "    return ''",
         "def secret():\n    return 'SECRET-EXPECTED-91c2'",
     ),
+    "capitalised_entry_with_a_comparing_method": (
+        {"tests": ["assert Greet('x').startswith('Hello')"]},
+        "class Greet:\n    def __init__(self, name):\n        pass\n"
+        "    def startswith(self, prefix):\n        return True",
+        "def Greet(name):\n    return 'Hello ' + name",
+    ),
     # class 2: a task named like a built-in the parent evaluates
+    "builtin_named_task_in_dead_code": (
+        {"tests": ["assert sorted([3, 1, 2]) == [1, 2, 3]"], "entry_point": "sorted"},
+        "if False:\n    def sorted(xs):\n        return xs\n"
+        "def helper():\n    global sorted\n    sorted = None",
+        "def sorted(xs):\n    return [min(xs)] + sorted([x for x in xs if x != min(xs)]) if xs else []",
+    ),
+    "builtin_named_task_deleted": (
+        {"tests": ["assert len('abc') == 3"], "entry_point": "len"},
+        "def len(xs):\n    return 0\ndel len",
+        "def len(xs):\n    return sum(1 for _ in xs)",
+    ),
+    "apps_fn_name_of_a_builtin_with_a_decoy": (
+        {"input_output": {"fn_name": "max", "inputs": [[[1, 5, 2]]], "outputs": [5]}},
+        "def globals():\n    return {}\nSolution = 1",
+        "def max(xs):\n    best = xs[0]\n    for x in xs[1:]:\n        if x > best:\n"
+        "            best = x\n    return best",
+    ),
     "builtin_named_task_sorted": (
         {"tests": ["assert sorted([3, 1, 2]) == [1, 2, 3]"], "entry_point": "sorted"},
         "pass",
@@ -157,6 +180,9 @@ def test_wrong_program_scores_zero_and_honest_one(rewards, case, mode):
         ({"test": "def check(candidate):\n    assert candidate(1) == 2"}, r"needs 'entry_point'"),
         ({"tests": ["assert f([i for i in range(3)]) == 3"]}, r"comprehension"),
         ({"tests": ["assert f(REF := 3) == 3"], "entry_point": "f"}, r"not allowed"),
+        ({"tests": ["assert Frame(1).equals([1])"]}, r"cannot be called by"),
+        ({"tests": ["assert next(f(), 5) == 5"]}, r"'next' is not known"),
+        ({"tests": ["assert getattr(f(), 'x', 5) == 5"]}, r"'getattr' is not known"),
     ],
 )
 def test_shapes_that_cannot_be_split_safely_are_refused_at_load(rewards, metadata, match):
@@ -258,6 +284,18 @@ HOSTILE_RESULTS = {
         "def f():\n    return 'a' * 900_000",
     ),
     "huge_power": ("assert f() ** f() > 0", "def f():\n    return 10 ** 1000"),
+    "decimal_power_made_exact": (
+        "assert int(f() ** 99) == 1",
+        "from decimal import Decimal\ndef f():\n    return Decimal('1e9999')",
+    ),
+    "fraction_of_an_exponent_text": (
+        "assert Fraction(f()) == 1",
+        "def f():\n    return '1e99999999'",
+    ),
+    "sum_of_many_fractions": (
+        "assert sum(f()) == 1",
+        "from fractions import Fraction\ndef f():\n    return [Fraction(1, k) for k in range(1, 3000)]",
+    ),
     "round_digits": ("assert round(5, f()) == 0", "def f():\n    return -10 ** 18"),
     "sum_of_lists": ("assert sum(f(), []) == []", "def f():\n    return [[0] * 9] * 10000"),
     "join_blowup": ("assert f().join(['a'] * 50) == ''", "def f():\n    return 'x' * 500_000"),

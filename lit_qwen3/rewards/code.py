@@ -178,7 +178,13 @@ class CodeReward(Reward):
         self, program: str, tests: list[tuple[Check, ...]], left: float
     ) -> list[dict | None]:
         """Assert tests in one sandbox run: the program evaluates the probes, we check."""
-        probes = [probe for checks in tests for check in checks for probe in check.probes]
+        defined = program_names(program)
+        probes = [
+            _probe_for(check, probe, defined)
+            for checks in tests
+            for check in checks
+            for probe in check.probes
+        ]
         prelude = "\n".join(
             dict.fromkeys(c.prelude for checks in tests for c in checks if c.prelude)
         )
@@ -199,7 +205,6 @@ class CodeReward(Reward):
         if isinstance(values, str):
             reason = {"reason": "exited_before_tests", "detail": values}
             return [{**reason, "stderr": _tail(result.stderr)}] * len(tests)
-        defined = program_names(program)
         reasons: list[dict | None] = []
         position = 0
         for checks in tests:
@@ -215,6 +220,11 @@ class CodeReward(Reward):
                     reason = _judge(check, mine)
             reasons.append(reason)
         return reasons
+
+
+def _probe_for(check: Check, probe: str, defined: frozenset[str]) -> str:
+    """A call-based APPS case calls ``Solution().fn`` when the program binds ``Solution``."""
+    return f"Solution().{probe}" if check.condition is None and "Solution" in defined else probe
 
 
 def _judge(check: Check, values: list[Any]) -> dict | None:

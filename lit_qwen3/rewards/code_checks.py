@@ -77,6 +77,15 @@ _COMPOUND = (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Sub
              ast.Slice, ast.Tuple, ast.List, ast.Set, ast.Dict)  # fmt: skip
 
 
+#: Built-ins that may wrap a call of the program in a probe: they only feed it inputs.
+_FEEDERS = frozenset({"map", "filter", "zip", "enumerate", "callable"})
+#: Method names that compare: never evaluated in the sandbox on an expected argument.
+_COMPARING = frozenset(
+    "equals equal eq ne lt le gt ge compare isclose allclose approx match fullmatch search "
+    "assertequal same_as issame contains".split()
+)
+
+
 class _Unsupported:
     """A name the test imported from a module the parent does not evaluate."""
 
@@ -309,10 +318,12 @@ class _Splitter:
             if node.func.id in self.entries:
                 return True
             # map(double, xs): a built-in the parent does not run, fed the program's function
-            return node.func.id not in self.names and any(
+            return node.func.id in _FEEDERS and any(
                 isinstance(n, ast.Name) and n.id in self.entries for n in ast.walk(node)
             )
-        # Solution().method(...): a method of an instance of the program's class
+        # Solution().method(...): a method of an instance of the program's class; never one the
+        # parent evaluates itself or one that compares (F(x).startswith(E), F(x).equals(E)):
+        # the expected argument would enter the sandbox and the program would decide
         inner = node.func if isinstance(node, ast.Call) else node
         return (
             isinstance(inner, ast.Attribute)
@@ -320,6 +331,9 @@ class _Splitter:
             and isinstance(inner.value.func, ast.Name)
             and inner.value.func.id in self.entries
             and inner.value.func.id[:1].isupper()
+            and inner.attr not in METHODS
+            and inner.attr.lower() not in _COMPARING
+            and not inner.attr.startswith("_")
         )
 
     def _check_inputs(self, probe: ast.expr) -> None:
@@ -425,23 +439,31 @@ class _Splitter:
 
 
 def program_names(program: str) -> frozenset[str]:
-    """Names the program binds anywhere (functions, classes, assignments, imports, globals);
-    empty when it does not parse (its probes then fail in the sandbox anyway)."""
+    """Names the program binds at its top level (functions, classes, assignments, imports,
+    also inside a top-level ``try``), and never deletes; empty when it does not parse. A name
+    bound only in dead code (``if False: def sorted(...)``) is not the program's."""
     try:
         tree = ast.parse(program)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return frozenset()
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+    statements = list(tree.body)
+    while statements:
+        node = statements.pop()
+        if isinstance(node, ast.Try):
+            statements += [*node.body, *node.orelse, *node.finalbody]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             found.add(node.name)
-        elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-            found.add(node.id)
-        elif isinstance(node, ast.alias):
-            found.add((node.asname or node.name).split(".")[0])
-        elif isinstance(node, ast.Global):
-            found.update(node.names)
-    return frozenset(found)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                found.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.update((a.asname or a.name).split(".")[0] for a in node.names)
+    deleted = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Del)
+    }
+    return frozenset(found - deleted)
 
 
 def _is_literal(node: ast.expr) -> bool:

@@ -124,6 +124,15 @@ def _guard_call(function: object, args: list[Any], kwargs: dict[str, Any]) -> li
             raise CheckFailed("round() to that many digits is refused")
     if function is sum and len(args) > 1 and not isinstance(args[1], _NUMBERS + (complex,)):
         raise CheckFailed("sum() of sequences is refused (quadratic)")
+    if function is sum and args and isinstance(args[0], (list, tuple)) and len(args[0]) > 1000:
+        if any(isinstance(item, fractions.Fraction) for item in args[0]):
+            raise CheckFailed("sum() of that many fractions is refused (denominators grow)")
+    if function in _EXACT and args and isinstance(args[0], decimal.Decimal):
+        if args[0].is_finite() and abs(args[0].adjusted()) > 10_000:
+            raise CheckFailed("an exact value of that decimal is refused (too many digits)")
+    if function is fractions.Fraction and args and isinstance(args[0], str):
+        if "e" in args[0].lower():
+            raise CheckFailed("Fraction() of a text with an exponent is refused")
     if not args:
         return args
     first = args[0]
@@ -140,6 +149,8 @@ def _guard_call(function: object, args: list[Any], kwargs: dict[str, Any]) -> li
 
 
 _NUMBERS = (int, float, fractions.Fraction, decimal.Decimal)
+#: Functions that turn a Decimal into an exact integer or fraction (10**exponent digits).
+_EXACT = (int, round, fractions.Fraction, math.floor, math.ceil, math.trunc)
 _HASHING = (set, frozenset, dict, collections.Counter, collections.OrderedDict)
 
 

@@ -12,7 +12,8 @@ or a tuple of :class:`~lit_qwen3.rewards.code_judge.Check` (one assert-style tes
   ``entry_point``: one test;
 - APPS / LiveCodeBench: ``input_output`` (a JSON string or a dict) with ``inputs`` and
   ``outputs``: stdin/stdout cases, or, with ``fn_name``, calls ``fn_name(*inputs[i])`` (a method
-  of ``Solution`` when the program defines that class) whose value must equal ``outputs[i]``
+  of ``Solution`` when the program's top level binds that name: the parent decides, since a
+  test in the sandbox could be steered to a built-in of that name) whose value must equal ``outputs[i]``
   (tuples read as lists, a one-item list may hold the value, as APPS does).
 
 Every error names the metadata key and, for code, the line.
@@ -184,10 +185,7 @@ def _call_case(fn_name: str, args: Any, expected: Any, where: str) -> tuple[Chec
         literal = ", ".join(repr(json.loads(json.dumps(a))) for a in args)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: arguments are not JSON data ({err})") from None
-    call = (
-        f"(Solution().{fn_name} if isinstance(globals().get('Solution'), type) else {fn_name})"
-        f"({literal})"
-    )
+    call = f"{fn_name}({literal})"  # Solution().{call} when the program defines Solution
     source = f"assert {call} == <expected>"
     expected = json.loads(json.dumps(expected))
     entries = (frozenset({fn_name, "Solution"}),)
