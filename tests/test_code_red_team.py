@@ -356,3 +356,31 @@ def test_a_refused_row_names_its_file_and_line_when_the_data_is_loaded(tmp_path)
         match=r"code\.jsonl:2: reward 'code': metadata\['test_list'\]\[1\] line 1: .*compare",
     ):
         check_reward_metadata(queries, composite)
+
+
+EARLIER = {  # issue 13's classes, against the public row shapes
+    "equal_to_everything": "class Anything:\n    def __eq__(self, other):\n        return True\n"
+    "    __hash__ = object.__hash__\ndef add(a, b):\n    return Anything()\n"
+    "class Solution:\n    def add(self, a, b):\n        return Anything()",
+    "exits_cleanly_at_import": "import os\ndef add(a, b):\n    return 0\nos._exit(0)",
+    "forges_records": "import os\nfor fd in range(3, 10):\n    try:\n"
+    '        os.write(fd, b\'{"probe": 0, "value": 3}\\n{"done": 1}\\n\')\n'
+    "    except OSError:\n        pass\nos._exit(0)",
+}
+SHAPES = {
+    "mbpp": mbpp(["assert add(1, 2) == 3", "assert add(2, 2) == 4"]),
+    "humaneval": {
+        "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n",
+        "entry_point": "add",
+    },
+    "apps_call": {
+        "input_output": {"fn_name": "add", "inputs": [[1, 2], [2, 2]], "outputs": [3, 4]}
+    },
+}
+
+
+@pytest.mark.parametrize("mode", ["fraction", "all"])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("attack", sorted(EARLIER))
+def test_earlier_attacks_fail_on_every_shape(rewards, attack, shape, mode):
+    assert score(rewards[mode], EARLIER[attack], SHAPES[shape]) == 0.0

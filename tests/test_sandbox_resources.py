@@ -189,3 +189,22 @@ def test_a_spinning_sibling_does_not_starve_an_honest_rollout():
     sibling.join()
     assert results["hog"].score == 0.0
     assert results["honest"].score == 1.0, (alone, wall, results["honest"].info)
+
+
+def test_the_filter_lists_the_new_calls_for_both_architectures():
+    import struct
+
+    from lit_qwen3.rewards.sandbox_seccomp import ARGUMENT_CHECKS, DENIED_SYSCALLS
+
+    for column, machine in enumerate(("x86_64", "aarch64")):
+        program = seccomp_filter(machine)
+        constants = {
+            struct.unpack("=HBBI", program[i : i + 8])[3] for i in range(0, len(program), 8)
+        }
+        for name in ("setsid", "io_setup", "flock", "inotify_init1", "mincore"):
+            assert DENIED_SYSCALLS[name][column] in constants, (machine, name)
+        socket_nr = ARGUMENT_CHECKS["socket"][0][column]
+        assert socket_nr in constants
+        lax = seccomp_filter(machine, any_socket=True)
+        lax_constants = {struct.unpack("=HBBI", lax[i : i + 8])[3] for i in range(0, len(lax), 8)}
+        assert socket_nr not in lax_constants and len(lax) < len(program)

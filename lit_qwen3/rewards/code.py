@@ -18,8 +18,9 @@ own; this process decodes them into built-in types and evaluates the conditions,
 limits (:mod:`lit_qwen3.rewards.code_judge`). Expected values
 stay here, so a program cannot print a completion marker, exit early, patch ``json``, overload
 ``__eq__`` or read its harness files to pass: it has to return the right values. A test passes
-when the program ran to the end within the limits (exit 0), every expression returned, and
-every condition holds.
+when the program ran to the end within the limits (exit 0), binds every entry point its
+expressions call at its top level (a task named ``sorted`` is not answered by the built-in),
+every expression returned, and every condition holds.
 
 The program is the last fenced Python block of the answer (```` ```python ````, ```` ```py ````
 or a bare fence), or the whole answer when it has no fence.
