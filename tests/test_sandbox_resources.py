@@ -15,8 +15,7 @@ import time
 
 import pytest
 
-from lit_qwen3.rewards import Sample
-from lit_qwen3.rewards import sandbox as sandbox_module
+from lit_qwen3.rewards import Sample, sandbox_users
 from lit_qwen3.rewards.code import CodeReward
 from lit_qwen3.rewards.sandbox import Sandbox, SandboxError
 from lit_qwen3.rewards.sandbox_cgroup import controller_support
@@ -96,10 +95,10 @@ def test_concurrent_sandboxes_never_share_a_uid():
 
 
 def test_a_leased_uid_is_not_handed_out_again(monkeypatch):
-    monkeypatch.setattr(sandbox_module, "_AUTO_UID_COUNT", 1)
-    uid, lease = sandbox_module._lease_uid()  # held, as by another process's running sandbox
+    monkeypatch.setattr(sandbox_users, "AUTO_UID_COUNT", 1)
+    uid, lease = sandbox_users.lease_uid()  # held, as by another process's running sandbox
     try:
-        assert uid == sandbox_module._AUTO_UID_BASE
+        assert uid == sandbox_users.AUTO_UID_BASE
         with pytest.raises(SandboxError, match="uids are in use"):
             Sandbox(require_modules=()).run_python("print(1)")
     finally:

@@ -53,14 +53,12 @@ only) and falls back to per-process memory limits.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
 import os
 import platform
 import pwd
-import random
 import shutil
 import signal
 import subprocess
@@ -69,7 +67,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
-from lit_qwen3.rewards import sandbox_launch
+from lit_qwen3.rewards import sandbox_launch, sandbox_users
 from lit_qwen3.rewards.sandbox_cgroup import (
     MemoryCgroup,
     controller_support,
@@ -84,9 +82,7 @@ logger = logging.getLogger("lit_qwen3.rewards")
 __all__ = ["Sandbox", "SandboxConfig", "SandboxError", "SandboxResult", "SandboxUnavailable"]
 
 _WORKDIR = "/tmp/sandbox"
-_AUTO_UID_BASE = 200_000
-_AUTO_UID_COUNT = 4096 * 16
-_UID_LOCKS = os.path.join(tempfile.gettempdir(), "lit-qwen3-sandbox-uids")
+_AUTO_UID_BASE = sandbox_users.AUTO_UID_BASE
 _SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _TARGET_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -386,7 +382,7 @@ class Sandbox:
                 "(it can then write wherever this user can)"
             )
         if user == "auto":
-            return -1, -1  # a uid is leased for each run (_lease_uid)
+            return -1, -1  # a uid is leased for each run (sandbox_users.lease_uid)
         if isinstance(user, str):
             try:
                 entry = pwd.getpwnam(user)
@@ -424,7 +420,10 @@ class Sandbox:
         ids = self._uid_gid()
         lease = None
         if ids == (-1, -1):
-            uid, lease = _lease_uid()
+            try:
+                uid, lease = sandbox_users.lease_uid()
+            except sandbox_users.UidsExhausted as err:
+                raise SandboxError(str(err)) from None
             ids = (uid, uid)
         staging = tempfile.mkdtemp(prefix="lit-qwen3-sandbox-")
         cgroup, extra = None, []
@@ -454,7 +453,7 @@ class Sandbox:
                 # shared with every other sandbox running as a fixed user
                 "nproc": None
                 if _limits_tasks(cgroup, extra)
-                else _nproc_limit(ids, config.max_processes),
+                else sandbox_users.nproc_limit(ids, config.max_processes),
                 "fsize_bytes": config.max_file_mb << 20,
                 "nofile": config.max_open_files,
                 "disk_mb": config.disk_mb,
@@ -543,29 +542,6 @@ def _limits_tasks(memory: MemoryCgroup | None, extra: list[MemoryCgroup]) -> boo
     return any(os.path.exists(os.path.join(g.path, "pids.max")) for g in [memory, *extra] if g)
 
 
-def _lease_uid() -> tuple[int, int]:
-    """A uid no other running sandbox on this host has, and the descriptor holding it.
-
-    Each uid of the range has a lock file; a run holds an exclusive ``flock`` on its uid's file
-    until its processes are gone, so concurrent sandboxes (threads, worker processes, other
-    trainers on the host) never share a uid, its process budget or its files in ``/dev/shm``.
-    """
-    os.makedirs(_UID_LOCKS, mode=0o700, exist_ok=True)
-    start = random.randrange(_AUTO_UID_COUNT)
-    for step in range(_AUTO_UID_COUNT):
-        uid = _AUTO_UID_BASE + (start + step) % _AUTO_UID_COUNT
-        fd = os.open(
-            os.path.join(_UID_LOCKS, str(uid)), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        return uid, fd
-    raise SandboxError(f"all {_AUTO_UID_COUNT} sandbox uids are in use")
-
-
 def _visible_paths(python: str, extra: tuple[str, ...]) -> list[str]:
     """Host paths bind-mounted (read-only) into the sandbox: system libraries and programs, the
     interpreter's prefixes (a venv and its base), ``extra``; none inside another."""
@@ -603,33 +579,6 @@ def _prefixes(python: str) -> list[str]:
     executable = os.path.realpath(python)
     found.append(os.path.dirname(os.path.dirname(executable)))  # .../bin/python -> ...
     return [os.path.normpath(p) for p in found if p and os.path.isabs(p)]
-
-
-def _nproc_limit(ids: tuple[int, int] | None, max_processes: int) -> int | None:
-    """``RLIMIT_NPROC`` counts every task (process or thread) of the real uid, system-wide.
-
-    With a uid of our own the budget is the sandbox's alone. As the calling user (``user=None``)
-    the count already includes the caller's own tasks, so the limit adds to that. As root with
-    ``user=None`` the limit is not enforced at all: only the wall clock and the PID namespace
-    contain a fork bomb then.
-    """
-    if ids is not None:
-        return max_processes
-    uid = os.getuid()
-    if uid == 0:
-        return None
-    tasks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as handle:
-                fields = dict(line.split(":", 1) for line in handle if ":" in line)
-        except OSError:
-            continue
-        if int(fields.get("Uid", "-1 0").split()[0]) == uid:
-            tasks += int(fields.get("Threads", "1"))
-    return tasks + max_processes
 
 
 def _default_pythons() -> list[str]:
