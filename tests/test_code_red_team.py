@@ -384,3 +384,30 @@ SHAPES = {
 @pytest.mark.parametrize("attack", sorted(EARLIER))
 def test_earlier_attacks_fail_on_every_shape(rewards, attack, shape, mode):
     assert score(rewards[mode], EARLIER[attack], SHAPES[shape]) == 0.0
+
+
+def test_hostile_results_through_the_worker_pool_cost_no_timeout_and_no_rebuild():
+    # the trainer's guard is the pool's timeout and kill; the harness's limits keep hostile
+    # values well inside it, so the worker survives and the honest sample beside it scores 1
+    hostile = [HOSTILE_RESULTS[name] for name in ("colliding_set", "round_digits", "join_blowup")]
+    samples = [
+        Sample.from_completion(
+            PROMPT, f"```python\n{program}\n```", metadata={"tests": [test], "entry_point": "f"}
+        )
+        for test, program in hostile
+    ]
+    samples.append(
+        Sample.from_completion(
+            PROMPT,
+            "```python\ndef f():\n    return 1\n```",
+            metadata={"tests": ["assert f() == 1"]},
+        )
+    )
+    specs = [{"name": "code", "kwargs": {"sandbox": SANDBOX}}]
+    with CompositeReward(specs, num_workers=1, timeout=8) as composite:
+        start = time.monotonic()
+        results = composite.score_batch(samples)
+        elapsed = time.monotonic() - start
+    assert [r.score for r in results] == [0.0, 0.0, 0.0, 1.0]
+    assert composite.error_counts == {"code": 0} and composite.worker_recycles == 0
+    assert elapsed < 4 * SANDBOX["wall_time_s"], elapsed
