@@ -117,6 +117,7 @@ VALUES = [
     True,
     -7,
     2**5000,
+    -(3**12000),  # more decimal digits than Python converts by default: sent in hex
     0.1,
     float("inf"),
     "text ✓",

@@ -122,6 +122,11 @@ WRONG = {
         "    def startswith(self, prefix):\n        return True",
         "def Greet(name):\n    return 'Hello ' + name",
     ),
+    "big_integer_answer": (  # past Python's decimal-conversion cap: it travels in hex
+        {"tests": ["assert big() == 2 ** 15000 - 1"]},
+        "def big():\n    return 2 ** 15000",
+        "def big():\n    return (1 << 15000) - 1",
+    ),
     # class 2: a task named like a built-in the parent evaluates
     "builtin_named_task_in_dead_code": (
         {"tests": ["assert sorted([3, 1, 2]) == [1, 2, 3]"], "entry_point": "sorted"},

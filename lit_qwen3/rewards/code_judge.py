@@ -488,8 +488,9 @@ class _Decoder:
         if tag in _NUMBER_FORMS and isinstance(payload, str):
             if len(payload) > LIMITS["int_digits"] or not _NUMBER_FORMS[tag].fullmatch(payload):
                 raise ValueError(f"malformed or too large {tag}")
-            kinds = {"int": int, "fraction": fractions.Fraction, "decimal": decimal.Decimal}
-            return kinds[tag](payload)
+            if tag == "int":
+                return int(payload, 16)
+            return {"fraction": fractions.Fraction, "decimal": decimal.Decimal}[tag](payload)
         if tag == "float" and payload in ("nan", "inf", "-inf"):
             return float(payload)
         if tag == "bytes" and isinstance(payload, str):
@@ -504,7 +505,7 @@ class _Decoder:
 
 #: What a number's text may look like: no exponent that would expand it into a huge integer.
 _NUMBER_FORMS = {
-    "int": re.compile(r"-?[0-9]+"),
+    "int": re.compile(r"-?[0-9a-f]+"),  # hexadecimal
     "fraction": re.compile(r"-?[0-9]+/[1-9][0-9]*"),
     "decimal": re.compile(r"-?([0-9]+(\.[0-9]*)?(E[-+]?[0-9]{1,4})?|Infinity|s?NaN[0-9]*)"),
 }

@@ -37,7 +37,8 @@ def encode(value: object, depth: int = 0) -> object:
     if value is None or kind is bool or kind is str:
         return value
     if kind is int:
-        return value if abs(value).bit_length() < 4000 else {"int": str(value)}
+        # big ones in hex: no decimal conversion (quadratic, and capped by Python) on either side
+        return value if abs(value).bit_length() < 4000 else {"int": format(value, "x")}
     if kind is float:
         return value if math.isfinite(value) else {"float": repr(value)}
     if kind is list:
