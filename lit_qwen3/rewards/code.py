@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,6 +47,8 @@ __all__ = ["CodeReward", "extract_program", "outputs_match"]
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 _MAX_FAILURES_REPORTED = 5
 _RUNNER = (Path(__file__).parent / "code_runner.py").read_text()
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 120
 
 
 def extract_program(answer: str) -> str:
@@ -223,6 +226,16 @@ class CodeReward(Reward):
         return reasons
 
 
+def _shown(value: Any) -> str:
+    """A short repr of a returned value for the info dict, never raising or running long."""
+    if isinstance(value, ProbeError):
+        return value.message
+    try:
+        return _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int past Python's decimal-conversion cap
+        return f"<{type(value).__name__} too large to show>"
+
+
 def _probe_for(check: Check, probe: str, defined: frozenset[str]) -> str:
     """A call-based APPS case calls ``Solution().fn`` when the program binds ``Solution``."""
     return f"Solution().{probe}" if check.condition is None and "Solution" in defined else probe
@@ -234,7 +247,7 @@ def _judge(check: Check, values: list[Any]) -> dict | None:
         if evaluate(check, values):
             return None
         shown = {
-            probe: _tail(value.message if isinstance(value, ProbeError) else repr(value), 120)
+            probe: _tail(_shown(value), 120)
             for probe, value in zip(check.probes, values, strict=True)
         }
         return {"reason": "wrong_result", "check": _tail(check.source, 200), "got": shown}

@@ -278,7 +278,11 @@ def evaluate(check: Check, values: list[Any]) -> bool:
     except CheckFailed:
         raise
     except Exception as err:  # noqa: BLE001 - any error of the condition fails the check
-        raise CheckFailed(f"{type(err).__name__}: {err}"[:300]) from None
+        try:
+            message = f"{type(err).__name__}: {err}"[:300]
+        except Exception:  # noqa: BLE001 - KeyError(<an int too long to print>)
+            message = type(err).__name__
+        raise CheckFailed(message) from None
 
 
 def _value(value: Any) -> Any:
