@@ -293,6 +293,10 @@ HOSTILE_RESULTS = {
         "assert int(f() ** 99) == 1",
         "from decimal import Decimal\ndef f():\n    return Decimal('1e9999')",
     ),
+    "decimal_formatted_exactly": (
+        "assert '%d' % (f() ** 99) == '1'",
+        "from decimal import Decimal\ndef f():\n    return Decimal('1e9999')",
+    ),
     "fraction_of_an_exponent_text": (
         "assert Fraction(f()) == 1",
         "def f():\n    return '1e99999999'",

@@ -433,6 +433,12 @@ def _guard_size(op: type, left: Any, right: Any) -> None:
         for arg in args:
             if isinstance(arg, int) and abs(arg) > 100_000:
                 raise CheckFailed("formatting with a width that large is refused")
+            if (
+                isinstance(arg, decimal.Decimal)
+                and arg.is_finite()
+                and abs(arg.adjusted()) > 10_000
+            ):
+                raise CheckFailed("formatting that decimal is refused ('%d' makes it exact)")
         if sum(_text_len(a) for a in args) + len(left) > LIMITS["text"]:
             raise CheckFailed("formatting result too large to evaluate")
     if op in (ast.BitOr, ast.BitAnd, ast.BitXor, ast.Sub):
