@@ -54,6 +54,8 @@ shared = os.open("/usr/lib/os-release" if os.path.exists("/usr/lib/os-release") 
                  os.path.realpath(os.__file__), os.O_RDONLY)
 attempt("flock", lambda: fcntl.flock(shared, fcntl.LOCK_SH | fcntl.LOCK_NB))
 attempt("lockf", lambda: fcntl.lockf(shared, fcntl.LOCK_SH | fcntl.LOCK_NB))
+attempt("fadvise", lambda: os.posix_fadvise(shared, 0, 0, os.POSIX_FADV_DONTNEED))
+attempt("preadv2", lambda: os.preadv(shared, [bytearray(8)], 0, os.RWF_NOWAIT))
 page = ctypes.create_string_buffer(1)
 attempt("mincore", syscall(27, 0, 4096, page))
 left, right = socket.socketpair()  # AF_UNIX inside the sandbox still works
@@ -70,7 +72,7 @@ def test_kernel_channels_between_sandboxes_are_refused():
     assert result.ok, result.stderr
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
     for name in ("vsock", "netlink", "inet", "inet_pair", "setsid", "io_setup", "inotify",
-                 "flock", "lockf"):  # fmt: skip
+                 "flock", "lockf", "fadvise", "preadv2"):  # fmt: skip
         assert lines[name] == "refused", (name, result.stdout)
     assert lines["mincore"] in ("refused", "error 12")  # ENOMEM: the kernel may check first
     assert lines["unix"] == "True" and lines["fcntl_flags"] == "True"

@@ -8,7 +8,8 @@ that widen what it can reach — new user, mount, PID... namespaces (``unshare``
 io_uring and the AIO calls, keyrings, userfaultfd, file handles, swap, reboot; ``setsid``; and
 the kernel state one sandbox shares with another (:data:`ARGUMENT_CHECKS`: sockets other than
 ``AF_UNIX``, such as vsock, which the network namespace does not cover; ``flock``, record locks,
-inotify and ``mincore`` on the read-only files every sandbox sees). ``clone3`` (whose flags live in
+inotify, ``mincore``, ``preadv2`` and page eviction (``fadvise``, ``madvise`` cold/pageout) on
+the read-only files every sandbox sees; timing reads of the shared page cache remain possible). ``clone3`` (whose flags live in
 memory a filter cannot read) answers ``ENOSYS``, so libc falls back to ``clone``, which is
 checked. A system call of another ABI (x32, i386 on x86_64) kills the process.
 
@@ -101,6 +102,9 @@ DENIED_SYSCALLS: dict[str, tuple[int | None, int | None]] = {
     "inotify_init1": (294, 26),
     "mincore": (27, 232),  # page-cache residency of shared files: a channel
     "cachestat": (451, 451),
+    "preadv2": (327, 286),  # RWF_NOWAIT reads tell cached pages apart
+    "pwritev2": (328, 287),
+    "fadvise64": (221, 223),  # DONTNEED evicts a shared file's pages: the other end
 }
 #: Calls allowed only for some values of one argument: name -> (numbers, argument, allowed or
 #: refused values, whether the values are the allowed ones).
@@ -109,6 +113,7 @@ ARGUMENT_CHECKS: dict[str, tuple[tuple[int, int], int, tuple[int, ...], bool]] =
     "socketpair": ((53, 199), 0, (1,), True),
     # F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW: record locks
     "fcntl": ((72, 25), 1, (5, 6, 7, 36, 37, 38), False),
+    "madvise": ((28, 233), 2, (20, 21), False),  # MADV_COLD, MADV_PAGEOUT: evict shared pages
 }
 _CLONE = {"x86_64": 56, "aarch64": 220}
 _CLONE3 = 435
