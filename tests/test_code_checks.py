@@ -44,6 +44,7 @@ def probes(text: str) -> list[tuple[str, ...]]:
         ("assert (f(1) == [1, 2]).all()", [("f(1)",)]),
         ("assert f(1) == Fraction(1, 2) and f(2) == Counter('ab')", [("f(1)", "f(2)")]),
         ("assert True\nassert f(1)", [("f(1)",)]),  # HumanEval's `assert True` checks nothing
+        ("xs = [1, 2]\nassert f(xs) == xs", [("f([1, 2])",)]),  # a literal input is written out
         ('"""A docstring."""\nassert f() is None, "message"', [("f()",)]),
     ],
 )

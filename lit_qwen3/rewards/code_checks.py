@@ -6,8 +6,8 @@
 
 A probe is only ever a call of one of the row's *entry points* (``add(1, 2)``,
 ``Solution().two_sum([2, 7], 9)``, or an entry point's bare name), on arguments made of
-literals, built-ins, the test's imports and other entry points: inputs, never the other side
-of a comparison. The entry points are named by the row (``entry_point``, ``fn_name``) or, when
+literals (names the test bound to one are written out), built-ins, the test's imports and other
+entry points: inputs, never the other side of a comparison. The entry points are named by the row (``entry_point``, ``fn_name``) or, when
 it names none, are the names the tests use that neither Python nor the parent knows; an assert
 with two such names (``compare(f(x), 3)``: is ``compare`` the program's, or a helper the row
 did not ship?) is refused. Everything else runs here: comparisons, arithmetic, the built-ins in
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import copy
 from collections.abc import Iterable
 
 from lit_qwen3.rewards.code_judge import (
@@ -172,6 +173,8 @@ class _Parser:
         self.prelude: list[str] = []
         self.checks: list[Check] = []
         self.rename: dict[str, str] = {}
+        self.literals: dict[str, ast.expr] = {}
+        """Names bound to a literal: written out where a call of the program uses them."""
 
     def statement(self, statement: ast.stmt, line: str) -> None:
         if isinstance(statement, (ast.Import, ast.ImportFrom)):
@@ -187,6 +190,7 @@ class _Parser:
                 if not isinstance(target, ast.Name) or target.id in self.entries:
                     raise ValueError(f"{line}: only literal assignments to new names are allowed")
                 self.names[target.id] = ast.literal_eval(statement.value)
+                self.literals[target.id] = statement.value
         elif isinstance(statement, ast.FunctionDef) and _is_check_function(statement):
             self._check_function(statement, line)
         elif (
@@ -253,7 +257,9 @@ class _Parser:
             Check(
                 source=ast.unparse(ast.Assert(test=test, msg=None)),
                 condition=test,
-                probes=tuple(ast.unparse(p) for p in probes),
+                probes=tuple(
+                    ast.unparse(_Inliner(self.literals).visit(copy.deepcopy(p))) for p in probes
+                ),  # fmt: skip
                 probe_nodes=tuple(id(p) for p in probes),
                 names=names,
                 prelude="\n".join(self.prelude),
@@ -275,12 +281,23 @@ class _Renamer(ast.NodeTransformer):
         return ast.copy_location(ast.Name(self.mapping.get(node.id, node.id), node.ctx), node)
 
 
+class _Inliner(ast.NodeTransformer):
+    """``f(xs)`` after ``xs = [1, 2]`` becomes ``f([1, 2])``: an input, by its position."""
+
+    def __init__(self, literals: dict[str, ast.expr]) -> None:
+        self.literals = literals
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:  # noqa: N802 - ast API
+        return copy.deepcopy(self.literals[node.id]) if node.id in self.literals else node
+
+
 class _Splitter:
     """Splits one condition: probes go to the sandbox, everything else must be evaluable here."""
 
     def __init__(self, parser: _Parser, line: str) -> None:
         self.entries = parser.entries
         self.names = parser.names
+        self.literals = parser.literals
         self.line = line
 
     def refuse(self, node: ast.AST, why: str) -> ValueError:
@@ -351,7 +368,8 @@ class _Splitter:
                 raise self.refuse(node, "(a comprehension) is not allowed in a call's arguments")
             if isinstance(node, ast.Name):
                 value = self.names.get(node.id)
-                known = node.id in self.entries or node.id in bound or hasattr(builtins, node.id)
+                known = node.id in self.entries or node.id in bound or node.id in self.literals
+                known = known or hasattr(builtins, node.id)
                 if not (known or isinstance(value, (Module, _Unsupported)) or callable(value)):
                     raise self.refuse(
                         node,
