@@ -297,6 +297,11 @@ HOSTILE_RESULTS = {
         "assert '%d' % (f() ** 99) == '1'",
         "from decimal import Decimal\ndef f():\n    return Decimal('1e9999')",
     ),
+    "format_width_from_the_program": ("assert f() % 1 == ''", "def f():\n    return '%999999999d'"),
+    "quadratic_codec": (
+        "assert f().encode('punycode') == b''",
+        "def f():\n    return ''.join(chr(0x4e00 + i % 5000) for i in range(20_000))",
+    ),
     "fraction_of_an_exponent_text": (
         "assert Fraction(f()) == 1",
         "def f():\n    return '1e99999999'",

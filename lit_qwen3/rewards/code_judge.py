@@ -398,7 +398,16 @@ def _module_names(node: ast.expr, names: dict) -> dict:
     return {}
 
 
+_FORMAT_FIELD = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d*)(?:\.(\d*))?")
+#: Codecs linear in the text; others (punycode...) may be quadratic on a long returned string.
+_LINEAR_CODECS = frozenset("utf-8 utf8 ascii latin-1 latin1 utf-16 utf-32 hex".split())
+
+
 def _guard_method(name: str, owner: Any, args: list[Any]) -> None:
+    if name in ("encode", "decode") and _text_len(owner) > 1_000:
+        codec = str(args[0]).lower() if args else "utf-8"
+        if codec not in _LINEAR_CODECS:
+            raise CheckFailed(f"{name}({codec!r}) of a text that long is refused")
     if name in _WIDTH_METHODS:
         for arg in args:
             _bounded_count(arg)
@@ -429,6 +438,10 @@ def _guard_size(op: type, left: Any, right: Any) -> None:
                 if len(seq) * count > LIMITS["text"]:
                     raise CheckFailed("repetition too large to evaluate")
     if op is ast.Mod and isinstance(left, (str, bytes)):
+        text = left.decode("latin-1") if isinstance(left, bytes) else left
+        for width, precision in _FORMAT_FIELD.findall(text):  # '%999999999d' from the program
+            if max(len(width), len(precision)) > 5:
+                raise CheckFailed("formatting with a width that large is refused")
         args = right if isinstance(right, tuple) else (right,)
         for arg in args:
             if isinstance(arg, int) and abs(arg) > 100_000:
