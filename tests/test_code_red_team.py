@@ -347,6 +347,9 @@ def test_decode_refuses_collisions_and_expansions_quickly():
 def test_conditions_bound_what_they_build():
     (check,) = parse_assert_tests("assert f() % 7 == 1 and '%5d' % f() == '    8'", "t")
     assert evaluate(check, [8, 8])
+    (check,) = parse_assert_tests("assert f().issubset(g())", "t", entry_points={"f", "g"})
+    with pytest.raises(CheckFailed, match="same hash"):
+        evaluate(check, [{1}, [k * (2**61 - 1) for k in range(1, 1000)]])
     (check,) = parse_assert_tests("assert {1: 2}[f()] == 2", "t")
     with pytest.raises(CheckFailed, match="KeyError"):
         evaluate(check, [3**12000])  # its message cannot print the key

@@ -398,6 +398,9 @@ def _module_names(node: ast.expr, names: dict) -> dict:
     return {}
 
 
+_SET_METHODS = frozenset(
+    "union intersection difference symmetric_difference issubset issuperset isdisjoint".split()
+)
 _FORMAT_FIELD = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d*)(?:\.(\d*))?")
 #: Codecs linear in the text; others (punycode...) may be quadratic on a long returned string.
 _LINEAR_CODECS = frozenset("utf-8 utf8 ascii latin-1 latin1 utf-16 utf-32 hex".split())
@@ -418,9 +421,12 @@ def _guard_method(name: str, owner: Any, args: list[Any]) -> None:
     if name == "replace" and isinstance(owner, (str, bytes)) and len(args) >= 2:
         if len(owner) * (_text_len(args[1]) + 1) > LIMITS["text"]:
             raise CheckFailed("replace result too large to evaluate")
-    if name in ("union", "intersection", "difference", "symmetric_difference"):
+    if name in _SET_METHODS:  # each builds a set of its argument
         for arg in args:
             check_hashes(arg)
+    if name in ("strip", "lstrip", "rstrip") and args:  # each character against each of args
+        if _text_len(owner) * _text_len(args[0]) > 100 * LIMITS["text"]:
+            raise CheckFailed(f"{name}() of texts that long is refused")
 
 
 def _guard_size(op: type, left: Any, right: Any) -> None:
