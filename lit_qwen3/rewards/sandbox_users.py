@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import random
 import tempfile
 
 __all__ = ["AUTO_UID_BASE", "AUTO_UID_COUNT", "UidsExhausted", "lease_uid", "nproc_limit"]
@@ -31,9 +30,8 @@ def lease_uid() -> tuple[int, int]:
     trainers on the host) never share a uid, its process budget or its files in ``/dev/shm``.
     """
     os.makedirs(UID_LOCKS, mode=0o700, exist_ok=True)
-    start = random.randrange(AUTO_UID_COUNT)
-    for step in range(AUTO_UID_COUNT):
-        uid = AUTO_UID_BASE + (start + step) % AUTO_UID_COUNT
+    for step in range(AUTO_UID_COUNT):  # the lowest free one: as many lock files as runs at once
+        uid = AUTO_UID_BASE + step
         fd = os.open(
             os.path.join(UID_LOCKS, str(uid)), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600
         )
