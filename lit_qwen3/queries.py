@@ -163,6 +163,21 @@ def check_reward_names(queries: Sequence[Query], labels: Sequence[str]) -> None:
             )
 
 
+def check_reward_metadata(queries: Sequence[Query], rewards: Any) -> None:
+    """Every query's metadata must be usable by the rewards that score it (``rewards``: a
+    :class:`~lit_qwen3.rewards.composite.CompositeReward`); a code test that cannot be checked
+    safely, say, is refused here, the error naming the row's file and line."""
+    from lit_qwen3.rewards import Sample
+
+    for query in queries:
+        sample = Sample.from_completion(query.messages, "", metadata=query.reward_metadata())
+        try:
+            rewards.check([sample])
+        except (TypeError, ValueError) as err:
+            message = str(err).removeprefix("samples[0]: ")
+            raise type(err)(f"{query.source or 'a query'}: {message}") from None
+
+
 def _from_ifeval(row: dict[str, Any], where: str) -> dict[str, Any]:
     prompt = row.pop("prompt")
     if not isinstance(prompt, str) or not prompt.strip():

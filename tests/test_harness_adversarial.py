@@ -202,7 +202,7 @@ def test_expected_values_never_enter_the_sandbox(monkeypatch, reward):
     real_run = Sandbox.run
 
     def spy(self, argv, **kwargs):
-        sent.append(json.dumps([argv, kwargs], default=repr))
+        sent.append(json.dumps([argv[1:], kwargs], default=repr))  # not the venv's path
         return real_run(self, argv, **kwargs)
 
     monkeypatch.setattr(Sandbox, "run", spy)

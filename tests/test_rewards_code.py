@@ -144,10 +144,10 @@ def test_attacks_score_zero_and_the_parent_is_unharmed(attack, monkeypatch):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
-    program = ATTACKS[attack].format(port=server.getsockname()[1])
+    program = "def ok():\n    return 1\n" + ATTACKS[attack].format(port=server.getsockname()[1])
     reward = CodeReward(sandbox={"wall_time_s": 1.0, "cpu_time_s": 1.0, "memory_mb": 256})
     try:
-        result = reward.score(sample(fenced(program), ["assert 1 + 1 == 2"]))
+        result = reward.score(sample(fenced(program), ["assert ok() == 1"]))
     finally:
         server.close()
     assert result.score == 0.0, result.info

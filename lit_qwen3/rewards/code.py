@@ -1,22 +1,26 @@
 """Code answers run against test cases in the sandbox (:mod:`lit_qwen3.rewards.sandbox`).
 
-``metadata["tests"]`` takes one of three forms:
+The tests come in the formats of :mod:`lit_qwen3.rewards.code_rows` (``tests``; MBPP,
+HumanEval and APPS rows as published):
 
 - stdin/stdout cases ``[{"input": "1 2\\n", "output": "3"}]``: the program runs with the input
   on stdin; its stdout is compared here, after trimming whitespace at the ends of lines and of
   the whole output;
 - assert-style tests ``["assert add(1, 2) == 3", ...]``: each string is one test;
-- one test script (a str) of assert statements: one test that passes when all of them do.
+- one test script (a str, or a HumanEval ``check`` function): one test that passes when all of
+  its asserts do; call-based APPS cases are one test each.
 
 Assert-style tests never run in the sandbox. :mod:`lit_qwen3.rewards.code_checks` splits each
 assert into the expressions that call the program (``add(1, 2)``) and the condition around them
 (``... == 3``). The sandbox runs the program and the expressions
 (:mod:`lit_qwen3.rewards.code_runner`) and sends their values back as JSON on a pipe of their
-own; this process decodes them into built-in types and evaluates the conditions. Expected values
+own; this process decodes them into built-in types and evaluates the conditions, within size
+limits (:mod:`lit_qwen3.rewards.code_judge`). Expected values
 stay here, so a program cannot print a completion marker, exit early, patch ``json``, overload
 ``__eq__`` or read its harness files to pass: it has to return the right values. A test passes
-when the program ran to the end within the limits (exit 0), every expression returned, and
-every condition holds.
+when the program ran to the end within the limits (exit 0), binds every entry point its
+expressions call at its top level (a task named ``sorted`` is not answered by the built-in),
+every expression returned, and every condition holds.
 
 The program is the last fenced Python block of the answer (```` ```python ````, ```` ```py ````
 or a bare fence), or the whole answer when it has no fence.
@@ -24,23 +28,18 @@ or a bare fence), or the whole answer when it has no fence.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
+import reprlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lit_qwen3.rewards.base import Reward, RewardResult, Sample, register_reward
-from lit_qwen3.rewards.code_checks import (
-    Check,
-    CheckFailed,
-    ProbeError,
-    evaluate,
-    parse_assert_tests,
-    read_results,
-)
+from lit_qwen3.rewards.code_checks import program_names
+from lit_qwen3.rewards.code_judge import Check, CheckFailed, ProbeError, evaluate, read_results
+from lit_qwen3.rewards.code_rows import Test, row_tests
 from lit_qwen3.rewards.sandbox import Sandbox, SandboxConfig, SandboxResult
 
 __all__ = ["CodeReward", "extract_program", "outputs_match"]
@@ -48,6 +47,8 @@ __all__ = ["CodeReward", "extract_program", "outputs_match"]
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 _MAX_FAILURES_REPORTED = 5
 _RUNNER = (Path(__file__).parent / "code_runner.py").read_text()
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 120
 
 
 def extract_program(answer: str) -> str:
@@ -74,11 +75,6 @@ def _tail(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-@functools.lru_cache(maxsize=4096)
-def _parsed(text: str, where: str) -> tuple[Check, ...]:
-    return tuple(parse_assert_tests(text, where))
-
-
 @register_reward("code")
 class CodeReward(Reward):
     """Fraction of tests passed (or 1/0 with ``scoring="all"``) by the answer's program.
@@ -98,7 +94,6 @@ class CodeReward(Reward):
     """
 
     run_in_worker = True
-    requires = ("tests",)
 
     def __init__(
         self,
@@ -126,35 +121,9 @@ class CodeReward(Reward):
         super().check(sample)
         self._tests(sample)
 
-    def _tests(self, sample: Sample) -> list[Mapping[str, str] | tuple[Check, ...]]:
+    def _tests(self, sample: Sample) -> list[Test]:
         """The sample's tests: stdin/stdout dicts and parsed assert tests (clear errors)."""
-        tests = sample.metadata["tests"]
-        where = f"reward {self.name!r}: metadata['tests']"
-        if isinstance(tests, str):
-            if not tests.strip():
-                raise ValueError(f"{where} is an empty test script")
-            return [_parsed(tests, where)]
-        if not isinstance(tests, Sequence) or not tests:
-            raise ValueError(
-                f"{where} must be a non-empty list of {{'input', 'output'}} cases or assert "
-                f"strings, or a test script; got {type(tests).__name__} {tests!r:.80}"
-            )
-        out: list[Mapping[str, str] | tuple[Check, ...]] = []
-        for i, test in enumerate(tests):
-            if isinstance(test, str):
-                out.append(_parsed(test, f"{where}[{i}]"))
-            elif (
-                isinstance(test, Mapping)
-                and isinstance(test.get("input"), str)
-                and isinstance(test.get("output"), str)
-            ):
-                out.append(test)
-            else:
-                raise ValueError(
-                    f"{where}[{i}] must be an assert string or a dict with str 'input' and "
-                    f"'output', got {test!r:.80}"
-                )
-        return out
+        return row_tests(sample.metadata, f"reward {self.name!r}")
 
     def score(self, sample: Sample) -> RewardResult:
         super().check(sample)
@@ -213,11 +182,24 @@ class CodeReward(Reward):
         self, program: str, tests: list[tuple[Check, ...]], left: float
     ) -> list[dict | None]:
         """Assert tests in one sandbox run: the program evaluates the probes, we check."""
-        probes = [probe for checks in tests for check in checks for probe in check.probes]
+        defined = program_names(program)
+        probes = [
+            _probe_for(check, probe, defined)
+            for checks in tests
+            for check in checks
+            for probe in check.probes
+        ]
+        prelude = "\n".join(
+            dict.fromkeys(c.prelude for checks in tests for c in checks if c.prelude)
+        )
         wall = min(self.sandbox.config.wall_time_s, left)
         result = self.sandbox.run(
             [self.python, "-I", "runner.py"],
-            files={"runner.py": _RUNNER, "solution.py": program, "probes.json": json.dumps(probes)},
+            files={
+                "runner.py": _RUNNER,
+                "solution.py": program,
+                "probes.json": json.dumps([prelude, probes]),
+            },
             timeout=wall,
             results_fd=True,
         )
@@ -234,10 +216,29 @@ class CodeReward(Reward):
             for check in checks:
                 mine = values[position : position + len(check.probes)]
                 position += len(check.probes)
+                missing = sorted(min(names) for names in check.entries if not names & defined)
+                if reason is None and missing:
+                    reason = {"reason": "not_defined", "check": _tail(check.source, 200),
+                              "names": missing}  # fmt: skip
                 if reason is None:
                     reason = _judge(check, mine)
             reasons.append(reason)
         return reasons
+
+
+def _shown(value: Any) -> str:
+    """A short repr of a returned value for the info dict, never raising or running long."""
+    if isinstance(value, ProbeError):
+        return value.message
+    try:
+        return _REPR.repr(value)
+    except (ValueError, RecursionError):  # an int past Python's decimal-conversion cap
+        return f"<{type(value).__name__} too large to show>"
+
+
+def _probe_for(check: Check, probe: str, defined: frozenset[str]) -> str:
+    """A call-based APPS case calls ``Solution().fn`` when the program binds ``Solution``."""
+    return f"Solution().{probe}" if check.condition is None and "Solution" in defined else probe
 
 
 def _judge(check: Check, values: list[Any]) -> dict | None:
@@ -246,7 +247,7 @@ def _judge(check: Check, values: list[Any]) -> dict | None:
         if evaluate(check, values):
             return None
         shown = {
-            probe: _tail(value.message if isinstance(value, ProbeError) else repr(value), 120)
+            probe: _tail(_shown(value), 120)
             for probe, value in zip(check.probes, values, strict=True)
         }
         return {"reason": "wrong_result", "check": _tail(check.source, 200), "got": shown}

@@ -1,11 +1,11 @@
 """Runs inside the sandbox: the program, then each probe expression; results to the parent.
 
 Staged by :class:`~lit_qwen3.rewards.code.CodeReward` as ``runner.py`` next to ``solution.py``
-(the program) and ``probes.json`` (the expressions whose values the tests need, e.g.
-``add(1, 2)``: inputs only, never an expected value). Run as ``python -I runner.py``. Standard
-library only.
+(the program) and ``probes.json`` (the test's import lines, then the calls of the program whose
+values the tests need, e.g. ``add(1, 2)``: inputs only, never an expected value). Run as
+``python -I runner.py``. Standard library only.
 
-It executes the program as ``__main__``, evaluates each probe in the program's namespace and
+It runs the test's imports (MBPP programs rely on them), executes the program as ``__main__``, evaluates each probe in the program's namespace and
 writes one JSON line per probe on the result pipe (fd 3): ``{"probe": i, "value": V}`` or
 ``{"probe": i, "error": "..."}``, then ``{"done": n}``. ``V`` is a tagged encoding of built-in
 types (:func:`encode`); anything else is an error for that probe. Nothing here is trusted by the
@@ -37,7 +37,8 @@ def encode(value: object, depth: int = 0) -> object:
     if value is None or kind is bool or kind is str:
         return value
     if kind is int:
-        return value if abs(value).bit_length() < 4000 else {"int": str(value)}
+        # big ones in hex: no decimal conversion (quadratic, and capped by Python) on either side
+        return value if abs(value).bit_length() < 4000 else {"int": format(value, "x")}
     if kind is float:
         return value if math.isfinite(value) else {"float": repr(value)}
     if kind is list:
@@ -59,9 +60,29 @@ def encode(value: object, depth: int = 0) -> object:
         for base in (bool, int, float, str, bytes, complex):
             if isinstance(value, base):
                 return encode(base(value), depth)
+    exact = _from_library(value, kind, depth)
+    if exact is not None:
+        return exact
     if hasattr(value, "__next__") or kind is range:
         return {"iter": [encode(item, depth + 1) for item in _bounded(value)]}
     raise TypeError(f"result of type {kind.__name__} is not a built-in value")
+
+
+def _from_library(value: object, kind: type, depth: int) -> object | None:
+    """Fraction, Decimal, Counter, OrderedDict, defaultdict and deque (tests compare them)."""
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    if name == "fractions.Fraction":
+        return {"fraction": f"{value.numerator}/{value.denominator}"}
+    if name == "decimal.Decimal":
+        return {"decimal": str(value)}
+    if name == "collections.Counter":
+        pairs = [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in _bounded(value.items())]
+        return {"counter": pairs}
+    if name in ("collections.OrderedDict", "collections.defaultdict"):
+        return encode(dict(value), depth)
+    if name == "collections.deque":
+        return {"deque": [encode(item, depth + 1) for item in _bounded(value)]}
+    return None
 
 
 def _bounded(items):
@@ -96,7 +117,7 @@ def main() -> None:
     out = os.dup(3)  # not inheritable: the program's children do not get the pipe
     os.close(3)
     with open("probes.json") as handle:
-        probes = json.load(handle)
+        prelude, probes = json.load(handle)
     with open("solution.py") as handle:
         source = handle.read()
     for name in ("probes.json", "runner.py"):
@@ -110,6 +131,7 @@ def main() -> None:
     module = types.ModuleType("__main__")
     module.__file__ = os.path.abspath("solution.py")
     sys.modules["__main__"] = module
+    exec(compile(prelude, "<test imports>", "exec"), module.__dict__)
     exec(compile(source, "solution.py", "exec"), module.__dict__)
     for index, probe in enumerate(probes):
         try:

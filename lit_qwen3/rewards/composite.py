@@ -139,6 +139,12 @@ class CompositeReward:
     def score(self, sample: Sample) -> RewardResult:
         return self.score_batch([sample])[0]
 
+    def check(self, samples: Sequence[Sample]) -> None:
+        """Raise what scoring would for these samples' metadata (routing, each routed reward's
+        :meth:`~lit_qwen3.rewards.base.Reward.check`) without scoring: a data set's errors
+        surface when it is loaded, not in the middle of a run."""
+        self._plan(list(samples))
+
     def score_batch(self, samples: Sequence[Sample]) -> list[RewardResult]:
         """Score every sample with every (routed) component; failures score 0 and are counted."""
         samples = list(samples)

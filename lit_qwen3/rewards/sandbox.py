@@ -10,8 +10,8 @@ What contains what (the child side is :mod:`lit_qwen3.rewards.sandbox_launch`):
 - **Processes**: a new PID namespace under a small init process. When the program ends, times
   out or the init dies, the kernel kills everything left in the namespace, including children
   that called ``setsid``. The parent also kills the whole process group on timeout.
-- **Privileges**: the program runs under an unprivileged uid (``user="auto"``: a fresh uid per
-  concurrent sandbox), with ``no_new_privs`` (setuid binaries gain nothing) and a seccomp filter
+- **Privileges**: the program runs under an unprivileged uid (``user="auto"``: a uid leased for
+  the run, never shared by two running sandboxes on the host), with ``no_new_privs`` (setuid binaries gain nothing) and a seccomp filter
   (:mod:`lit_qwen3.rewards.sandbox_seccomp`: no nested namespaces, mounts, ptrace, kernel
   modules, BPF, io_uring...; x86_64 and aarch64, elsewhere no filter and a WARNING).
 - **Memory**: one limit for the whole sandbox, ``memory_mb``, from a cgroup
@@ -21,7 +21,10 @@ What contains what (the child side is :mod:`lit_qwen3.rewards.sandbox_launch`):
   ``memory_mb * max_processes`` plus ``disk_mb``. ``RLIMIT_AS`` applies in both modes (a single
   process over it gets a ``MemoryError`` rather than a kill). :meth:`Sandbox.isolation` names
   the mode in use.
-- **Time**: ``RLIMIT_CPU`` per process plus a wall-clock limit enforced by the parent.
+- **Time**: ``RLIMIT_CPU`` per process plus a wall-clock limit enforced by the parent; a ``cpu``
+  cgroup gives the whole sandbox ``cpus`` CPUs (1 by default) and a ``pids`` cgroup
+  ``max_processes`` tasks, so one sandbox cannot starve another; where the machine has no such
+  cgroup :meth:`Sandbox.isolation` says so.
 - **Files**: ``RLIMIT_FSIZE``, ``RLIMIT_NOFILE``, no core dumps; stdout, stderr and the result
   pipe are read with one cap and the program is killed when it writes more.
 - **File system**: a fresh root: read-only bind mounts of ``/usr`` (and ``/lib``, ``/bin``...),
@@ -61,12 +64,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 
-from lit_qwen3.rewards import sandbox_launch
-from lit_qwen3.rewards.sandbox_cgroup import MemoryCgroup, memory_cgroup_support
+from lit_qwen3.rewards import sandbox_launch, sandbox_users
+from lit_qwen3.rewards.sandbox_cgroup import (
+    MemoryCgroup,
+    controller_support,
+    memory_cgroup_support,
+    resource_cgroups,
+)
 from lit_qwen3.rewards.sandbox_io import collect, kill_group
 from lit_qwen3.rewards.sandbox_seccomp import seccomp_filter
 
@@ -75,7 +82,7 @@ logger = logging.getLogger("lit_qwen3.rewards")
 __all__ = ["Sandbox", "SandboxConfig", "SandboxError", "SandboxResult", "SandboxUnavailable"]
 
 _WORKDIR = "/tmp/sandbox"
-_AUTO_UID_BASE = 200_000
+_AUTO_UID_BASE = sandbox_users.AUTO_UID_BASE
 _SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _TARGET_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -115,7 +122,12 @@ class SandboxConfig:
     """Memory of the whole sandbox (cgroup) and address space of each process (``RLIMIT_AS``);
     without a cgroup only the per-process limit holds (see the module docstring)."""
     max_processes: int = 32
-    """Processes and threads of the sandbox uid (``RLIMIT_NPROC``)."""
+    """Processes and threads of the sandbox (``pids`` cgroup where there is one; also
+    ``RLIMIT_NPROC`` of the sandbox uid)."""
+    cpus: float = 1.0
+    """CPUs' worth of time the whole sandbox may use at once (``cpu`` cgroup quota), so its
+    processes cannot starve the sandboxes beside it; where no cpu cgroup can be had only
+    ``cpu_time_s`` per process holds (:meth:`Sandbox.isolation` says so)."""
     max_output_bytes: int = 1 << 20
     """stdout, stderr and result pipe kept; the program is killed when it writes more."""
     max_file_mb: int = 16
@@ -137,7 +149,7 @@ class SandboxConfig:
     """Extra host paths (absolute) the program may read, mounted read-only at the same place."""
 
     def __post_init__(self) -> None:
-        for name in ("wall_time_s", "cpu_time_s"):
+        for name in ("wall_time_s", "cpu_time_s", "cpus"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"SandboxConfig.{name} must be > 0, got {value!r}")
@@ -209,8 +221,6 @@ class Sandbox:
 
     _available: dict[tuple, str] = {}  # probe results per isolation setup: the interpreter
     _binds: dict[str, list[str]] = {}  # interpreter -> host paths it needs
-    _counter = 0
-    _counter_lock = threading.Lock()
 
     def __init__(self, config: SandboxConfig | None = None, **overrides: object) -> None:
         if config is not None and not isinstance(config, SandboxConfig):
@@ -275,10 +285,30 @@ class Sandbox:
             )
         return {
             "memory": memory,
+            "cpu": self._limit_mode(
+                "cpu",
+                f"{self.config.cpus:g} CPU for the whole sandbox",
+                f"{math.ceil(self.config.cpu_time_s)} CPU seconds per process only; its "
+                "processes may take every CPU while they last",
+            ),
+            "processes": self._limit_mode(
+                "pids",
+                f"{self.config.max_processes} for the whole sandbox",
+                "RLIMIT_NPROC of the sandbox uid only"
+                + ("" if self.config.user == "auto" else ", shared by every sandbox of that uid"),
+            ),
             "seccomp": "filter" if seccomp_filter() is not None else "none (unknown architecture)",
             "network": "isolated" if self.config.network == "deny" else "host (allow-unsafe)",
-            "user": "calling user" if self.config.user is None else "unprivileged uid",
+            "user": {None: "calling user", "auto": "unprivileged uid, one per running sandbox"}.get(
+                self.config.user, "unprivileged uid, shared by every sandbox of this config"
+            ),
         }
+
+    def _limit_mode(self, controller: str, held: str, fallback: str) -> str:
+        version, where = controller_support(controller) if self._cgroups_possible() else (None, "")
+        if version is not None:
+            return f"cgroup {version} ({where}): {held}"
+        return f"{fallback} (no {controller} cgroup: {where or 'not root'})"
 
     def run(
         self,
@@ -352,11 +382,7 @@ class Sandbox:
                 "(it can then write wherever this user can)"
             )
         if user == "auto":
-            with Sandbox._counter_lock:
-                Sandbox._counter += 1
-                slot = Sandbox._counter % 16
-            uid = _AUTO_UID_BASE + (os.getpid() % 4096) * 16 + slot
-            return uid, uid
+            return -1, -1  # a uid is leased for each run (sandbox_users.lease_uid)
         if isinstance(user, str):
             try:
                 entry = pwd.getpwnam(user)
@@ -392,8 +418,15 @@ class Sandbox:
         if warn and seccomp_filter() is None:
             logger.warning("sandbox starting WITHOUT a seccomp filter (no table for this CPU)")
         ids = self._uid_gid()
+        lease = None
+        if ids == (-1, -1):
+            try:
+                uid, lease = sandbox_users.lease_uid()
+            except sandbox_users.UidsExhausted as err:
+                raise SandboxError(str(err)) from None
+            ids = (uid, uid)
         staging = tempfile.mkdtemp(prefix="lit-qwen3-sandbox-")
-        cgroup = None
+        cgroup, extra = None, []
         try:
             for name, content in files.items():
                 if not name or "/" in name or name in (".", ".."):
@@ -403,7 +436,9 @@ class Sandbox:
                     handle.write(content)
             if self._cgroups_possible():
                 cgroup = MemoryCgroup.create(config.memory_mb << 20)
-            filter_bytes = seccomp_filter()
+                # the launcher and the init process count too
+                extra = resource_cgroups(cgroup, config.cpus, config.max_processes + 2)
+            filter_bytes = seccomp_filter(any_socket=config.network != "deny")
             spec = {
                 "argv": argv,
                 "env": _TARGET_ENV,
@@ -414,11 +449,15 @@ class Sandbox:
                 "new_net": config.network == "deny",
                 "cpu_s": math.ceil(config.cpu_time_s),
                 "as_bytes": config.memory_mb << 20,
-                "nproc": _nproc_limit(ids, config.max_processes),
+                # a pids cgroup is the sandbox's own budget; RLIMIT_NPROC would be the uid's,
+                # shared with every other sandbox running as a fixed user
+                "nproc": None
+                if _limits_tasks(cgroup, extra)
+                else sandbox_users.nproc_limit(ids, config.max_processes),
                 "fsize_bytes": config.max_file_mb << 20,
                 "nofile": config.max_open_files,
                 "disk_mb": config.disk_mb,
-                "cgroup_procs": cgroup.procs if cgroup else None,
+                "cgroup_procs": [g.procs for g in ([cgroup] if cgroup else []) + extra],
                 "seccomp": filter_bytes.hex() if filter_bytes else None,
                 "pivot_root_nr": sandbox_launch.PIVOT_ROOT_SYSCALL.get(platform.machine()),
             }
@@ -427,12 +466,14 @@ class Sandbox:
             result.oom_killed = cgroup is not None and cgroup.oom_killed()
             return result
         finally:
-            if cgroup is not None:
+            for group in ([cgroup] if cgroup else []) + extra:
                 try:
-                    cgroup.remove()
+                    group.remove()
                 except OSError as err:
-                    logger.warning("could not remove sandbox cgroup %s: %s", cgroup.path, err)
+                    logger.warning("could not remove sandbox cgroup %s: %s", group.path, err)
             shutil.rmtree(staging, ignore_errors=True)
+            if lease is not None:
+                os.close(lease)  # the uid is free again: its processes are gone
 
     def _launch(self, spec: dict, stdin: bytes, wall: float, results_fd: bool) -> SandboxResult:
         config = self.config
@@ -496,6 +537,11 @@ class Sandbox:
         )
 
 
+def _limits_tasks(memory: MemoryCgroup | None, extra: list[MemoryCgroup]) -> bool:
+    """Whether this run's cgroups limit its tasks."""
+    return any(os.path.exists(os.path.join(g.path, "pids.max")) for g in [memory, *extra] if g)
+
+
 def _visible_paths(python: str, extra: tuple[str, ...]) -> list[str]:
     """Host paths bind-mounted (read-only) into the sandbox: system libraries and programs, the
     interpreter's prefixes (a venv and its base), ``extra``; none inside another."""
@@ -533,33 +579,6 @@ def _prefixes(python: str) -> list[str]:
     executable = os.path.realpath(python)
     found.append(os.path.dirname(os.path.dirname(executable)))  # .../bin/python -> ...
     return [os.path.normpath(p) for p in found if p and os.path.isabs(p)]
-
-
-def _nproc_limit(ids: tuple[int, int] | None, max_processes: int) -> int | None:
-    """``RLIMIT_NPROC`` counts every task (process or thread) of the real uid, system-wide.
-
-    With a uid of our own the budget is the sandbox's alone. As the calling user (``user=None``)
-    the count already includes the caller's own tasks, so the limit adds to that. As root with
-    ``user=None`` the limit is not enforced at all: only the wall clock and the PID namespace
-    contain a fork bomb then.
-    """
-    if ids is not None:
-        return max_processes
-    uid = os.getuid()
-    if uid == 0:
-        return None
-    tasks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as handle:
-                fields = dict(line.split(":", 1) for line in handle if ":" in line)
-        except OSError:
-            continue
-        if int(fields.get("Uid", "-1 0").split()[0]) == uid:
-            tasks += int(fields.get("Threads", "1"))
-    return tasks + max_processes
 
 
 def _default_pythons() -> list[str]:

@@ -1,4 +1,4 @@
-"""A memory cgroup per sandbox run: one limit for all of a program's processes together.
+"""Cgroups per sandbox run: one memory, CPU and process limit for all of a program's processes.
 
 ``RLIMIT_AS`` bounds each process, so a program that forks ``n`` children may use ``n`` times
 the limit. A cgroup bounds them all, tmpfs pages included. This module finds a place where this
@@ -14,6 +14,11 @@ Each run gets a leaf ``lit-qwen3-sandbox-<pid>-<n>`` with ``memory.max`` (v2, sw
 ``memory.limit_in_bytes`` (v1, plus ``memsw`` when swap is accounted); the launcher joins it
 before it forks. When neither is available, :func:`memory_cgroup_support` says why and the
 sandbox falls back to per-process limits (see :mod:`lit_qwen3.rewards.sandbox`).
+
+The same leaf (v2) or one leaf per hierarchy (v1) limits CPU time (``cpu.max`` /
+``cpu.cfs_quota_us``: about one CPU per sandbox, so a program's spinning children cannot starve
+the sandboxes beside it) and tasks (``pids.max``: a budget of its own, not one shared by every
+sandbox of a uid); :func:`resource_cgroups`.
 """
 
 from __future__ import annotations
@@ -26,15 +31,28 @@ import os
 import signal
 import time
 
-__all__ = ["MemoryCgroup", "memory_cgroup_support", "parse_mountinfo", "parse_proc_cgroup"]
+__all__ = [
+    "MemoryCgroup",
+    "controller_support",
+    "memory_cgroup_support",
+    "parse_mountinfo",
+    "parse_proc_cgroup",
+    "resource_cgroups",
+]
 
 _PREFIX = "lit-qwen3-sandbox-"
 _counter = itertools.count()
 
 
-@functools.lru_cache(maxsize=1)
 def memory_cgroup_support() -> tuple[str | None, str]:
     """``(version, parent directory)`` where runs get their cgroups, or ``(None, reason)``."""
+    return controller_support("memory")
+
+
+@functools.cache
+def controller_support(controller: str) -> tuple[str | None, str]:
+    """``(version, parent directory)`` where runs get a cgroup with ``controller`` (``memory``,
+    ``cpu``, ``pids``), or ``(None, reason)``."""
     reasons = []
     mounts = _cgroup_mounts()
     own = _own_cgroups()
@@ -42,19 +60,19 @@ def memory_cgroup_support() -> tuple[str | None, str]:
     if v2_mount is not None and "" in own:
         candidates = [_join(v2_mount, own[""]), v2_mount[0]]
         for directory in dict.fromkeys(candidates):
-            usable, why = _usable("v2", directory)
+            usable, why = _usable("v2", directory, controller)
             if usable:
                 return "v2", directory
             reasons.append(f"cgroup v2 at {directory}: {why}")
-    v1_mount = mounts.get("memory")
-    if v1_mount is not None and "memory" in own:
-        directory = _join(v1_mount, own["memory"])
-        usable, why = _usable("v1", directory)
+    v1_mount = mounts.get(controller)
+    if v1_mount is not None and controller in own:
+        directory = _join(v1_mount, own[controller])
+        usable, why = _usable("v1", directory, controller)
         if usable:
             return "v1", directory
-        reasons.append(f"cgroup v1 memory at {directory}: {why}")
+        reasons.append(f"cgroup v1 {controller} at {directory}: {why}")
     if not reasons:
-        reasons.append("no cgroup hierarchy with the memory controller is mounted")
+        reasons.append(f"no cgroup hierarchy with the {controller} controller is mounted")
     return None, "; ".join(reasons)
 
 
@@ -117,6 +135,23 @@ class MemoryCgroup:
                     raise
             time.sleep(0.01)
 
+    def limit(self, controller: str, value: float) -> None:
+        """Set ``controller``'s limit: bytes (memory), CPUs (cpu) or tasks (pids)."""
+        if controller == "memory":
+            self._limit(int(value))
+        elif controller == "cpu":
+            period = 100_000
+            quota = max(1000, int(value * period))
+            if self.version == "v2":
+                _write(os.path.join(self.path, "cpu.max"), f"{quota} {period}")
+            else:
+                _write(os.path.join(self.path, "cpu.cfs_period_us"), str(period))
+                _write(os.path.join(self.path, "cpu.cfs_quota_us"), str(quota))
+        elif controller == "pids":
+            _write(os.path.join(self.path, "pids.max"), str(int(value)))
+        else:
+            raise ValueError(f"unknown cgroup controller {controller!r}")
+
     def _limit(self, limit_bytes: int) -> None:
         if self.version == "v2":
             _write(os.path.join(self.path, "memory.max"), str(limit_bytes))
@@ -130,33 +165,67 @@ class MemoryCgroup:
             _write(memsw, str(limit_bytes))
 
 
-def _usable(version: str, directory: str) -> tuple[bool, str]:
+def _usable(version: str, directory: str, controller: str = "memory") -> tuple[bool, str]:
     """Try creating, limiting and deleting a cgroup under ``directory``; say why not."""
     if version == "v2":
         controllers = _read_words(os.path.join(directory, "cgroup.controllers"))
-        if "memory" not in controllers:
-            return False, "the memory controller is not available there"
+        if controller not in controllers:
+            return False, f"the {controller} controller is not available there"
         subtree = os.path.join(directory, "cgroup.subtree_control")
-        if "memory" not in _read_words(subtree):
+        if controller not in _read_words(subtree):
             try:
-                _write(subtree, "+memory")
+                _write(subtree, f"+{controller}")
             except OSError as err:
-                return False, f"cannot enable the memory controller for children ({err})"
+                return False, f"cannot enable the {controller} controller for children ({err})"
     _remove_stale(directory)
     try:
-        path = os.path.join(directory, f"{_PREFIX}{os.getpid()}-probe")
+        path = os.path.join(directory, f"{_PREFIX}{os.getpid()}-probe-{controller}")
         os.mkdir(path)
     except OSError as err:
         return False, f"cannot create a cgroup ({err})"
     group = MemoryCgroup(version, path)
     try:
-        group._limit(64 << 20)
+        group.limit(controller, _PROBE_LIMITS[controller])
     except OSError as err:
-        return False, f"cannot set a memory limit ({err})"
+        return False, f"cannot set a {controller} limit ({err})"
     finally:
         with contextlib.suppress(OSError):
             group.remove()
     return True, "ok"
+
+
+_PROBE_LIMITS = {"memory": 64 << 20, "cpu": 1.0, "pids": 64}
+
+
+def resource_cgroups(memory: MemoryCgroup | None, cpus: float, pids: int) -> list[MemoryCgroup]:
+    """CPU (``cpus`` CPUs' worth of time) and process (``pids`` tasks) limits for one run.
+
+    On cgroup v2 a process belongs to one cgroup, so the limits go into ``memory``'s when it is
+    there (returns nothing new); on v1 each controller has its own hierarchy and gets a leaf of
+    its own, returned for the launcher to join and the caller to remove. Controllers this
+    machine does not offer are skipped (:func:`controller_support` says why).
+    """
+    created: dict[str, MemoryCgroup] = {}
+    try:
+        for controller, value in (("cpu", cpus), ("pids", pids)):
+            version, parent = controller_support(controller)
+            if version is None:
+                continue
+            if memory is not None and memory.version == version == "v2":
+                if os.path.dirname(memory.path) == parent:
+                    memory.limit(controller, value)
+                    continue
+            if parent not in created:
+                path = os.path.join(parent, f"{_PREFIX}{os.getpid()}-{next(_counter)}")
+                os.mkdir(path)
+                created[parent] = MemoryCgroup(version, path)
+            created[parent].limit(controller, value)
+    except OSError:
+        for group in created.values():
+            with contextlib.suppress(OSError):
+                group.remove()
+        raise
+    return list(created.values())
 
 
 def _remove_stale(directory: str) -> None:

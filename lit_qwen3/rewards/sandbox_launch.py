@@ -82,12 +82,12 @@ def launcher_main(spec: dict, status_fd: int) -> None:
         os._exit(127)
 
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker died: die with it
-    if spec["cgroup_procs"]:  # before any fork: every descendant is accounted to the cgroup
+    for procs in spec["cgroup_procs"]:  # before any fork: every descendant is accounted
         try:
-            with open(spec["cgroup_procs"], "w") as handle:
+            with open(procs, "w") as handle:
                 handle.write(str(os.getpid()))
         except OSError as err:
-            fail(f"joining the memory cgroup failed: {err}")
+            fail(f"joining the cgroup {procs} failed: {err}")
     flags = _CLONE_NEWPID | _CLONE_NEWNS | _CLONE_NEWIPC | (_CLONE_NEWNET if spec["new_net"] else 0)
     rootless = os.geteuid() != 0
     if rootless:

@@ -5,7 +5,11 @@ libseccomp's Python bindings are not installable everywhere, and the filter is s
 that widen what it can reach — new user, mount, PID... namespaces (``unshare``, ``setns``,
 ``clone`` with namespace flags), mounts (``mount``, the new mount API, ``pivot_root``,
 ``chroot``), ``ptrace`` and cross-process memory access, kernel modules, kexec, BPF, perf,
-io_uring, keyrings, userfaultfd, file handles, swap, reboot. ``clone3`` (whose flags live in
+io_uring and the AIO calls, keyrings, userfaultfd, file handles, swap, reboot; ``setsid``; and
+the kernel state one sandbox shares with another (:data:`ARGUMENT_CHECKS`: sockets other than
+``AF_UNIX``, such as vsock, which the network namespace does not cover; ``flock``, record locks,
+inotify, ``mincore``, ``preadv2`` and page eviction (``fadvise``, ``madvise`` cold/pageout) on
+the read-only files every sandbox sees; timing reads of the shared page cache remain possible). ``clone3`` (whose flags live in
 memory a filter cannot read) answers ``ENOSYS``, so libc falls back to ``clone``, which is
 checked. A system call of another ABI (x32, i386 on x86_64) kills the process.
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 import platform
 import struct
 
-__all__ = ["DENIED_SYSCALLS", "seccomp_filter"]
+__all__ = ["ARGUMENT_CHECKS", "DENIED_SYSCALLS", "seccomp_filter"]
 
 # BPF opcodes (linux/filter.h) and seccomp return values (linux/seccomp.h).
 _LD_W_ABS = 0x20
@@ -85,15 +89,41 @@ DENIED_SYSCALLS: dict[str, tuple[int | None, int | None]] = {
     "setdomainname": (171, 162),
     "iopl": (172, None),
     "ioperm": (173, None),
+    # issue 29: what one sandbox could take from another, or signal to it through the kernel
+    "setsid": (112, 157),  # a session of its own: out of the process group the parent kills
+    "io_setup": (206, 0),  # the host-wide aio-max-nr budget
+    "io_destroy": (207, 1),
+    "io_getevents": (208, 4),
+    "io_submit": (209, 2),
+    "io_cancel": (210, 3),
+    "io_pgetevents": (333, 292),
+    "flock": (73, 32),  # locks on the shared read-only files: a channel between sandboxes
+    "inotify_init": (253, None),
+    "inotify_init1": (294, 26),
+    "mincore": (27, 232),  # page-cache residency of shared files: a channel
+    "cachestat": (451, 451),
+    "preadv2": (327, 286),  # RWF_NOWAIT reads tell cached pages apart
+    "pwritev2": (328, 287),
+    "fadvise64": (221, 223),  # DONTNEED evicts a shared file's pages: the other end
+}
+#: Calls allowed only for some values of one argument: name -> (numbers, argument, allowed or
+#: refused values, whether the values are the allowed ones).
+ARGUMENT_CHECKS: dict[str, tuple[tuple[int, int], int, tuple[int, ...], bool]] = {
+    "socket": ((41, 198), 0, (1,), True),  # AF_UNIX only: no vsock, netlink, packet...
+    "socketpair": ((53, 199), 0, (1,), True),
+    # F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW: record locks
+    "fcntl": ((72, 25), 1, (5, 6, 7, 36, 37, 38), False),
+    "madvise": ((28, 233), 2, (20, 21), False),  # MADV_COLD, MADV_PAGEOUT: evict shared pages
 }
 _CLONE = {"x86_64": 56, "aarch64": 220}
 _CLONE3 = 435
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 
 
-def seccomp_filter(machine: str | None = None) -> bytes | None:
+def seccomp_filter(machine: str | None = None, *, any_socket: bool = False) -> bytes | None:
     """The filter as packed ``struct sock_filter`` records for ``machine`` (default: this one),
-    ready for ``prctl(PR_SET_SECCOMP)``; ``None`` where no syscall table is known."""
+    ready for ``prctl(PR_SET_SECCOMP)``; ``None`` where no syscall table is known.
+    ``any_socket`` lifts the socket-family check (``network="allow-unsafe"``)."""
     machine = machine or platform.machine()
     if machine not in _AUDIT_ARCH:
         return None
@@ -102,7 +132,12 @@ def seccomp_filter(machine: str | None = None) -> bytes | None:
     # [arch check][load nr][x32 check][one JEQ per denied call][clone][clone3]
     # then the exits: ALLOW, DENY, NOSYS and the check of clone's flags.
     x32 = machine == "x86_64"  # x32 ABI calls carry bit 30: refuse them all
-    allow = 4 + int(x32) + len(denied) + 2
+    checks = [
+        (nums[column], arg, values, allowed)
+        for name, (nums, arg, values, allowed) in ARGUMENT_CHECKS.items()
+        if not (any_socket and name.startswith("socket"))
+    ]
+    allow = 4 + int(x32) + len(denied) + 2 + len(checks)
     deny, nosys, clone_check = allow + 1, allow + 2, allow + 3
     code: list[tuple[int, int, int, int]] = [
         (_LD_W_ABS, 0, 0, _OFF_ARCH),
@@ -122,6 +157,11 @@ def seccomp_filter(machine: str | None = None) -> bytes | None:
         code.append((_JEQ_K, jump(deny), 0, number))
     code.append((_JEQ_K, jump(clone_check), 0, _CLONE[machine]))
     code.append((_JEQ_K, jump(nosys), 0, _CLONE3))
+    # each argument check's block starts after clone's (4 instructions), one after another
+    block = clone_check + 4
+    for number, _, values, _ in checks:
+        code.append((_JEQ_K, jump(block), 0, number))
+        block += 3 + len(values)
     assert len(code) == allow
     code.append((_RET_K, 0, 0, _RET_ALLOW))
     code.append((_RET_K, 0, 0, _RET_ERRNO | _EPERM))
@@ -130,4 +170,13 @@ def seccomp_filter(machine: str | None = None) -> bytes | None:
     code.append((_JSET_K, 0, 1, CLONE_NAMESPACE_FLAGS))  # BPF jumps only go forward
     code.append((_RET_K, 0, 0, _RET_ERRNO | _EPERM))
     code.append((_RET_K, 0, 0, _RET_ALLOW))
+    for _, argument, values, allowed in checks:
+        code.append((_LD_W_ABS, 0, 0, _OFF_ARG0 + 8 * argument))  # low 32 bits
+        for k, value in enumerate(values):  # a match jumps to the verdict for listed values
+            code.append((_JEQ_K, len(values) - k, 0, value))
+        listed, unlisted = (_RET_ALLOW, _RET_ERRNO | _EPERM)
+        if not allowed:
+            listed, unlisted = unlisted, listed
+        code.append((_RET_K, 0, 0, unlisted))
+        code.append((_RET_K, 0, 0, listed))
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in code)

@@ -39,7 +39,7 @@ from lit_qwen3.ops.losses import (
     grpo_loss,
     soft_overlong_penalty,
 )
-from lit_qwen3.queries import Query, check_reward_names
+from lit_qwen3.queries import Query, check_reward_metadata, check_reward_names
 from lit_qwen3.rewards import CompositeReward, Sample
 from lit_qwen3.rollout.generation import Rollouts, SamplingConfig
 from lit_qwen3.rollout.placement import needs_lockstep
@@ -202,13 +202,15 @@ class GroupRelativeRL(OnPolicyStage):
         return [self.reference] if self.reference is not None else []
 
     def setup(self, stage: str) -> None:
-        """Check that the datamodule's queries name only this stage's rewards (fail early)."""
+        """Check that the datamodule's queries name only this stage's rewards and carry the
+        metadata they need (fail early, naming the row)."""
         super().setup(stage)
         queries = (
             getattr(self._trainer.datamodule, "train_queries", None) if self._trainer else None
         )
         if queries:
             check_reward_names(queries, self.rewards.labels)
+            check_reward_metadata(queries, self.rewards)
 
     # -- rollouts and rewards ---------------------------------------------------------------
     def score(self, sampled: SampledRows) -> tuple[torch.Tensor, list[dict[str, float]]]:
