@@ -88,11 +88,13 @@ def weak_policy(toy_policies) -> Path:
 #: one file's process and memory limits never meet another's sandboxes.
 SANDBOX_FILES = {
     "test_code_checks.py",
+    "test_code_red_team.py",
     "test_harness_adversarial.py",
     "test_rewards_base.py",
     "test_rewards_code.py",
     "test_sandbox.py",
     "test_sandbox_hardening.py",
+    "test_sandbox_resources.py",
     "test_tools.py",
 }
 
