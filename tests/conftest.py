@@ -16,6 +16,14 @@ from pathlib import Path
 import pytest
 from qwen3_tokenizer import SKIP_REASON, find_qwen3_tokenizer
 
+# Under pytest -n N each worker gets one core: one torch thread here and in every process a test
+# starts (more threads than cores make OpenMP's waiting threads spin against each other).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 # The instruction reward writes NLTK's punkt tables on first use: the suite writes its own copy.
 if "LIT_QWEN3_NLTK_DATA" not in os.environ:
     os.environ["LIT_QWEN3_NLTK_DATA"] = tempfile.mkdtemp(prefix="lit_qwen3_nltk_")

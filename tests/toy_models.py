@@ -41,7 +41,11 @@ SEED = int(os.environ.get("LIT_QWEN3_TEST_SEED", "0"))
 
 
 def toy_threads(default: int) -> int:
-    """Torch threads for toy training: ``LIT_QWEN3_TEST_THREADS`` when set, else ``default``."""
+    """Torch threads for toy training: ``LIT_QWEN3_TEST_THREADS`` when set, else ``default``
+    (1 under ``pytest -n``: each worker has one core, and more threads than cores make
+    OpenMP's waiting threads spin against each other)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        default = 1
     return int(os.environ.get("LIT_QWEN3_TEST_THREADS", default))
 
 
