@@ -258,17 +258,24 @@ def pass_at_k(directory: str, config: ReportConfig, queries: list) -> dict[str, 
     return out
 
 
-def stage_flops(pipeline: Any, stage: str) -> float | None:
-    """Estimated training FLOPs of a stage from the token counters its MLflow run logged:
-    2N per sampled or frozen-scored token (N: the policy's or the frozen model's
-    parameters), 6N per trained token."""
-    from lit_qwen3.models import count_parameters, load_model
-
+def stage_metrics(pipeline: Any, stage: str) -> dict[str, float] | None:
+    """The last values the stage's MLflow run logged (None when it has no run)."""
     record = pipeline.done(next(s for s in pipeline.config.stages if s.name == stage))
     run_id = (record or {}).get("run_id")
     if not run_id:
         return None
-    metrics = pipeline.client.get_run(run_id).data.metrics
+    return pipeline.client.get_run(run_id).data.metrics
+
+
+def stage_flops(pipeline: Any, stage: str) -> float | None:
+    """Estimated training FLOPs of a stage from the token counters its MLflow run logged
+    (summed over ranks, dropped RL groups included): 2N per sampled or frozen-scored token
+    (N: the policy's or the frozen model's parameters), 6N per trained token."""
+    from lit_qwen3.models import count_parameters, load_model
+
+    metrics = stage_metrics(pipeline, stage)
+    if metrics is None:
+        return None
     params = count_parameters(load_model(pipeline.paths[stage]))
     sampled = metrics.get("stats/sampled_tokens", 0.0)
     trained = metrics.get("stats/trained_tokens", 0.0)
@@ -352,6 +359,7 @@ def evaluate_stages(pipeline: Any, records: dict[str, Any], config: ReportConfig
             **scores,
             "k": config.k,
             "seconds": records.get(stage, {}).get("seconds"),
+            "train_seconds": (stage_metrics(pipeline, stage) or {}).get("time/train_s"),
             "flops": stage_flops(pipeline, stage),
         }
     out["findings"] = compute_findings(out, seed=config.seed)

@@ -83,15 +83,16 @@ def render_markdown(data: dict[str, Any], plots: dict[str, str]) -> str:
         lines += ["", "## Table 21: on-policy distillation vs RL from the same student", ""]
         k = next(iter(t21.values()))["k"]
         lines += [
-            f"| student | pass@1 | pass@{k} | seconds | FLOPs (est.) |",
-            "|---|---|---|---|---|",
+            f"| student | pass@1 | pass@{k} | training seconds | stage seconds | FLOPs (est.) |",
+            "|---|---|---|---|---|---|",
         ]
         for row in TABLE21_ROWS:
             if row in t21:
                 r = t21[row]
                 lines += [
                     f"| {row} | {_pm(r, 'pass1')} | {_pm(r, 'pass_k')} | "
-                    f"{_fmt(r['seconds'], 0)} | {_fmt(r['flops'], 3)} |"
+                    f"{_fmt(r.get('train_seconds'), 0)} | {_fmt(r['seconds'], 0)} | "
+                    f"{_fmt(r['flops'], 3)} |"
                 ]
     st = data.get("stages")
     if st:
@@ -123,8 +124,11 @@ def render_markdown(data: dict[str, Any], plots: dict[str, str]) -> str:
         f"settings per mode, {e.get('n_samples')} samples each for pass@1 and {e.get('k')} for "
         "pass@k; ± is half the 95 % interval over problems. ThinkFollow asks by the flag only, "
         "in multi-turn dialogues whose earlier turns carry random flags. FLOPs: 2N per sampled "
-        "or frozen-scored token, 6N per trained token (N: parameters); the off-policy student's "
-        "count is its training, not the teacher's generation of its data.",
+        "or frozen-scored token, 6N per trained token (N: parameters), every token sampled counted "
+        "(RL's dropped groups and refills too), summed over ranks; the off-policy student's "
+        "count is its training, not the teacher's generation of its data. Training seconds: "
+        "sampling, forward, backward and optimizer steps only; stage seconds: the whole process "
+        "(start-up, evaluation).",
         "",
     ]
     return "\n".join(lines)

@@ -78,9 +78,14 @@ class HFStageModule(LightningModule):
         self._guard_loss: torch.Tensor | None = None
         self._rng_to_restore: dict[str, Any] | None = None
         self.token_counts = {"sampled": 0, "trained": 0, "frozen": 0}
-        """This rank's cumulative compute counters, logged as ``stats/{name}_tokens`` and
-        saved in checkpoints (the report's FLOP estimates): ``sampled`` (policy forward while
-        sampling), ``trained`` (forward + backward), ``frozen`` (frozen models' forwards)."""
+        """This rank's cumulative compute counters, logged summed over ranks as
+        ``stats/{name}_tokens`` and saved in checkpoints (the report's FLOP estimates):
+        ``sampled`` (policy forward while sampling), ``trained`` (forward + backward),
+        ``frozen`` (frozen models' forwards)."""
+        self.train_seconds = 0.0
+        """Cumulative seconds of training work (sampling, forward, backward, optimizer steps;
+        not start-up, validation or evaluation callbacks), logged as ``time/train_s`` and saved
+        in checkpoints: the report's training time beside its FLOPs."""
 
     def build_model(self) -> PreTrainedModel:
         """The stage's network, unsharded; called once by ``configure_model``."""
@@ -180,6 +185,7 @@ class HFStageModule(LightningModule):
             "rng": capture_rng_state(),
             "nonfinite_guard": self.nonfinite_guard.state_dict(),
             "token_counts": dict(self.token_counts),
+            "train_seconds": self.train_seconds,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -188,7 +194,24 @@ class HFStageModule(LightningModule):
             return
         self.nonfinite_guard.load_state_dict(state["nonfinite_guard"])
         self.token_counts.update(state.get("token_counts", {}))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         self._rng_to_restore = state["rng"]  # applied when training starts, after setup's draws
+
+    def compute_stats(self) -> dict[str, float]:
+        """``stats/{name}_tokens`` summed over ranks (a data-parallel run's every rank works;
+        one rank's count, or the mean, would undercount by the world size) and ``time/train_s``
+        (the slowest rank's). A collective: every rank calls it."""
+        keys = sorted(self.token_counts)
+        values = [float(self.token_counts[k]) for k in keys]
+        seconds = torch.tensor([self.train_seconds], dtype=torch.float64)
+        counts = torch.tensor(values, dtype=torch.float64)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            strategy = self.trainer.strategy
+            counts = strategy.reduce(counts.to(self.device), reduce_op="sum").cpu()
+            seconds = strategy.reduce(seconds.to(self.device), reduce_op="max").cpu()
+        stats = {f"stats/{k}_tokens": float(v) for k, v in zip(keys, counts, strict=True)}
+        stats["time/train_s"] = float(seconds[0])
+        return stats
 
     def on_train_start(self) -> None:
         if self._rng_to_restore is not None:

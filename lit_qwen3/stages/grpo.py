@@ -312,7 +312,8 @@ class GroupRelativeRL(OnPolicyStage):
         tensors = {"advantages": advantages, "rollout_logprobs": rollouts.logprobs}
         if self.reference is not None:
             tensors["ref_logprobs"] = self.frozen_logprobs(self.reference, rollouts)
-        batch = UpdateBatch(rollouts, mask, thinking, tensors)
+        sampled_tokens = sum(int(part.rollouts.completion_mask.sum()) for part in parts)
+        batch = UpdateBatch(rollouts, mask, thinking, tensors, sampled_tokens=sampled_tokens)
 
         metrics = self.rollout_metrics(rollouts, rewards_kept, thinking)
         metrics.update(self.reward_metrics([infos[i] for i in rows.tolist()]))

@@ -85,6 +85,9 @@ class UpdateBatch:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     """Other (B,) or (B, T, ...) tensors (advantages, old/ref/teacher log-probs, teacher hidden
     states...): dimension 1 of the latter is the completion position."""
+    sampled_tokens: int | None = None
+    """Tokens the policy generated for this batch, rows that were sampled and scored but not
+    kept included (dynamic sampling's dropped groups and refill rounds); None: the rows here."""
 
     def __len__(self) -> int:
         return len(self.rollouts)
@@ -387,8 +390,9 @@ class OnPolicyStage(HFStageModule):
         self.rl_step += 1
         metrics["train/rl_step"] = float(self.rl_step)
         self.count_tokens(update_batch)
-        metrics.update({f"stats/{k}_tokens": float(v) for k, v in self.token_counts.items()})
+        self.train_seconds += rollout_s + update_s
         metrics = self.mean_over_ranks(metrics)
+        metrics.update(self.compute_stats())
         log_metrics(self.trainer, metrics)  # at the optimizer step, like evaluation callbacks
         publish_metrics(self, metrics, self.progress_metrics)  # monitors, progress bar
         return {"entropy_records": records}
@@ -412,10 +416,13 @@ class OnPolicyStage(HFStageModule):
 
     def count_tokens(self, batch: UpdateBatch) -> None:
         """Cumulative compute counters (this rank's), for the report's FLOP estimates:
-        ``sampled`` (policy forward while sampling), ``trained`` (forward + backward per
-        update pass), ``frozen`` (forward of frozen models and no-grad re-scoring)."""
+        ``sampled`` (policy forward while sampling, dropped rows included), ``trained``
+        (forward + backward per update pass), ``frozen`` (forward of frozen models and no-grad
+        re-scoring)."""
         rollouts = batch.rollouts
         generated = int(rollouts.completion_mask.sum())
+        if batch.sampled_tokens is not None:
+            generated = batch.sampled_tokens
         sequence = int(rollouts.attention_mask().sum())
         passes = self.hparams.ppo_epochs
         extra = 1 if self.hparams.ppo_epochs > 1 or self.hparams.num_minibatches > 1 else 0

@@ -125,8 +125,14 @@ class SupervisedFineTuning(HFStageModule):
         return loss, loss_mask[:, 1:].sum()
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._batch_start = time.perf_counter()
+        self._batch_start = self._work_start = time.perf_counter()
         self._step_seconds = None
+
+    def on_after_backward(self) -> None:
+        # forward and backward of this micro-batch (gradient accumulation steps only here)
+        now = time.perf_counter()
+        self.train_seconds += now - self._work_start
+        self._work_start = now
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, tokens = self._loss(batch)
@@ -148,7 +154,8 @@ class SupervisedFineTuning(HFStageModule):
             self.log(name, value, rank_zero_only=True, batch_size=1)
 
     def _token_stats(self) -> dict[str, float]:
-        return {f"stats/{k}_tokens": float(self.token_counts[k]) for k in ("trained", "frozen")}
+        stats = self.compute_stats()
+        return {k: v for k, v in stats.items() if not k.startswith("stats/sampled")}
 
     def on_train_end(self) -> None:
         """The exact totals at the last step (``log_every_n_steps`` may have skipped it)."""
@@ -167,7 +174,10 @@ class SupervisedFineTuning(HFStageModule):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         # this batch's forward, backward and update; evaluation callbacks come after
-        self._step_seconds = time.perf_counter() - self._batch_start
+        now = time.perf_counter()
+        self._step_seconds = now - self._batch_start
+        self.train_seconds += now - self._work_start
+        self._work_start = now
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(outputs, batch, batch_idx)
