@@ -13,7 +13,8 @@
   thinking prompts carries no flag (thinking is the default); multi-turn dialogs carry random
   flags in earlier turns, and the reply follows the **last** one;
 - **cut thinking**: a share of thinking replies is cut at a point drawn uniformly over the whole
-  scratchpad (keeping at least its first character) and closed with the stop-thinking text, then answered, so that a budget anywhere
+  scratchpad (from its very start, a budget of 0, when the stop text writes a sentence into the
+  block; else keeping at least its first character, so no /think block is empty) and closed with the stop-thinking text, then answered, so that a budget anywhere
   gives a sensible answer (TOY_NOTES: a narrow spread of cut points gives a step, not a curve).
   The stop text itself stays out of the loss (the reply's ``forced`` text): the sampler writes
   it, and a model trained to write it stops thinking at random points on its own;
@@ -58,6 +59,7 @@ __all__ = [
     "cut_reasoning",
     "first_cut",
     "forced_close",
+    "lowest_cut",
     "rejection_sample",
     "stage_one_queries",
 ]
@@ -82,10 +84,18 @@ def forced_close(stop_thinking: str, at_start: bool = False) -> str:
 
 
 def first_cut(reasoning: str) -> int:
-    """The first cut that keeps some thinking: one character past the leading whitespace. A
-    /think row cut before it would teach an empty think block in thinking mode."""
+    """The first cut that keeps some thinking: one character past the leading whitespace."""
     start = len(reasoning) - len(reasoning.lstrip())
     return min(start + 1, max(len(reasoning) - 1, 0))
+
+
+def lowest_cut(reasoning: str, stop_thinking: str) -> int:
+    """Where cuts may start: at 0 (a budget of 0) when the stop text leaves words in the block
+    (Qwen's or the report's sentence), else at :func:`first_cut`: with the bare ``</think>`` a
+    cut at 0 would make a /think row whose think block is empty."""
+    if stop_thinking.split(THINK_END)[0].strip():
+        return 0
+    return first_cut(reasoning)
 
 
 def stage_one_queries(path: str, n: int) -> list[dict[str, Any]]:
@@ -362,7 +372,7 @@ class FusionDataModule(ConversationDataModule):
             reply = messages[-1]
             if think and rng.random() < hp.cut_share and reply.get("reasoning_content"):
                 reasoning = reply["reasoning_content"]
-                cut = rng.randrange(first_cut(reasoning), len(reasoning))
+                cut = rng.randrange(lowest_cut(reasoning, hp.cut_stop_text), len(reasoning))
                 reply["reasoning_content"] = cut_reasoning(reasoning, cut, hp.cut_stop_text)
                 # the sampler's text, not the model's: out of the loss
                 at_start = not reasoning[:cut].strip("\n")

@@ -107,13 +107,37 @@ SANDBOX_FILES = {
 }
 
 
+#: Test files whose tests run the CLI, a pipeline or several processes: ``make test-fast``
+#: leaves them out (``make test`` runs everything).
+SLOW_FILES = {
+    "test_cli.py",
+    "test_compiled_decoding.py",
+    "test_curation_cli.py",
+    "test_distributed.py",
+    "test_fusion_distill_cli.py",
+    "test_gpu_check_script.py",
+    "test_mlflow_compare.py",
+    "test_pipeline.py",
+    "test_real_size.py",
+    "test_resume.py",
+    "test_reuse.py",
+    "test_reuse_script.py",
+    "test_rl_cli.py",
+}
+#: Fixtures that train a model: a test that asks for one is slow.
+TRAINED_FIXTURES = {"toy_policy", "weak_policy", "toy_policies"}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
-    """Under ``pytest -n N --dist loadgroup`` every test file is one group (its module fixtures,
-    such as a trained model, are built once) and the sandbox files share one group."""
+    """Mark slow tests (see ``SLOW_FILES`` and ``TRAINED_FIXTURES``); under ``pytest -n N
+    --dist loadgroup`` every test file is one group (its module fixtures, such as a trained
+    model, are built once) and the sandbox files share one group."""
     for item in items:
+        name = item.path.name
+        if name in SLOW_FILES or TRAINED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("xdist_group") is None:
-            name = item.path.name
             item.add_marker(pytest.mark.xdist_group("sandbox" if name in SANDBOX_FILES else name))
 
 

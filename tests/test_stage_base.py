@@ -77,8 +77,10 @@ def test_step_metrics_measure_the_step_itself(tmp_path, monkeypatch):
         rows = [r for r in csv.DictReader(handle) if r["train/tokens_per_s"]]
     data.setup("fit")
     sizes = sorted(float(b["input_ids"].numel()) for b in data.train_dataloader())
-    # the clock reads once when a batch starts and once after its optimizer step: one second
-    assert len(rows) == 3 and all(float(r["train/tokens_per_s"]) in sizes for r in rows)
+    # the clock reads when a batch starts, after its backward (the training time of each
+    # micro-batch) and after its optimizer step: two seconds of training per step
+    assert len(rows) == 3 and all(2 * float(r["train/tokens_per_s"]) in sizes for r in rows)
+    assert module.train_seconds == 6.0
     lrs = [float(r["train/lr"]) for r in rows]
     assert lrs == sorted(lrs) and lrs[0] > 0  # warmup
     assert all(float(r["train/grad_norm"]) > 0 for r in rows)
