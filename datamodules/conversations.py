@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 from lit_qwen3.chat import split_thinking
 from lit_qwen3.datamodules.jsonl import iter_jsonl
 from lit_qwen3.datamodules.resumable import ResumableDataLoader
+from lit_qwen3.formats import chat_row
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.ops.packing import (
     QWEN3_ASSISTANT_HEADER,
@@ -80,6 +81,7 @@ def validate_conversation(row: Any, where: str) -> Conversation:
         raise ValueError(
             f"{where}: expected a JSON object with 'messages', got {type(row).__name__}"
         )
+    row = chat_row(row, where)  # ShareGPT turns, inline <think>, HF tool calls: the native form
     messages = row.get("messages")
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
         raise ValueError(f"{where}: 'messages' must be a non-empty list of messages")
@@ -382,6 +384,7 @@ class ConversationDataModule(LightningDataModule):
                     turn_end=hp.turn_end,
                     chars_per_token=chars_per_token,
                     markers=markers,
+                    tools=row.get("tools"),
                 )
             except ValueError as error:
                 raise ValueError(f"{where}: {error}") from None

@@ -50,11 +50,31 @@ class ReportConfig:
     max_new_tokens: int = 192
     stop_thinking: str = "\n</think>\n\n"
     instruction_queries: int = 64
+    """Toy IFEval-format prompts for Table 22's instruction column (0: leave it out)."""
+    data: str | None = None
+    """An evaluation file (JSONL or a ``datasets`` directory) in any query format, public ones
+    included (AIME's ``problem``/``answer``, MATH-500, LiveCodeBench): evaluated instead of
+    the toy problems (``n_per_level`` and ``digits`` then do nothing)."""
+    num_queries: int | None = None
+    """The first this many rows of ``data`` (None: all)."""
+    verifier: str | None = None
+    """How answers are checked: a reward name (``math``, ``code``); default ``arithmetic`` for
+    the toy problems, ``math`` for ``data``."""
     seed: int = 0
+
+    def checker(self) -> str:
+        """The verifier in effect."""
+        return self.verifier or ("math" if self.data else "arithmetic")
 
 
 def eval_queries(config: ReportConfig) -> list[dict[str, Any]]:
-    """Held-out graded problems (the toy task's test split, never trained on)."""
+    """``data``'s queries, else held-out graded problems (the toy task's test split, never
+    trained on)."""
+    if config.data is not None:
+        from lit_qwen3.queries import evaluation_rows
+
+        rows = evaluation_rows(config.data)
+        return rows[: config.num_queries] if config.num_queries is not None else rows
     from lit_qwen3.datamodules.arithmetic import eval_problems
 
     problems = eval_problems(config.seed, config.n_per_level, config.digits)
@@ -69,12 +89,13 @@ def _evaluate(model: Any, tokenizer: Any, queries, thinking: bool, **kwargs) -> 
     from lit_qwen3.rollout.generation import SamplingConfig
 
     max_new_tokens = kwargs.pop("max_new_tokens")
+    verifier = kwargs.pop("verifier", "arithmetic")
     return evaluate_mode(
         model,
         tokenizer,
         queries,
         thinking=thinking,
-        verifier="arithmetic",
+        verifier=verifier,
         sampling=SamplingConfig.qwen3(thinking, max_new_tokens=max_new_tokens),
         **kwargs,
     )
@@ -86,7 +107,11 @@ def evaluate_model(directory: str, config: ReportConfig, queries: list) -> dict[
     from lit_qwen3.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(directory).eval(), load_tokenizer(directory)
-    common = {"max_new_tokens": config.max_new_tokens, "seed": config.seed}
+    common = {
+        "max_new_tokens": config.max_new_tokens,
+        "seed": config.seed,
+        "verifier": config.checker(),
+    }
     think = _evaluate(model, tokenizer, queries, True, n_samples=config.n_samples, **common)
     no_think = _evaluate(model, tokenizer, queries, False, n_samples=config.n_samples, **common)
     follow = []
@@ -104,6 +129,8 @@ def evaluate_model(directory: str, config: ReportConfig, queries: list) -> dict[
 
 def instruction_rate(model: Any, tokenizer: Any, config: ReportConfig) -> float | None:
     """IFEval strict prompt-level accuracy on the toy instruction prompts (None if absent)."""
+    if not config.instruction_queries:
+        return None
     try:
         from lit_qwen3.datamodules.toy_instructions import toy_ifeval_rows
     except ImportError:
@@ -143,7 +170,11 @@ def budget_curve(directory: str, config: ReportConfig, queries: list) -> dict[st
     from lit_qwen3.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(directory).eval(), load_tokenizer(directory)
-    common = {"max_new_tokens": config.max_new_tokens, "seed": config.seed}
+    common = {
+        "max_new_tokens": config.max_new_tokens,
+        "seed": config.seed,
+        "verifier": config.checker(),
+    }
     think = []
     for budget in config.budgets:
         result = _evaluate(
@@ -174,6 +205,7 @@ def pass_at_k(directory: str, config: ReportConfig, queries: list) -> dict[str, 
         n_samples=config.k,
         ks=(1, config.k),
         max_new_tokens=config.max_new_tokens,
+        verifier=config.checker(),
         seed=config.seed,
     )
     return {"pass1": result.metrics["pass_at_1"], "pass_k": result.metrics[f"pass_at_{config.k}"]}
@@ -225,7 +257,9 @@ def evaluate_stages(pipeline: Any, records: dict[str, Any], config: ReportConfig
     out: dict[str, Any] = {"stages": {}, "figure2": {}, "table21": {}}
     out["evaluation"] = {
         "problems": len(queries),
-        "digits": f"{min(config.digits)}-{max(config.digits)}",
+        "digits": f"{min(config.digits)}-{max(config.digits)}" if not config.data else None,
+        "data": config.data,
+        "verifier": config.checker(),
         "n_samples": config.n_samples,
         "k": config.k,
     }
@@ -353,10 +387,15 @@ def render_markdown(data: dict[str, Any], plots: dict[str, str]) -> str:
                     f"{_fmt(r['think_follow'])} | {_fmt(r.get('instruction_following'))} |"
                 ]
     e = data.get("evaluation", {})
+    held_out = (
+        f"{e.get('problems')} queries of {e['data']} (checked by {e.get('verifier')})"
+        if e.get("data")
+        else f"{e.get('problems')} held-out toy problems of {e.get('digits')} digits "
+        "(the test split, never trained on)"
+    )
     lines += [
         "",
-        f"Evaluation: {e.get('problems')} held-out toy problems of {e.get('digits')} digits "
-        "(the test split, never trained on), Qwen3's sampling settings per mode, "
+        f"Evaluation: {held_out}, Qwen3's sampling settings per mode, "
         f"{e.get('n_samples')} samples each for pass@1 and {e.get('k')} for pass@k; ThinkFollow "
         "asks by the flag only, single- and multi-turn. FLOPs: 2N per sampled or frozen-scored "
         "token, 6N per trained token (N: parameters); the off-policy student's count is its "
