@@ -2,7 +2,9 @@
 
 Sources: the toy task's chain-of-thought conversations (``data=None``, generated, not downloaded),
 a JSONL file (one ``{"messages": [...], "enable_thinking"?: bool}`` per line) or a directory saved
-with ``datasets.Dataset.save_to_disk`` (a ``messages`` column). Each conversation is rendered with
+with ``datasets.Dataset.save_to_disk`` (a ``messages`` column); public layouts (ShareGPT
+``conversations``, ``<think>`` in the reply, Hugging Face ``tools``/``tool_calls``) are read as they
+are (:mod:`lit_qwen3.formats`). Each conversation is rendered with
 the tokenizer's own chat template, trained on its assistant replies only (``lit_qwen3.ops.packing``),
 and packed into batches of at most ``max_tokens_per_batch`` tokens: one row per batch, documents
 separated by restarting ``position_ids`` (run the model with ``use_cache=False``).

@@ -5,7 +5,9 @@ Each line::
     {"prompt": "How do I ...?" | [{"role": "user", "content": ...}, ...],
      "chosen": "the better reply", "rejected": "the worse reply", "margin": 1.0}
 
-``margin`` is optional (how much better ``chosen`` is, for a margin Bradley-Terry loss; a finite
+``chosen`` / ``rejected`` may also be message lists ending with the reply (UltraFeedback-binarized;
+the prompt is then their shared opening when ``prompt`` is not a list) or HH-RLHF transcripts
+(:mod:`lit_qwen3.formats`). ``margin`` is optional (how much better ``chosen`` is, for a margin Bradley-Terry loss; a finite
 number of at most ``MAX_MARGIN`` in size); other keys are ignored. A pair whose two answers are
 the same text teaches nothing and is an error, as are prompt roles other than system, user,
 assistant and tool. Replies may carry a ``<think>`` block: it is dropped, because the reward model
