@@ -93,7 +93,11 @@ def parse_query(row: Any, where: str) -> Query:
         row = _from_ifeval(row, where)
     messages = row.get("messages")
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
-        raise ValueError(f"{where}: 'messages' must be a non-empty list of chat messages")
+        raise ValueError(
+            f"{where}: 'messages' must be a non-empty list of chat messages (or the row must be "
+            "in a public layout: problem/question with answer, solution or tests; IFEval's "
+            "prompt with instruction_id_list; see lit_qwen3/formats.py)"
+        )
     clean = []
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):

@@ -289,6 +289,7 @@ def test_preference_pairs_as_message_lists_or_hh_transcripts(tmp_path):
 
 # ----------------------------------------------------------------------------- errors
 QUERY_ERRORS = [
+    ({"title": "no question here"}, "'messages' must be a non-empty list"),
     ({"problem": "x", "solution": "no box here"}, "'solution' has no \\boxed{...} answer"),
     ({"question": "x", "answer": ["a"]}, "'answer' must be a string or a number"),
     ({"problem": "", "answer": "1"}, "'problem' must be a non-empty string"),

@@ -6,6 +6,7 @@ pipeline runs end to end on CPU with a Qwen3-0.6B-shaped tiny model and the real
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,34 @@ def test_real_pipeline_runs_end_to_end_on_cpu(tmp_path, qwen3_tokenizer_dir):
     general = runs["general_rl"].data.metrics  # IFEval, RLVR and GSM8K rows, as they are
     assert {"train/reward/instructions", "train/reward/math", "train/reward/format"} <= set(general)
     assert "train/loss" in runs["cold_start"].data.metrics
+
+
+def _cpu_try(config: Path) -> list[str]:
+    """The header's try-it-on-a-CPU command, as arguments after ``lit-qwen3``."""
+    lines = config.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# Try it first"))
+    command, i = "", start + 1
+    while True:
+        text = lines[i].lstrip("#").strip()
+        command += " " + text.rstrip("\\")
+        if not text.endswith("\\"):
+            break
+        i += 1
+    args = shlex.split(command)
+    assert args[0] == "lit-qwen3", f"{config.name}: no command after 'Try it first'"
+    return args[1:]
+
+
+@pytest.mark.parametrize("config", REAL, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_the_cpu_try_in_each_header_parses(config, capsys):
+    args = _cpu_try(config)
+    assert "--trainer.max_steps" not in args or args[args.index("--trainer.max_steps") + 1] == "2"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--print_config"])
+    assert exit_info.value.code == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    if args[0] == "fit":
+        assert resolved["trainer"]["accelerator"] == "cpu"
+        assert resolved["model"]["init_args"].get("rollout_backend", "builtin") == "builtin"
+    else:
+        assert resolved["device"] == "cpu"
