@@ -422,3 +422,33 @@ def test_the_shipped_example_rows_read_in_every_format():
     assert len(read_conversations(EXAMPLES / "tool_sft.jsonl")) == 2
     assert len(read_preference_pairs(EXAMPLES / "preference.jsonl")) == 4
     assert [r["answer"] for r in evaluation_rows(EXAMPLES / "aime_eval.jsonl")][:2] == ["9", "55"]
+
+
+def test_public_chat_rows_train_a_qwen3_shaped_model_one_step(tmp_path, qwen3_tokenizer_dir):
+    import lightning as L
+    import torch
+
+    from lit_qwen3.models import load_model, save_qwen3_shaped
+    from lit_qwen3.stages import ColdStartSFT
+
+    shape = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    shape |= {"num_key_value_heads": 1, "head_dim": 16, "intermediate_size": 64}
+    model_dir = save_qwen3_shaped(tmp_path / "tiny", qwen3_tokenizer_dir, **shape)
+    rows = [
+        json.loads(line) for p in ("chat_sft", "tool_sft") for line in open(EXAMPLES / f"{p}.jsonl")
+    ]
+    data_path = _write(tmp_path, rows)  # ShareGPT, inline <think>, OpenThoughts, tool calls
+    module = ColdStartSFT(model=str(model_dir), output_dir=str(tmp_path / "out"))
+    data = ConversationDataModule(
+        str(model_dir), data=str(data_path), val_size=0, packing=True, max_tokens_per_batch=4096
+    )
+    trainer = L.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    loss = trainer.callback_metrics["train/loss"]
+    assert torch.isfinite(loss) and loss > 0
+    before = load_model(str(model_dir)).state_dict()
+    after = module.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # one AdamW step moved it

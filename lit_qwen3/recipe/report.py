@@ -17,6 +17,7 @@ paper does not come out, the report says so next to the figures.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -84,12 +85,21 @@ def eval_queries(config: ReportConfig) -> list[dict[str, Any]]:
     ]
 
 
+@functools.cache
+def _shared_verifier(name: str) -> Any:
+    """One verifier per name for the whole report: a reward's worker process starts once, not
+    at each of the dozens of evaluations."""
+    from lit_qwen3.evaluation import resolve_verifier
+
+    return resolve_verifier(name)
+
+
 def _evaluate(model: Any, tokenizer: Any, queries, thinking: bool, **kwargs) -> Any:
     from lit_qwen3.evaluation import evaluate_mode
     from lit_qwen3.rollout.generation import SamplingConfig
 
     max_new_tokens = kwargs.pop("max_new_tokens")
-    verifier = kwargs.pop("verifier", "arithmetic")
+    verifier = _shared_verifier(kwargs.pop("verifier", "arithmetic"))
     return evaluate_mode(
         model,
         tokenizer,
