@@ -111,7 +111,7 @@ def _sharegpt(turns: Any, system: Any, where: str) -> list[dict[str, Any]]:
             messages.append(dict(turn))
             continue
         speaker = turn.get("from")
-        if speaker not in _SHAREGPT_ROLES:
+        if not isinstance(speaker, str) or speaker not in _SHAREGPT_ROLES:
             raise ValueError(
                 f"{field}.from is {speaker!r:.40}, expected one of {sorted(_SHAREGPT_ROLES)}"
             )
