@@ -9,11 +9,16 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torchmetrics import MeanMetric
 
+from lit_qwen3.queries import evaluation_rows
+
 
 def evaluation_queries(
-    trainer: Trainer, queries: Sequence[dict[str, Any]] | None, limit: int | None
+    trainer: Trainer, queries: Sequence[dict[str, Any]] | str | None, limit: int | None
 ) -> list[dict[str, Any]]:
-    """The callback's own queries, else the datamodule's ``val_queries``; at most ``limit``."""
+    """The callback's own queries (a list, or a file of query rows), else the datamodule's
+    ``val_queries``; at most ``limit``."""
+    if isinstance(queries, str):
+        queries = evaluation_rows(queries)
     if queries is None:
         queries = getattr(trainer.datamodule, "val_queries", None)
         if queries is None:

@@ -49,7 +49,9 @@ class PassAtK(Callback):
         every_n_steps: evaluate every this many optimizer steps (0: only at start and end).
         on_start / on_end: evaluate before the first step (not again on resume) / after the last.
         num_queries: evaluate the first this many queries (None: all).
-        queries: ``[{"messages": [...], "answer": ...}]``; None: ``datamodule.val_queries``.
+        queries: ``[{"messages": [...], "answer": ...}]``, or an evaluation file (JSONL or a
+            ``datasets`` directory) in any query format, public ones included (AIME's
+            ``problem``/``answer``, LiveCodeBench...); None: ``datamodule.val_queries``.
         verifier: ``arithmetic``, a reward name such as ``math``, or None for the datamodule's.
         max_new_tokens: generation length limit.
         temperature, top_p, top_k: None uses Qwen3's recommended settings of each mode.
@@ -73,7 +75,7 @@ class PassAtK(Callback):
         on_start: bool = True,
         on_end: bool = True,
         num_queries: int | None = 32,
-        queries: Sequence[dict[str, Any]] | None = None,
+        queries: Sequence[dict[str, Any]] | str | None = None,
         verifier: str | None = None,
         max_new_tokens: int = 256,
         temperature: float | None = None,

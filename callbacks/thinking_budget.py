@@ -65,7 +65,7 @@ class ThinkingBudget(Callback):
         include_no_think: bool = True,
         n_samples: int = 1,
         num_queries: int | None = 64,
-        queries: Sequence[dict[str, Any]] | None = None,
+        queries: Sequence[dict[str, Any]] | str | None = None,
         verifier: str | None = None,
         max_new_tokens: int = 256,
         batch_size: int = 64,

@@ -2,7 +2,9 @@
 
 Sources: the toy task's chain-of-thought conversations (``data=None``, generated, not downloaded),
 a JSONL file (one ``{"messages": [...], "enable_thinking"?: bool}`` per line) or a directory saved
-with ``datasets.Dataset.save_to_disk`` (a ``messages`` column). Each conversation is rendered with
+with ``datasets.Dataset.save_to_disk`` (a ``messages`` column); public layouts (ShareGPT
+``conversations``, ``<think>`` in the reply, Hugging Face ``tools``/``tool_calls``) are read as they
+are (:mod:`lit_qwen3.formats`). Each conversation is rendered with
 the tokenizer's own chat template, trained on its assistant replies only (``lit_qwen3.ops.packing``),
 and packed into batches of at most ``max_tokens_per_batch`` tokens: one row per batch, documents
 separated by restarting ``position_ids`` (run the model with ``use_cache=False``).
@@ -27,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from lit_qwen3.chat import split_thinking
 from lit_qwen3.datamodules.jsonl import iter_jsonl
 from lit_qwen3.datamodules.resumable import ResumableDataLoader
+from lit_qwen3.formats import chat_row
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.ops.packing import (
     QWEN3_ASSISTANT_HEADER,
@@ -80,6 +83,7 @@ def validate_conversation(row: Any, where: str) -> Conversation:
         raise ValueError(
             f"{where}: expected a JSON object with 'messages', got {type(row).__name__}"
         )
+    row = chat_row(row, where)  # ShareGPT turns, inline <think>, HF tool calls: the native form
     messages = row.get("messages")
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
         raise ValueError(f"{where}: 'messages' must be a non-empty list of messages")
@@ -382,6 +386,7 @@ class ConversationDataModule(LightningDataModule):
                     turn_end=hp.turn_end,
                     chars_per_token=chars_per_token,
                     markers=markers,
+                    tools=row.get("tools"),
                 )
             except ValueError as error:
                 raise ValueError(f"{where}: {error}") from None

@@ -5,7 +5,9 @@ Each line::
     {"prompt": "How do I ...?" | [{"role": "user", "content": ...}, ...],
      "chosen": "the better reply", "rejected": "the worse reply", "margin": 1.0}
 
-``margin`` is optional (how much better ``chosen`` is, for a margin Bradley-Terry loss; a finite
+``chosen`` / ``rejected`` may also be message lists ending with the reply (UltraFeedback-binarized;
+the prompt is then their shared opening when ``prompt`` is not a list) or HH-RLHF transcripts
+(:mod:`lit_qwen3.formats`). ``margin`` is optional (how much better ``chosen`` is, for a margin Bradley-Terry loss; a finite
 number of at most ``MAX_MARGIN`` in size); other keys are ignored. A pair whose two answers are
 the same text teaches nothing and is an error, as are prompt roles other than system, user,
 assistant and tool. Replies may carry a ``<think>`` block: it is dropped, because the reward model
@@ -30,6 +32,7 @@ from transformers import PreTrainedTokenizerBase
 from lit_qwen3.chat import split_thinking
 from lit_qwen3.datamodules.conversations import ROLES
 from lit_qwen3.datamodules.jsonl import iter_jsonl
+from lit_qwen3.formats import preference_row
 from lit_qwen3.models import load_tokenizer
 from lit_qwen3.ops.packing import max_chars_per_token, pad_batch
 from lit_qwen3.rewards.reward_model import encode_for_reward_model, render_for_reward_model
@@ -110,6 +113,7 @@ def read_preference_pairs(path: str | Path) -> list[PreferencePair]:
     for where, record in iter_jsonl(path, "preference pairs file"):
         if not isinstance(record, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        record = preference_row(record, where)  # message lists, HH-RLHF transcripts
         missing = [k for k in ("prompt", "chosen", "rejected") if k not in record]
         if missing:
             raise ValueError(f"{where}: missing key(s) {missing}")

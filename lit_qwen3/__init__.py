@@ -6,7 +6,8 @@ Read it from the bottom up (imports run one way, see ``tests/test_layout.py``):
 - ``ops/``: the training math as pure tensor functions.
 - ``rollout/``: sampling with thinking budgets, and re-scoring what was sampled.
 - ``rewards/``: verifiers, reward models, judges and the code sandbox.
-- ``queries``, ``evaluation``, ``tools``, ``agent``: prompts, pass@k evaluation, tool use.
+- ``formats``, ``queries``, ``evaluation``, ``tools``, ``agent``: public datasets' rows, prompts,
+  pass@k evaluation, tool use.
 - ``runtime/``: checkpoints, faults, optimiser, strategies, export, MLflow tracking.
 - ``stages/``: one LightningModule per stage; ``curation/``: the cold-start data filters.
 - ``recipe/``: the whole pipeline and its report; ``cli``: the ``lit-qwen3`` command.

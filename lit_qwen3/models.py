@@ -249,6 +249,43 @@ def save_toy_checkpoint(
     return directory
 
 
+#: Qwen3-0.6B's ``config.json`` (Qwen/Qwen3-0.6B): what a scaled-down stand-in keeps the keys of.
+QWEN3_0_6B_CONFIG: dict[str, Any] = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 3072,
+    "rope_theta": 1000000.0,
+    "max_position_embeddings": 40960,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+    "vocab_size": 151936,
+}
+
+
+def save_qwen3_shaped(
+    directory: str | os.PathLike, tokenizer: str | os.PathLike, seed: int = 0, **overrides: Any
+) -> Path:
+    """Random weights with Qwen3-0.6B's config (``overrides`` scale it down: a few layers, a
+    narrow width) and a real tokenizer, saved as a Hugging Face directory: the stand-in that CPU
+    smoke runs of the real-size configs load like a downloaded checkpoint."""
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    config = Qwen3Config(**{**QWEN3_0_6B_CONFIG, **overrides})
+    tok = AutoTokenizer.from_pretrained(str(tokenizer))
+    if len(tok) > config.vocab_size:
+        raise ValueError(f"vocab_size {config.vocab_size} < the tokenizer's {len(tok)} tokens")
+    config.pad_token_id = tok.pad_token_id
+    config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    torch.manual_seed(seed)
+    Qwen3ForCausalLM(config).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated blocks of an HF model (the classes it names in ``_no_split_modules``)."""
     names = set(getattr(model, "_no_split_modules", None) or [])

@@ -19,7 +19,9 @@ conversations with answers. One row (JSONL or a ``datasets`` column set) is::
 - ``domain``: for balancing and per-domain metrics. Other keys are kept in ``extra``.
 
 IFEval rows (``prompt``, ``instruction_id_list``, ``kwargs``) are read as they are: the prompt
-becomes one user message and the two lists reward metadata for the ``instructions`` reward.
+becomes one user message and the two lists reward metadata for the ``instructions`` reward,
+which alone scores them (``reward.names``, unless the row names others).
+Public math, code and RLVR rows are read as they are too (:mod:`lit_qwen3.formats`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_qwen3.chat import EMPTY_THINKING, thinking_enabled, with_thinking_flag
+from lit_qwen3.formats import query_row
 
 MODES = ("think", "no_think", "mixed", "auto")
 ROLES = ("system", "user", "assistant", "tool")
@@ -85,12 +88,16 @@ def parse_query(row: Any, where: str) -> Query:
     """Validate one row and build its :class:`Query`; errors name ``where`` and the field."""
     if not isinstance(row, Mapping):
         raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    row = dict(row)
+    row = query_row(row, where)  # public layouts (math, code, RLVR) in the native format
     if "prompt" in row and "messages" not in row:  # IFEval / IFBench format
         row = _from_ifeval(row, where)
     messages = row.get("messages")
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
-        raise ValueError(f"{where}: 'messages' must be a non-empty list of chat messages")
+        raise ValueError(
+            f"{where}: 'messages' must be a non-empty list of chat messages (or the row must be "
+            "in a public layout: problem/question with answer, solution or tests; IFEval's "
+            "prompt with instruction_id_list; see lit_qwen3/formats.py)"
+        )
     clean = []
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
@@ -191,6 +198,7 @@ def _from_ifeval(row: dict[str, Any], where: str) -> dict[str, Any]:
             f"{where}: 'instruction_id_list' and 'kwargs' must be lists of the same length"
         )
     reward = dict(row.pop("reward", None) or {})
+    reward.setdefault("names", ["instructions"])  # the lists are that reward's, not math's
     reward.update({"instruction_id_list": ids, "kwargs": kwargs})
     row.pop("key", None)
     return {**row, "messages": [{"role": "user", "content": prompt}], "reward": reward}
@@ -231,6 +239,19 @@ def read_queries(data: str | Path) -> list[Query]:
     if not queries:
         raise ValueError(f"no queries in {path}")
     return queries
+
+
+def evaluation_rows(data: str | Path) -> list[dict[str, Any]]:
+    """An evaluation file's queries as evaluation rows (``messages``, ``answer``, ``metadata``),
+    as ``PassAtK``, ``ThinkingBudget`` and the pipeline's report take them."""
+    return [
+        {
+            "messages": q.messages,
+            "answer": q.metadata.get("reference"),
+            "metadata": q.reward_metadata(),
+        }
+        for q in read_queries(data)
+    ]
 
 
 def encode_query(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_qwen3.chat import strip_thinking_flags
+from lit_qwen3.formats import query_row
 from lit_qwen3.queries import parse_query
 from lit_qwen3.rewards.base import Sample
 from lit_qwen3.rewards.composite import ROUTING_KEY, CompositeReward
@@ -45,6 +46,8 @@ def normalize_query_row(row: Any, where: str, default_id: str) -> dict[str, Any]
     """One input row checked by the RL query reader (:func:`lit_qwen3.queries.parse_query`:
     messages, roles, mode, reward, answer) and kept as a dict in the query format, with an
     ``id``; IFEval rows are rewritten with one user message and their lists in ``reward``."""
+    if isinstance(row, Mapping):
+        row = query_row(row, where)  # public layouts (math, code, RLVR) in the native format
     query = parse_query(row, where)
     out = dict(row)
     if "messages" not in out:  # an IFEval row

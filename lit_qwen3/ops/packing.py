@@ -85,11 +85,21 @@ def check_no_control_tokens(
 
 
 def render_conversation(
-    tokenizer: Any, messages: Sequence[Mapping[str, Any]], *, enable_thinking: bool = True
+    tokenizer: Any,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    enable_thinking: bool = True,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
-    """The full conversation as text, through the tokenizer's own chat template."""
+    """The full conversation as text, through the tokenizer's own chat template; ``tools``
+    (JSON schemas) are written where the template puts them (Qwen3: the system turn)."""
+    kwargs = {"tools": list(tools)} if tools else {}
     return tokenizer.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=False, enable_thinking=enable_thinking
+        list(messages),
+        tokenize=False,
+        add_generation_prompt=False,
+        enable_thinking=enable_thinking,
+        **kwargs,
     )
 
 
@@ -142,8 +152,10 @@ def tokenize_conversation(
     turn_end: str = QWEN3_TURN_END,
     chars_per_token: int | None = None,
     markers: set[str] | frozenset[str] | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
-    """Token ids and assistant-only loss mask of one conversation.
+    """Token ids and assistant-only loss mask of one conversation (``tools``: the schemas the
+    dialogue's calls follow, rendered by the template and never trained on).
 
     Returns ``{"input_ids", "loss_mask", "truncated"}``, or None when the conversation is longer
     than ``max_length`` and ``overflow="drop"``; ``overflow="truncate"`` keeps the first
@@ -164,7 +176,7 @@ def tokenize_conversation(
     if markers is None:
         markers = control_tokens(tokenizer) | {assistant_header, turn_end}
     check_no_control_tokens(messages, markers)
-    text = render_conversation(tokenizer, messages, enable_thinking=enable_thinking)
+    text = render_conversation(tokenizer, messages, enable_thinking=enable_thinking, tools=tools)
     spans = assistant_spans(text, header=assistant_header, end=turn_end)
     expected = sum(1 for m in messages if m.get("role") == "assistant")
     if len(spans) != expected:

@@ -22,6 +22,7 @@ tuned to the outcome: where a result of the paper does not come out, the report 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -57,14 +58,34 @@ class ReportConfig:
     max_new_tokens: int = 192
     stop_thinking: str = "\n</think>\n\n"
     instruction_queries: int = 64
+    """Toy IFEval-format prompts for Table 22's instruction column (0: leave it out)."""
+    data: str | None = None
+    """An evaluation file (JSONL or a ``datasets`` directory) in any query format, public ones
+    included (AIME's ``problem``/``answer``, MATH-500, LiveCodeBench): evaluated instead of
+    the toy problems (``n_per_level``, ``digits`` and ``headline_digits`` then do nothing)."""
+    num_queries: int | None = None
+    """The first this many rows of ``data`` (None: all)."""
+    verifier: str | None = None
+    """How answers are checked: a reward name (``math``, ``code``); default ``arithmetic`` for
+    the toy problems, ``math`` for ``data``."""
     seed: int = 0
     headline_digits: list[int] | None = None
     """Digit counts of the headline numbers and findings (the range the models were trained
     on); problems of other lengths form the generalisation column. ``None``: every problem."""
 
+    def checker(self) -> str:
+        """The verifier in effect."""
+        return self.verifier or ("math" if self.data else "arithmetic")
+
 
 def eval_queries(config: ReportConfig) -> list[dict[str, Any]]:
-    """Held-out graded problems (the toy task's test split, never trained on)."""
+    """``data``'s queries, else held-out graded problems (the toy task's test split, never
+    trained on)."""
+    if config.data is not None:
+        from lit_qwen3.queries import evaluation_rows
+
+        rows = evaluation_rows(config.data)
+        return rows[: config.num_queries] if config.num_queries is not None else rows
     from lit_qwen3.datamodules.arithmetic import eval_problems
 
     problems = eval_problems(config.seed, config.n_per_level, config.digits)
@@ -80,9 +101,9 @@ def eval_queries(config: ReportConfig) -> list[dict[str, Any]]:
 
 def headline_mask(queries: list[dict[str, Any]], config: ReportConfig) -> list[bool]:
     """Which queries the headline numbers cover."""
-    if config.headline_digits is None:
+    if config.headline_digits is None or config.data is not None:
         return [True] * len(queries)
-    return [q["digits"] in config.headline_digits for q in queries]
+    return [q.get("digits") in config.headline_digits for q in queries]
 
 
 def summarise(
@@ -96,7 +117,8 @@ def summarise(
     interval = bootstrap_mean(headline, seed=config.seed)
     per_digit: dict[str, list[float]] = {}
     for score, query in zip(scores, queries, strict=True):
-        per_digit.setdefault(str(query["digits"]), []).append(score)
+        if "digits" in query:  # the toy's graded problems; an evaluation file has none
+            per_digit.setdefault(str(query["digits"]), []).append(score)
     return {
         name: interval.value,
         f"{name}_ci": [interval.low, interval.high],
@@ -106,17 +128,27 @@ def summarise(
     }
 
 
+@functools.cache
+def _shared_verifier(name: str) -> Any:
+    """One verifier per name for the whole report: a reward's worker process starts once, not
+    at each of the dozens of evaluations."""
+    from lit_qwen3.evaluation import resolve_verifier
+
+    return resolve_verifier(name)
+
+
 def _evaluate(model: Any, tokenizer: Any, queries, thinking: bool, **kwargs) -> Any:
     from lit_qwen3.evaluation import evaluate_mode
     from lit_qwen3.rollout.generation import SamplingConfig
 
     max_new_tokens = kwargs.pop("max_new_tokens")
+    verifier = _shared_verifier(kwargs.pop("verifier", "arithmetic"))
     return evaluate_mode(
         model,
         tokenizer,
         queries,
         thinking=thinking,
-        verifier="arithmetic",
+        verifier=verifier,
         sampling=SamplingConfig.qwen3(thinking, max_new_tokens=max_new_tokens),
         **kwargs,
     )
@@ -130,7 +162,11 @@ def evaluate_model(directory: str, config: ReportConfig, queries: list) -> dict[
     from lit_qwen3.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(directory).eval(), load_tokenizer(directory)
-    common = {"max_new_tokens": config.max_new_tokens, "seed": config.seed}
+    common = {
+        "max_new_tokens": config.max_new_tokens,
+        "seed": config.seed,
+        "verifier": config.checker(),
+    }
     out: dict[str, Any] = {"scores": {}, "per_digit": {}, "generalisation": {}}
 
     def keep(name: str, key: str, scores: list[float], qs: list) -> None:
@@ -172,6 +208,8 @@ def evaluate_model(directory: str, config: ReportConfig, queries: list) -> dict[
 
 def instruction_scores(model: Any, tokenizer: Any, config: ReportConfig) -> list[float] | None:
     """IFEval strict prompt-level accuracy per toy instruction prompt (None if absent)."""
+    if not config.instruction_queries:
+        return None
     try:
         from lit_qwen3.datamodules.toy_instructions import toy_ifeval_rows
     except ImportError:
@@ -211,7 +249,11 @@ def budget_curve(directory: str, config: ReportConfig, queries: list) -> dict[st
     from lit_qwen3.models import load_model, load_tokenizer
 
     model, tokenizer = load_model(directory).eval(), load_tokenizer(directory)
-    common = {"max_new_tokens": config.max_new_tokens, "seed": config.seed}
+    common = {
+        "max_new_tokens": config.max_new_tokens,
+        "seed": config.seed,
+        "verifier": config.checker(),
+    }
     think, scores = [], {}
     for budget in config.budgets:
         result = _evaluate(
@@ -245,6 +287,7 @@ def pass_at_k(directory: str, config: ReportConfig, queries: list) -> dict[str, 
         n_samples=config.k,
         ks=(1, config.k),
         max_new_tokens=config.max_new_tokens,
+        verifier=config.checker(),
         seed=config.seed,
     )
     out: dict[str, Any] = {"scores": {}, "per_digit": {}}
@@ -334,8 +377,12 @@ def evaluate_stages(pipeline: Any, records: dict[str, Any], config: ReportConfig
     out["evaluation"] = {
         "problems": len(queries),
         "headline_problems": sum(inside),
-        "digits": f"{min(config.digits)}-{max(config.digits)}",
-        "headline_digits": config.headline_digits or list(config.digits),
+        "digits": f"{min(config.digits)}-{max(config.digits)}" if not config.data else None,
+        "headline_digits": (config.headline_digits or list(config.digits))
+        if not config.data
+        else None,
+        "data": config.data,
+        "verifier": config.checker(),
         "n_samples": config.n_samples,
         "k": config.k,
     }

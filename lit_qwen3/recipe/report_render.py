@@ -115,12 +115,17 @@ def render_markdown(data: dict[str, Any], plots: dict[str, str]) -> str:
                 ]
         lines += _per_digit_lines(st)
     e = data.get("evaluation", {})
+    held_out = (
+        f"{e.get('problems')} queries of {e['data']} (checked by {e.get('verifier')})"
+        if e.get("data")
+        else f"{e.get('problems')} held-out toy problems of {e.get('digits')} digits (the test "
+        "split, never trained on); the headline numbers and findings cover "
+        f"{e.get('headline_problems')} problems of {e.get('headline_digits')} digits (what the "
+        "models trained on), longer ones are the generalisation column"
+    )
     lines += [
         "",
-        f"Evaluation: {e.get('problems')} held-out toy problems of {e.get('digits')} digits "
-        "(the test split, never trained on); the headline numbers and findings cover "
-        f"{e.get('headline_problems')} problems of {e.get('headline_digits')} digits (what the "
-        "models trained on), longer ones are the generalisation column. Qwen3's sampling "
+        f"Evaluation: {held_out}. Qwen3's sampling "
         f"settings per mode, {e.get('n_samples')} samples each for pass@1 and {e.get('k')} for "
         "pass@k; ± is half the 95 % interval over problems. ThinkFollow asks by the flag only, "
         "in multi-turn dialogues whose earlier turns carry random flags. FLOPs: 2N per sampled "
