@@ -11,9 +11,10 @@ import lightning as L
 import pytest
 import torch
 from single_thread import one_thread  # noqa: F401  (autouse fixture)
-from toy_models import SEED, History, held_out_pass1, quiet_trainer, two_digit_queries
+from toy_models import SEED, History, held_out_scores, quiet_trainer, two_digit_queries
 
 from lit_qwen3.datamodules.queries import QueryDataModule
+from lit_qwen3.ops.intervals import paired_difference
 from lit_qwen3.rollout.generation import SamplingConfig
 from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.stages import GeneralRL, ReasoningRL
@@ -45,10 +46,10 @@ def test_grpo_raises_reward_and_held_out_pass1(weak_policy, tmp_path):
     pipeline's reasoning RL samples (Qwen3's thinking settings: T 0.6, top-p 0.95, top-k 20),
     lr 1e-4, about 35 s, from the cold-start run's weaker snapshot (RL needs room: from the
     450-step policy, which one machine's run left at 0.82, the same RL moved pass@1 by 0.02).
-    Measured on one machine, seed 0: pass@1 at T 0.6 on 256 held-out sums x 4 samples 0.358 ->
-    0.578, mean reward over the first and last 8 batches 0.48 -> 0.58. (At T 1 the same budget
-    moved held-out pass@1 within its noise: most of what T 1 samples is noise the policy cannot
-    learn from in a minute.)"""
+    The claim is the method's: held-out pass@1 (256 sums x 4 samples at T 0.6) rises with a
+    paired 95 % interval above zero, and the training reward rises. How far depends on the
+    start, which differs by seed and machine: one machine measured 0.358 -> 0.578 (seed 0) and
+    0.110 -> 0.192 (seed 1), training reward 0.48 -> 0.58 and 0.19 -> 0.23."""
     data = two_digit_queries(weak_policy, per_step=16, size=2000, val_size=256)
     module = ReasoningRL(
         str(weak_policy),
@@ -60,17 +61,18 @@ def test_grpo_raises_reward_and_held_out_pass1(weak_policy, tmp_path):
         samples_every_n_steps=0,
     )
     module.configure_model()
-    before = held_out_pass1(module, data.val_queries)
+    before = held_out_scores(module, data.val_queries)
     history = History()
     L.seed_everything(SEED, verbose=False)
     _trainer(80, history, tmp_path).fit(module, data)
-    after = held_out_pass1(module, data.val_queries)
+    after = held_out_scores(module, data.val_queries)
+    gain = paired_difference(after, before)
     rewards = [row["train/reward"] for row in history.rows]
     first, last = sum(rewards[:8]) / 8, sum(rewards[-8:]) / 8
-    print(f"held-out pass@1 {before:.3f} -> {after:.3f}; reward {first:.3f} -> {last:.3f}")
+    print(f"held-out pass@1 gain {gain} (seed {SEED}); reward {first:.3f} -> {last:.3f}")
     assert len(rewards) == 40
-    assert last > first + 0.05
-    assert after > before + 0.1
+    assert last > first  # the training reward rises too
+    assert gain.low > 0  # held-out pass@1 rises beyond the evaluation's own noise (95 %)
 
 
 def test_a_grpo_update_moves_probability_toward_rewarded_rollouts(toy_policy):
