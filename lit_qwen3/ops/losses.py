@@ -345,10 +345,10 @@ class GRPOLossConfig:
     """Truncated importance sampling: weight tokens by ``min(pi_old / pi_rollout, tis_cap)``."""
     max_tokens: int | None = None
     """Dr.GRPO's constant normaliser (the generation limit); default: the batch's length."""
-    policy_loss: str = "clip"
+    policy_loss: Literal["clip", "cispo", "sapo", "clip_cov", "kl_cov"] = "clip"
     """``clip`` (PPO/GRPO/DAPO), ``cispo``, ``sapo``, ``clip_cov``, ``kl_cov`` (see
     :mod:`lit_qwen3.ops.policy_objectives`)."""
-    importance_sampling_level: str = "token"
+    importance_sampling_level: Literal["token", "sequence", "sequence_token"] = "token"
     """``token``, ``sequence`` (GSPO) or ``sequence_token`` (GSPO-token, as verl)."""
     sapo_temperature_pos: float = 1.0
     """SAPO gate temperature where ``A > 0`` (TRL's default)."""
@@ -368,7 +368,9 @@ class GRPOLossConfig:
     """KL-Cov: weight of that penalty (verl ``ppo_kl_coef``)."""
     top_entropy_quantile: float = 1.0
     """Train only the top share of tokens by entropy (0.2: the top 20%); 1 trains all (TRL)."""
-    rollout_is: str | None = None
+    rollout_is: (
+        Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] | None
+    ) = None
     """Sampler/trainer mismatch correction: ``token_truncate``, ``token_mask``,
     ``sequence_truncate``, ``sequence_mask`` (TRL ``vllm_importance_sampling_mode``)."""
     rollout_is_min: float | None = None
