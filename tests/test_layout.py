@@ -186,16 +186,36 @@ def test_a_clean_package_passes_the_check(tmp_path):
 @pytest.mark.parametrize(
     ("path", "line", "message"),
     [
-        ("ops/losses.py", "from lit_qwen3.rollout.generation import g", "ops/ may not import rollout"),
+        (
+            "ops/losses.py",
+            "from lit_qwen3.rollout.generation import g",
+            "ops/ may not import rollout",
+        ),
         ("ops/losses.py", "import lightning.pytorch as pl", "ops/ must not use it"),
         ("ops/losses.py", "from lit_qwen3.chat import X", "ops/ may not import chat"),
-        ("rollout/generation.py", "from lit_qwen3.stages import sft", "rollout/ may not import stages"),
+        (
+            "rollout/generation.py",
+            "from lit_qwen3.stages import sft",
+            "rollout/ may not import stages",
+        ),
         ("rollout/generation.py", "from lit_qwen3.runtime import optim", "may not import runtime"),
-        ("runtime/optim.py", "from lit_qwen3.stages.sft import S", "runtime/ may not import stages"),
-        ("stages/sft.py", "from lit_qwen3.recipe.pipeline import p", "stages/ may not import recipe"),
+        (
+            "runtime/optim.py",
+            "from lit_qwen3.stages.sft import S",
+            "runtime/ may not import stages",
+        ),
+        (
+            "stages/sft.py",
+            "from lit_qwen3.recipe.pipeline import p",
+            "stages/ may not import recipe",
+        ),
         ("chat.py", "from lit_qwen3.cli import main", "only the CLI imports cli"),
         ("chat.py", "from lit_qwen3.stages.sft import S", "cycle between parts"),
-        ("ops/losses.py", "def f():\n    from lit_qwen3.rollout import generation", "may not import"),
+        (
+            "ops/losses.py",
+            "def f():\n    from lit_qwen3.rollout import generation",
+            "may not import",
+        ),
     ],
 )
 def test_a_forbidden_import_is_caught(tmp_path, path, line, message):
