@@ -235,12 +235,19 @@ def objective_rules(config: object) -> list[tuple[str, bool, str]]:
     def number(v: object) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
+    def positive(v: object) -> bool:
+        return number(v) and v > 0
+
     def optional_positive(v: object) -> bool:
-        return v is None or (number(v) and v > 0)
+        return v is None or positive(v)
+
+    def share(v: object) -> bool:
+        return number(v) and 0 < v <= 1
 
     c = config
     low, high = c.rollout_is_min, c.rollout_is_max
     bounds_ok = not (number(low) and number(high)) or low < high
+    cov_ok = not (number(c.clip_cov_lb) and number(c.clip_cov_ub)) or c.clip_cov_lb < c.clip_cov_ub
     return [
         ("policy_loss", c.policy_loss in POLICY_LOSSES, f"one of {POLICY_LOSSES}"),
         (
@@ -248,46 +255,24 @@ def objective_rules(config: object) -> list[tuple[str, bool, str]]:
             c.importance_sampling_level in IS_LEVELS,
             f"one of {IS_LEVELS}",
         ),
-        (
-            "sapo_temperature_pos",
-            number(c.sapo_temperature_pos) and c.sapo_temperature_pos > 0,
-            "a number > 0",
-        ),
-        (
-            "sapo_temperature_neg",
-            number(c.sapo_temperature_neg) and c.sapo_temperature_neg > 0,
-            "a number > 0",
-        ),
-        ("cispo_max", number(c.cispo_max) and c.cispo_max > 0, "a number > 0"),
-        (
-            "clip_cov_ratio",
-            number(c.clip_cov_ratio) and 0 < c.clip_cov_ratio <= 1,
-            "a number in (0, 1]",
-        ),
+        ("sapo_temperature_pos", positive(c.sapo_temperature_pos), "a number > 0"),
+        ("sapo_temperature_neg", positive(c.sapo_temperature_neg), "a number > 0"),
+        ("cispo_max", positive(c.cispo_max), "a number > 0"),
+        ("clip_cov_ratio", share(c.clip_cov_ratio), "a number in (0, 1]"),
         ("clip_cov_lb", number(c.clip_cov_lb), "a finite number"),
-        (
-            "clip_cov_ub",
-            number(c.clip_cov_ub) and number(c.clip_cov_lb) and c.clip_cov_ub > c.clip_cov_lb,
-            "a number > clip_cov_lb",
-        ),
-        ("kl_cov_ratio", number(c.kl_cov_ratio) and 0 < c.kl_cov_ratio <= 1, "a number in (0, 1]"),
+        ("clip_cov_ub", number(c.clip_cov_ub), "a finite number"),
+        ("clip_cov_lb", cov_ok, f"below GRPOLossConfig.clip_cov_ub ({c.clip_cov_ub!r})"),
+        ("kl_cov_ratio", share(c.kl_cov_ratio), "a number in (0, 1]"),
         ("kl_cov_coef", number(c.kl_cov_coef) and c.kl_cov_coef >= 0, "a number >= 0"),
-        (
-            "top_entropy_quantile",
-            number(c.top_entropy_quantile) and 0 < c.top_entropy_quantile <= 1,
-            "a number in (0, 1]",
-        ),
+        ("top_entropy_quantile", share(c.top_entropy_quantile), "a number in (0, 1]"),
         (
             "rollout_is",
             c.rollout_is is None or c.rollout_is in ROLLOUT_IS_MODES,
             f"None or one of {ROLLOUT_IS_MODES}",
         ),
         ("rollout_is_min", optional_positive(low), "None or a number > 0"),
-        (
-            "rollout_is_max",
-            optional_positive(high) and bounds_ok,
-            "None or a number > 0 and > rollout_is_min",
-        ),
+        ("rollout_is_max", optional_positive(high), "None or a number > 0"),
+        ("rollout_is_min", bounds_ok, f"below GRPOLossConfig.rollout_is_max ({high!r})"),
         (
             "rollout_is_max",
             c.rollout_is is None or low is not None or high is not None,

@@ -14,7 +14,10 @@ One training step, for a batch of queries:
 4. group advantages; old log-probs from the trainer's forward when rollouts are reused
    (``ppo_epochs > 1`` or several mini-batches), reference log-probs when a KL is configured;
 5. :func:`~lit_qwen3.ops.losses.grpo_loss` per mini-batch: clip-higher, dual clip, TIS against the
-   sampler's own log-probs, KL, entropy bonus, the three loss aggregations.
+   sampler's own log-probs, KL, entropy bonus, the three loss aggregations; or, by ``loss`` keys,
+   GSPO, SAPO, CISPO, Clip-Cov, KL-Cov, high-entropy tokens only, masked or truncated
+   sampler/trainer weights per token or sequence (README, "RL methods"). The mismatch between the
+   sampler's log-probs and the trainer's is logged under ``train/mismatch/``.
 
 Where this departs from the GRPO paper (Shao et al. 2024) and follows later practice:
 1. no KL to a reference by default (``loss.kl_coef = 0``, as DAPO and many Qwen-style runs);
@@ -74,7 +77,7 @@ class GroupRelativeRL(OnPolicyStage):
         group_size: rollouts per query (G).
         sampling: the sampler's settings (``temperature`` 1.0 keeps ratios unbiased).
         thinking_budget / stop_thinking: the budget of rollouts and the text forced at it.
-        loss: the GRPO loss knobs (clipping, aggregation, KL, entropy bonus, TIS).
+        loss: the loss knobs (method, clipping, aggregation, KL, entropy bonus, TIS/MIS).
         advantage_scale: ``group`` (GRPO), ``batch`` or None (Dr.GRPO: no std division).
         leave_one_out: RLOO baseline instead of the group mean.
         advantage_estimator: ``grpo`` (group-relative, with ``advantage_scale`` and
