@@ -133,7 +133,7 @@ def run_method(name: str, policy: Path, args) -> dict:
     data = QueryDataModule(
         str(policy),
         queries_per_step=args.per_step,
-        toy_size=4000,
+        toy_size=2000,
         val_size=args.val,
         toy_min_digits=2,
         toy_max_digits=2,
@@ -195,7 +195,7 @@ def main() -> None:
         data = QueryDataModule(
             str(policy),
             queries_per_step=args.per_step,
-            toy_size=4000,
+            toy_size=2000,
             val_size=args.val,
             toy_min_digits=2,
             toy_max_digits=2,
