@@ -129,7 +129,7 @@ def pass1(module, queries) -> tuple[float, float]:
     return mean, 1.96 * spread
 
 
-def run_method(name: str, policy: Path, args) -> dict:
+def run_method(name: str, policy: Path, scratch: Path, args) -> dict:
     data = QueryDataModule(
         str(policy),
         queries_per_step=args.per_step,
@@ -144,6 +144,7 @@ def run_method(name: str, policy: Path, args) -> dict:
     data.setup("fit")
     module = ReasoningRL(
         str(policy),
+        output_dir=str(scratch / name),  # the trained policy's export: thrown away
         rewards=[{"name": "arithmetic"}],
         group_size=args.group,
         num_minibatches=2,
@@ -208,7 +209,7 @@ def main() -> None:
         print(f"start: held-out pass@1 {start_pass1:.3f} +- {start_hw:.3f}", flush=True)
         results = {}
         for name in args.methods.split(","):
-            results[name] = run_method(name, policy, args)
+            results[name] = run_method(name, policy, Path(scratch), args)
             r = results[name]
             print(
                 f"{name:6s} pass@1 {r['pass1']:.3f} (95% {r['pass1_ci95'][0]:.3f}-"
