@@ -61,6 +61,7 @@ OPTIMIZER = {
     "min_lr_ratio": lambda v: real(v) and 0 <= v <= 1,
     "fused": lambda v: v is None or isinstance(v, bool),
 }
+MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 GRPO = {
     "eps_low": lambda v: real(v) and 0 <= v < 1,
     "eps_high": lambda v: real(v) and v >= 0,
@@ -73,6 +74,20 @@ GRPO = {
     "entropy_coef": real,
     "tis_cap": lambda v: v is None or (real(v) and v > 0),
     "max_tokens": lambda v: v is None or (integer(v) and v >= 1),
+    "policy_loss": lambda v: v in ("clip", "cispo", "sapo", "clip_cov", "kl_cov"),
+    "importance_sampling_level": lambda v: v in ("token", "sequence", "sequence_token"),
+    "sapo_temperature_pos": lambda v: real(v) and v > 0,
+    "sapo_temperature_neg": lambda v: real(v) and v > 0,
+    "cispo_max": lambda v: real(v) and v > 0,
+    "clip_cov_ratio": lambda v: real(v) and 0 < v <= 1,
+    "clip_cov_lb": lambda v: real(v) and v < 5.0,  # below the default upper bound
+    "clip_cov_ub": lambda v: real(v) and v > 1.0,  # above the default lower bound
+    "kl_cov_ratio": lambda v: real(v) and 0 < v <= 1,
+    "kl_cov_coef": lambda v: real(v) and v >= 0,
+    "top_entropy_quantile": lambda v: real(v) and 0 < v <= 1,
+    "rollout_is": lambda v: v is None or v in MODES,
+    "rollout_is_min": lambda v: v is None or (real(v) and 0 < v < 3.0),  # below the default max
+    "rollout_is_max": lambda v: v is None or (real(v) and v > 0),
 }
 
 

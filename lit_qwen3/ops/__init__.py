@@ -2,6 +2,9 @@
 
 - ``logprobs``: log-probs and entropy of chosen tokens, chunked over the vocabulary.
 - ``losses``: SFT cross-entropy, GRPO and its variants, KL estimators, Bradley-Terry.
+- ``policy_objectives``: GSPO, SAPO, CISPO, Clip-Cov, KL-Cov, high-entropy tokens and the
+  sampler/trainer mismatch weights, the pieces ``grpo_loss`` composes.
+- ``advantages``: pass@k advantages (verl's ``grpo_passk``, the analytic pass@k form).
 - ``distill_losses`` and ``distill_kernel``: distillation divergences, from logits or from
   hidden states without ever building ``tokens x vocab`` logits.
 - ``training_forward``: the policy's forward with no padding masks; packed rows unpacked.

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_qwen3.ops import policy_objectives as po
 from lit_qwen3.ops.distill_kernel import (  # noqa: F401  (re-exported: the public loss functions)
     DistillationTerms,
     chunked_distillation,
@@ -45,6 +46,7 @@ from lit_qwen3.ops.logprobs import (  # noqa: F401
     token_entropy,
     token_logprobs,
 )
+from lit_qwen3.ops.policy_objectives import objective_rules
 from lit_qwen3.ops.tensor_checks import (
     check_labels,
     check_reduction,
@@ -56,7 +58,7 @@ from lit_qwen3.ops.tensor_checks import (
 
 # exp() of a log-ratio beyond this is numerically meaningless in float32 (e^20 ~ 5e8);
 # verl clamps at the same bound. Clamped tokens get no gradient through the ratio.
-_MAX_LOG_RATIO = 20.0
+_MAX_LOG_RATIO = po.MAX_LOG_RATIO
 
 LossAggMode = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
 LOSS_AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
@@ -343,6 +345,38 @@ class GRPOLossConfig:
     """Truncated importance sampling: weight tokens by ``min(pi_old / pi_rollout, tis_cap)``."""
     max_tokens: int | None = None
     """Dr.GRPO's constant normaliser (the generation limit); default: the batch's length."""
+    policy_loss: Literal["clip", "cispo", "sapo", "clip_cov", "kl_cov"] = "clip"
+    """``clip`` (PPO/GRPO/DAPO), ``cispo``, ``sapo``, ``clip_cov``, ``kl_cov`` (see
+    :mod:`lit_qwen3.ops.policy_objectives`)."""
+    importance_sampling_level: Literal["token", "sequence", "sequence_token"] = "token"
+    """``token``, ``sequence`` (GSPO) or ``sequence_token`` (GSPO-token, as verl)."""
+    sapo_temperature_pos: float = 1.0
+    """SAPO gate temperature where ``A > 0`` (TRL's default)."""
+    sapo_temperature_neg: float = 1.05
+    """SAPO gate temperature where ``A <= 0``: sharper, negative updates fade sooner."""
+    cispo_max: float = 5.0
+    """CISPO's cap on the detached importance weight (TRL ``epsilon_high`` under ``cispo``)."""
+    clip_cov_ratio: float = 2e-4
+    """Clip-Cov: share of tokens whose gradient is detached (verl ``clip_cov_ratio``)."""
+    clip_cov_lb: float = 1.0
+    """Clip-Cov: only tokens with covariance above this are candidates."""
+    clip_cov_ub: float = 5.0
+    """Clip-Cov: ... and below this."""
+    kl_cov_ratio: float = 2e-4
+    """KL-Cov: share of tokens (largest covariance) given the ``|log ratio|`` penalty."""
+    kl_cov_coef: float = 1.0
+    """KL-Cov: weight of that penalty (verl ``ppo_kl_coef``)."""
+    top_entropy_quantile: float = 1.0
+    """Train only the top share of tokens by entropy (0.2: the top 20%); 1 trains all (TRL)."""
+    rollout_is: (
+        Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] | None
+    ) = None
+    """Sampler/trainer mismatch correction: ``token_truncate``, ``token_mask``,
+    ``sequence_truncate``, ``sequence_mask`` (TRL ``vllm_importance_sampling_mode``)."""
+    rollout_is_min: float | None = None
+    """Lower bound of the mismatch weight (None: none)."""
+    rollout_is_max: float | None = 3.0
+    """Upper bound of the mismatch weight (TRL ``vllm_importance_sampling_clip_max``)."""
 
     def __post_init__(self) -> None:
         def number(v: object) -> bool:
@@ -366,6 +400,7 @@ class GRPOLossConfig:
             ("entropy_coef", number(self.entropy_coef), "a finite number"),
             ("tis_cap", none_or_above(self.tis_cap, 0), "None or a number > 0"),
             ("max_tokens", self.max_tokens is None or positive_int, "None or a positive int"),
+            *objective_rules(self),
         )
         for name, ok, expected in rules:
             if not ok:
@@ -385,12 +420,17 @@ def grpo_loss(
     entropy: Tensor | None = None,
     rollout_logprobs: Tensor | None = None,
     num_items_in_batch: int | float | Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped policy-gradient loss of GRPO / DAPO / Dr.GRPO, plus detached diagnostics.
+    """Policy-gradient loss of the GRPO family (GRPO, DAPO, Dr.GRPO, GSPO, SAPO, CISPO,
+    Clip-Cov, KL-Cov), plus detached diagnostics.
 
-    Per token, with ``r = exp(logprobs - old_logprobs)`` and advantage ``A``:
-    ``max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))``, capped at ``-A c`` for ``A < 0`` with
-    dual clip, times the TIS weight ``min(exp(old - rollout), tis_cap)`` when set; aggregated by
+    Per token, with the importance ratio ``r`` at ``config.importance_sampling_level`` and
+    advantage ``A``, ``config.policy_loss`` ``clip`` gives
+    ``max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))`` (capped at ``-A c`` for ``A < 0`` with
+    dual clip); the other objectives are in :mod:`lit_qwen3.ops.policy_objectives`. Then only
+    the high-entropy tokens count (``top_entropy_quantile``), times the sampler/trainer weight
+    (``rollout_is``, or ``tis_cap``: ``min(exp(old - rollout), tis_cap)``); aggregated by
     ``config.loss_agg_mode``; plus ``kl_coef * KL(policy || ref)`` and minus
     ``entropy_coef * entropy``, aggregated the same way.
 
@@ -403,15 +443,20 @@ def grpo_loss(
             mask (every completion truncated) gives a zero loss that still reaches the
             parameters, so data-parallel ranks stay in step.
         ref_logprobs: ``(B, T)`` reference-model log-probs, for the KL term and the ``kl`` metric.
-        entropy: ``(B, T)`` policy entropy (with grad for the bonus), also the ``entropy`` metric.
-        rollout_logprobs: ``(B, T)`` log-probs reported by the sampler (e.g. vLLM), for TIS.
+        entropy: ``(B, T)`` policy entropy (with grad for the bonus), also the ``entropy`` metric;
+            needed by ``top_entropy_quantile < 1``.
+        rollout_logprobs: ``(B, T)`` log-probs reported by the sampler (e.g. vLLM), for TIS/MIS.
         num_items_in_batch: global normaliser, see :func:`aggregate_loss`.
+        generator: Clip-Cov's random draw of tokens.
 
     Returns:
-        ``(loss, metrics)``; metrics are detached scalars: ``pg_loss``, ``clip_frac_low``,
-        ``clip_frac_high``, ``ratio_mean``, ``ratio_min``, ``ratio_max``, ``approx_kl``
-        (k3 of old vs current policy) and, when enabled, ``dual_clip_frac``, ``kl``,
-        ``entropy``, ``tis_weight_mean``, ``tis_clip_frac``.
+        ``(loss, metrics)``; metrics are detached scalars: ``pg_loss``, ``ratio_mean``,
+        ``ratio_min``, ``ratio_max``, ``approx_kl`` (k3 of old vs current policy), with the clip
+        objectives ``clip_frac_low`` and ``clip_frac_high``, and when enabled
+        ``dual_clip_frac``, ``cispo_clip_frac``, ``cov_selected_frac``, ``high_entropy_frac``,
+        ``kl``, ``entropy``, the ``is_weight_*`` metrics of
+        :func:`~lit_qwen3.ops.policy_objectives.rollout_importance_weights` (and with
+        ``tis_cap`` the older ``tis_weight_mean``, ``tis_clip_frac``).
     """
     config = config if config is not None else GRPOLossConfig()
     if logprobs.dim() != 2:
@@ -430,28 +475,57 @@ def grpo_loss(
         )
     if config.kl_coef > 0 and ref_logprobs is None:
         raise ValueError("config.kl_coef > 0 needs ref_logprobs")
-    if config.entropy_coef != 0 and entropy is None:
-        raise ValueError("config.entropy_coef != 0 needs entropy")
-    if config.tis_cap is not None and rollout_logprobs is None:
-        raise ValueError("config.tis_cap is set but rollout_logprobs were not given")
+    if (config.entropy_coef != 0 or config.top_entropy_quantile < 1) and entropy is None:
+        raise ValueError("config.entropy_coef != 0 or top_entropy_quantile < 1 needs entropy")
+    correction = config.rollout_is or ("token_truncate" if config.tis_cap is not None else None)
+    if correction is not None and rollout_logprobs is None:
+        raise ValueError("config.rollout_is or tis_cap is set but rollout_logprobs were not given")
     m = float_mask(mask, logprobs).bool()
     adv = advantages.to(logprobs.dtype)
     adv = adv[:, None].expand(shape) if adv.dim() == 1 else adv
     old = old_logprobs.detach()
 
-    log_ratio = (logprobs - old).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    log_ratio = po.importance_log_ratio(logprobs, old, m, config.importance_sampling_level)
     ratio = log_ratio.exp()
-    clipped = ratio.clamp(1.0 - config.eps_low, 1.0 + config.eps_high)
-    per_token = torch.maximum(-adv * ratio, -adv * clipped)
-    if config.dual_clip is not None:
-        per_token = torch.where(
-            adv < 0, torch.minimum(per_token, -adv * config.dual_clip), per_token
+    kind, extra = config.policy_loss, {}
+    if kind == "sapo":
+        t_pos, t_neg = config.sapo_temperature_pos, config.sapo_temperature_neg
+        per_token = po.sapo_per_token(ratio, adv, t_pos, t_neg)
+    elif kind == "cispo":
+        per_token = po.cispo_per_token(ratio, logprobs, adv, config.cispo_max)
+        extra["cispo_clip_frac"] = (adv > 0) & (ratio > config.cispo_max)
+    elif kind == "kl_cov":  # no clip: the penalty on the top-covariance tokens replaces it
+        chosen = po.kl_cov_selection(po.token_covariance(logprobs, adv, m), m, config.kl_cov_ratio)
+        penalty = torch.where(chosen, config.kl_cov_coef * log_ratio.abs(), 0.0)
+        per_token, extra["cov_selected_frac"] = -adv * ratio + penalty, chosen
+    else:
+        clipped = ratio.clamp(1.0 - config.eps_low, 1.0 + config.eps_high)
+        per_token = torch.maximum(-adv * ratio, -adv * clipped)
+        if config.dual_clip is not None:
+            per_token = torch.where(
+                adv < 0, torch.minimum(per_token, -adv * config.dual_clip), per_token
+            )
+        if kind == "clip_cov":
+            eligible = m & ~(-adv * clipped > -adv * ratio)  # not already clipped by PPO
+            cov = po.token_covariance(logprobs, adv, m)
+            chosen = po.clip_cov_selection(
+                cov, eligible, int(m.sum()), config.clip_cov_ratio, config.clip_cov_lb,
+                config.clip_cov_ub, generator,
+            )  # fmt: skip
+            per_token, extra["cov_selected_frac"] = per_token.masked_fill(chosen, 0.0), chosen
+    bonus_entropy = entropy
+    if config.top_entropy_quantile < 1:
+        high = po.high_entropy_mask(entropy, m, config.top_entropy_quantile)
+        per_token = torch.where(high, per_token, 0.0)
+        bonus_entropy, extra["high_entropy_frac"] = torch.where(high, entropy, 0.0), high
+    is_metrics: dict[str, Tensor] = {}
+    if correction is not None:
+        high_bound = config.tis_cap if config.rollout_is is None else config.rollout_is_max
+        low_bound = None if config.rollout_is is None else config.rollout_is_min
+        is_weight, is_metrics = po.rollout_importance_weights(
+            old, rollout_logprobs, m, correction, low_bound, high_bound
         )
-    tis_weight = None
-    if config.tis_cap is not None:
-        tis_log = (old - rollout_logprobs.detach()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
-        tis_weight = tis_log.exp().clamp(max=config.tis_cap)
-        per_token = per_token * tis_weight
+        per_token = per_token * is_weight
 
     empty = num_items_in_batch is None and not m.any()
 
@@ -474,7 +548,7 @@ def grpo_loss(
         if config.kl_coef > 0:
             loss = loss + config.kl_coef * agg(kl)
     if entropy is not None and config.entropy_coef != 0:
-        loss = loss - config.entropy_coef * agg(entropy)
+        loss = loss - config.entropy_coef * agg(bonus_entropy)
 
     with torch.no_grad():
         tokens = m.sum().clamp(min=1)
@@ -484,22 +558,25 @@ def grpo_loss(
 
         metrics = {
             "pg_loss": pg_loss.detach(),
-            "clip_frac_low": frac((adv < 0) & (ratio < 1.0 - config.eps_low)),
-            "clip_frac_high": frac((adv > 0) & (ratio > 1.0 + config.eps_high)),
             "ratio_mean": masked_mean(ratio, m),
             "ratio_min": _masked_extreme(ratio, m, largest=False),
             "ratio_max": _masked_extreme(ratio, m, largest=True),
             "approx_kl": masked_mean(kl_estimate(old, logprobs.detach(), "k3"), m),
         }
+        if kind in ("clip", "clip_cov"):
+            metrics["clip_frac_low"] = frac((adv < 0) & (ratio < 1.0 - config.eps_low))
+            metrics["clip_frac_high"] = frac((adv > 0) & (ratio > 1.0 + config.eps_high))
+        metrics.update({k: frac(v) for k, v in extra.items()})
         if config.dual_clip is not None:
             metrics["dual_clip_frac"] = frac((adv < 0) & (ratio > config.dual_clip))
         if kl is not None:
             metrics["kl"] = masked_mean(kl.detach(), m)
         if entropy is not None:
             metrics["entropy"] = masked_mean(entropy.detach(), m)
-        if tis_weight is not None:
-            metrics["tis_weight_mean"] = masked_mean(tis_weight, m)
-            metrics["tis_clip_frac"] = frac(tis_weight >= config.tis_cap)
+        metrics.update(is_metrics)
+        if config.tis_cap is not None:
+            metrics["tis_weight_mean"] = is_metrics["is_weight_mean"]
+            metrics["tis_clip_frac"] = is_metrics["is_truncated_frac"]
     return loss, metrics
 
 

@@ -14,7 +14,10 @@ One training step, for a batch of queries:
 4. group advantages; old log-probs from the trainer's forward when rollouts are reused
    (``ppo_epochs > 1`` or several mini-batches), reference log-probs when a KL is configured;
 5. :func:`~lit_qwen3.ops.losses.grpo_loss` per mini-batch: clip-higher, dual clip, TIS against the
-   sampler's own log-probs, KL, entropy bonus, the three loss aggregations.
+   sampler's own log-probs, KL, entropy bonus, the three loss aggregations; or, by ``loss`` keys,
+   GSPO, SAPO, CISPO, Clip-Cov, KL-Cov, high-entropy tokens only, masked or truncated
+   sampler/trainer weights per token or sequence (README, "RL methods"). The mismatch between the
+   sampler's log-probs and the trainer's is logged under ``train/mismatch/``.
 
 Where this departs from the GRPO paper (Shao et al. 2024) and follows later practice:
 1. no KL to a reference by default (``loss.kl_coef = 0``, as DAPO and many Qwen-style runs);
@@ -32,6 +35,7 @@ import torch.distributed as dist
 
 from lit_qwen3.chat import STOP_THINKING
 from lit_qwen3.models import load_model
+from lit_qwen3.ops.advantages import passk_analytic_advantages, passk_max_advantages
 from lit_qwen3.ops.losses import (
     GRPOLossConfig,
     group_advantages,
@@ -39,6 +43,7 @@ from lit_qwen3.ops.losses import (
     grpo_loss,
     soft_overlong_penalty,
 )
+from lit_qwen3.ops.policy_objectives import mismatch_metrics
 from lit_qwen3.queries import Query, check_reward_metadata, check_reward_names
 from lit_qwen3.rewards import CompositeReward, Sample
 from lit_qwen3.rollout.generation import Rollouts, SamplingConfig
@@ -52,6 +57,8 @@ from lit_qwen3.stages.on_policy import (
 )
 
 torch.serialization.add_safe_globals([GRPOLossConfig])  # a hyperparameter (see on_policy.py)
+
+ADVANTAGE_ESTIMATORS = ("grpo", "grpo_passk", "pass_at_k")
 
 
 class GroupRelativeRL(OnPolicyStage):
@@ -70,9 +77,14 @@ class GroupRelativeRL(OnPolicyStage):
         group_size: rollouts per query (G).
         sampling: the sampler's settings (``temperature`` 1.0 keeps ratios unbiased).
         thinking_budget / stop_thinking: the budget of rollouts and the text forced at it.
-        loss: the GRPO loss knobs (clipping, aggregation, KL, entropy bonus, TIS).
+        loss: the loss knobs (method, clipping, aggregation, KL, entropy bonus, TIS/MIS).
         advantage_scale: ``group`` (GRPO), ``batch`` or None (Dr.GRPO: no std division).
         leave_one_out: RLOO baseline instead of the group mean.
+        advantage_estimator: ``grpo`` (group-relative, with ``advantage_scale`` and
+            ``leave_one_out``), ``grpo_passk`` (verl's pass@k estimator: only each group's best
+            rollout gets the gap to the runner-up) or ``pass_at_k`` (Chen et al. 2025's
+            analytic pass@k advantages, binary rewards); see :mod:`lit_qwen3.ops.advantages`.
+        pass_k: the k of ``pass_at_k``.
         ppo_epochs / num_minibatches: off-policy reuse: passes over the rollouts and optimizer
             steps per pass.
         micro_batch_size: rows per forward (gradient accumulation); None: a whole mini-batch.
@@ -120,6 +132,8 @@ class GroupRelativeRL(OnPolicyStage):
         loss: GRPOLossConfig | None = None,
         advantage_scale: Literal["group", "batch"] | None = "group",
         leave_one_out: bool = False,
+        advantage_estimator: Literal["grpo", "grpo_passk", "pass_at_k"] = "grpo",
+        pass_k: int = 4,
         ppo_epochs: int = 1,
         num_minibatches: int = 1,
         micro_batch_size: int | None = None,
@@ -153,6 +167,17 @@ class GroupRelativeRL(OnPolicyStage):
             raise ValueError(f"group_size must be an int >= 2, got {group_size!r}")
         if overlong not in ("mask", "penalty", "none"):
             raise ValueError(f"overlong must be 'mask', 'penalty' or 'none', got {overlong!r}")
+        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(
+                f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, "
+                f"got {advantage_estimator!r}"
+            )
+        if advantage_estimator == "pass_at_k" and not (
+            isinstance(pass_k, int) and 1 <= pass_k <= group_size
+        ):
+            raise ValueError(
+                f"pass_k must be an int in [1, group_size={group_size}], got {pass_k!r}"
+            )
         if max_refill_rounds < 0:
             raise ValueError(f"max_refill_rounds must be >= 0, got {max_refill_rounds}")
         self.init_stage(
@@ -184,6 +209,7 @@ class GroupRelativeRL(OnPolicyStage):
             timeout=reward_timeout,
         )
         object.__setattr__(self, "reference", None)  # frozen: not a submodule
+        self._cov_generator = torch.Generator().manual_seed(seed)  # Clip-Cov's random draw
 
     def build_model(self) -> torch.nn.Module:
         hp = self.hparams
@@ -298,12 +324,7 @@ class GroupRelativeRL(OnPolicyStage):
 
         rollouts = sampled_all.rollouts.select(rows.to(self.device))
         rewards_kept = rewards[rows]
-        advantages = group_advantages(
-            rewards_kept,
-            G,
-            scale=self.hparams.advantage_scale,
-            leave_one_out=self.hparams.leave_one_out,
-        ).to(self.device)
+        advantages = self.advantages(rewards_kept).to(self.device)
         mask = rollouts.policy_mask()
         if self.hparams.overlong == "mask":
             mask &= ~rollouts.truncated.bool()[:, None]
@@ -329,6 +350,18 @@ class GroupRelativeRL(OnPolicyStage):
             {"advantage": advantages.tolist()},
         )
         return batch, metrics
+
+    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Per-rollout advantages by ``advantage_estimator``."""
+        hp, G = self.hparams, self.hparams.group_size
+        estimator = hp.get("advantage_estimator", "grpo")
+        if estimator == "grpo_passk":
+            return passk_max_advantages(rewards, G, scale=hp.advantage_scale is not None)
+        if estimator == "pass_at_k":
+            return passk_analytic_advantages(rewards, G, hp.pass_k)
+        return group_advantages(
+            rewards, G, scale=hp.advantage_scale, leave_one_out=hp.leave_one_out
+        )
 
     def rollout_metrics(
         self, rollouts: Any, rewards: torch.Tensor, thinking: torch.Tensor
@@ -381,6 +414,7 @@ class GroupRelativeRL(OnPolicyStage):
         logprobs = scores.logprobs
         old = batch.tensors.get("old_logprobs")
         config = self.loss_config
+        correct = config.tis_cap is not None or config.rollout_is is not None
         loss, metrics = grpo_loss(
             logprobs,
             logprobs.detach() if old is None else old,
@@ -389,12 +423,19 @@ class GroupRelativeRL(OnPolicyStage):
             config,
             ref_logprobs=batch.tensors.get("ref_logprobs"),
             entropy=scores.entropy,
-            rollout_logprobs=batch.tensors["rollout_logprobs"] if config.tis_cap else None,
+            rollout_logprobs=batch.tensors["rollout_logprobs"] if correct else None,
             num_items_in_batch=normalizer,
+            generator=self._cov_generator,
         )
+        # The mismatch is the trainer's log-probs at rollout time against the sampler's, on
+        # every token the policy wrote (forced and tool tokens excluded).
         policy = batch.rollouts.policy_mask()
-        diff = (logprobs.detach() - batch.tensors["rollout_logprobs"]).abs()
-        metrics["sampler_logprob_diff"] = (diff * policy).sum() / policy.sum().clamp(min=1)
+        trainer = logprobs.detach() if old is None else old
+        mismatch = mismatch_metrics(trainer, batch.tensors["rollout_logprobs"], policy)
+        metrics["sampler_logprob_diff"] = mismatch["logprob_diff"]
+        metrics.update({f"mismatch/{k}": v for k, v in mismatch.items()})
+        for key in [k for k in metrics if k.startswith("is_")]:
+            metrics[f"mismatch/{key}"] = metrics.pop(key)
         return loss, metrics, scores.entropy
 
 
