@@ -20,7 +20,7 @@ from lit_qwen3.chat import IM_END, IM_START
 from lit_qwen3.rollout.generation import Rollouts, RolloutSampler, left_pad
 from lit_qwen3.tools import Tool, ToolCall, parse_tool_call
 
-__all__ = ["ToolRolloutSampler", "ToolTrace", "first_turns"]
+__all__ = ["ToolRolloutSampler", "ToolTrace", "first_turns", "turn_texts"]
 
 CALL_END = "</tool_call>"
 
@@ -199,16 +199,26 @@ def _per_row(budget: Sequence[int | None] | int | None, n: int) -> list[int | No
     return budgets
 
 
-def first_turns(rollouts: Rollouts, tokenizer: Any) -> list[str]:
-    """Each reply's first assistant turn as text: everything before the first environment
-    (tool output) token; the whole reply when no tool answered."""
+def turn_texts(rollouts: Rollouts, tokenizer: Any, turn: str = "last") -> list[str]:
+    """Each reply's ``"first"`` assistant turn (everything before the first environment token:
+    the turn that called a tool) or ``"last"`` (everything after the last environment token),
+    as text; the whole reply when no tool answered."""
+    if turn not in ("first", "last"):
+        raise ValueError(f"turn must be 'first' or 'last', got {turn!r}")
     texts = []
     for ids, mask, tool in zip(
         rollouts.completion_ids, rollouts.completion_mask, rollouts.tool_mask, strict=True
     ):
         keep = mask.bool().clone()
         env = tool.nonzero()
-        if len(env):
+        if len(env) and turn == "first":
             keep[int(env[0]) :] = False
+        elif len(env):
+            keep[: int(env[-1]) + 1] = False
         texts.append(tokenizer.decode(ids[keep].tolist(), skip_special_tokens=True))
     return texts
+
+
+def first_turns(rollouts: Rollouts, tokenizer: Any) -> list[str]:
+    """Each reply's first assistant turn as text (see :func:`turn_texts`)."""
+    return turn_texts(rollouts, tokenizer, "first")

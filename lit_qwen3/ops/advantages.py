@@ -18,19 +18,11 @@ import math
 import torch
 from torch import Tensor
 
-from lit_qwen3.ops.tensor_checks import compute_dtype
+from lit_qwen3.ops.tensor_checks import check_group_rewards, compute_dtype
 
 
 def _groups(rewards: Tensor, group_size: int) -> Tensor:
-    if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D (batch,), got shape {tuple(rewards.shape)}")
-    if not isinstance(group_size, int) or group_size < 2:
-        raise ValueError(f"group_size must be an int >= 2, got {group_size!r}")
-    if rewards.numel() == 0 or rewards.numel() % group_size:
-        raise ValueError(
-            f"rewards has {rewards.numel()} entries, not a positive multiple of "
-            f"group_size={group_size}"
-        )
+    check_group_rewards(rewards, group_size)
     if not torch.isfinite(rewards).all():
         raise ValueError("rewards must be finite")
     return rewards.to(compute_dtype(rewards.dtype)).view(-1, group_size)

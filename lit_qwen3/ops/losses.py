@@ -48,6 +48,7 @@ from lit_qwen3.ops.logprobs import (  # noqa: F401
 )
 from lit_qwen3.ops.policy_objectives import objective_rules
 from lit_qwen3.ops.tensor_checks import (
+    check_group_rewards,
     check_labels,
     check_reduction,
     check_shape,
@@ -216,15 +217,7 @@ def group_advantages(
     batch's std (``"batch"``, as TRL's ``scale_rewards="batch"``), or not at all (``None``,
     Dr.GRPO). Stds use Bessel's correction, as TRL and verl do. Returns ``(B,)``.
     """
-    if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D (batch,), got shape {tuple(rewards.shape)}")
-    if not isinstance(group_size, int) or group_size < 2:
-        raise ValueError(f"group_size must be an int >= 2, got {group_size!r}")
-    if rewards.numel() == 0 or rewards.numel() % group_size:
-        raise ValueError(
-            f"rewards has {rewards.numel()} entries, not a positive multiple of "
-            f"group_size={group_size}"
-        )
+    check_group_rewards(rewards, group_size)
     if scale not in ("group", "batch", None):
         raise ValueError(f"scale must be 'group', 'batch' or None, got {scale!r}")
     if not torch.isfinite(rewards).all():

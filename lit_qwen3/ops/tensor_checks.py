@@ -94,3 +94,16 @@ def masked_reduce(
     if num.item() == 0:
         raise ValueError(empty_error)
     return per_token.sum() / num
+
+
+def check_group_rewards(rewards: Tensor, group_size: int) -> None:
+    """``rewards`` (B,) in whole groups of ``group_size`` consecutive rollouts."""
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D (batch,), got shape {tuple(rewards.shape)}")
+    if not isinstance(group_size, int) or group_size < 2:
+        raise ValueError(f"group_size must be an int >= 2, got {group_size!r}")
+    if rewards.numel() == 0 or rewards.numel() % group_size:
+        raise ValueError(
+            f"rewards has {rewards.numel()} entries, not a positive multiple of "
+            f"group_size={group_size}"
+        )

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_qwen3.agent import ToolRolloutSampler, first_turns
+from lit_qwen3.agent import ToolRolloutSampler, first_turns, turn_texts
 from lit_qwen3.chat import ThinkTokens, split_thinking, thinking_span_mask
 from lit_qwen3.queries import Query, encode_query
 from lit_qwen3.rollout.generation import Rollouts, RolloutSampler, SamplingConfig
@@ -278,16 +278,7 @@ class OnPolicyStage(HFStageModule):
 
     def final_turns(self, rollouts: Rollouts) -> list[str]:
         """Each reply's last assistant turn as text (tool turns before it are the trajectory)."""
-        texts = []
-        for ids, mask, tool in zip(
-            rollouts.completion_ids, rollouts.completion_mask, rollouts.tool_mask, strict=True
-        ):
-            keep = mask.bool().clone()
-            env = tool.nonzero()
-            if len(env):
-                keep[: int(env[-1]) + 1] = False
-            texts.append(self.tokenizer.decode(ids[keep].tolist(), skip_special_tokens=True))
-        return texts
+        return turn_texts(rollouts, self.tokenizer, "last")
 
     def _progress_bar(self, rows: int) -> Any:
         trainer = self._trainer
