@@ -67,16 +67,18 @@ def toy_policies(tmp_path_factory) -> dict[str, Path]:
     tests/toy_models.py), trained once per test run: pytest-xdist's workers share them (the
     first to ask trains, the others wait on a file lock and load the result)."""
     from filelock import FileLock
-    from toy_models import SEED, WEAK_STEPS, toy_threads, train_toy_policy
+    from toy_models import RL_START_STEPS, SEED, STEPS, WEAK_STEPS, toy_threads, train_toy_policy
 
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # the run's base folder, above each worker's own
     root = shared / f"toy_policy_seed{SEED}_threads{toy_threads(2)}"
-    policies = {"policy": root / "model", "weak": root / f"step{WEAK_STEPS}"}
+    snapshots = {step: root / f"step{step}" for step in {WEAK_STEPS, *RL_START_STEPS} - {STEPS}}
+    policies = {"policy": root / "model", **{f"step{s}": d for s, d in snapshots.items()}}
+    policies["weak"] = policies[f"step{WEAK_STEPS}"]
     with FileLock(f"{root}.lock"):
         if not (policies["policy"] / "config.json").exists():
-            train_toy_policy(policies["policy"], snapshots={WEAK_STEPS: policies["weak"]})
+            train_toy_policy(policies["policy"], snapshots=snapshots)
     return policies
 
 
@@ -90,6 +92,21 @@ def toy_policy(toy_policies) -> Path:
 def weak_policy(toy_policies) -> Path:
     """Directory of the same run's snapshot at ``WEAK_STEPS``: few right answers, room to learn."""
     return toy_policies["weak"]
+
+
+@pytest.fixture(scope="session")
+def rl_start_policy(toy_policies) -> Path:
+    """The snapshot of the same run whose pass@1 is nearest 0.5 (``toy_models.rl_start``): RL's
+    learning tests start there, whatever the seed and the machine made of the cold start."""
+    from toy_models import RL_START_STEPS, STEPS, rl_start
+
+    candidates = {
+        step: toy_policies["policy"] if step == STEPS else toy_policies[f"step{step}"]
+        for step in RL_START_STEPS
+    }
+    chosen, figures = rl_start(candidates)
+    print(f"RL start: {chosen.name} of pass@1 by step {figures}")
+    return chosen
 
 
 #: Test files that start sandboxes: they run on one xdist worker, one after another, so that
@@ -125,7 +142,7 @@ SLOW_FILES = {
     "test_rl_cli.py",
 }
 #: Fixtures that train a model: a test that asks for one is slow.
-TRAINED_FIXTURES = {"toy_policy", "weak_policy", "toy_policies"}
+TRAINED_FIXTURES = {"toy_policy", "weak_policy", "rl_start_policy", "toy_policies"}
 
 
 @pytest.hookimpl(tryfirst=True)
