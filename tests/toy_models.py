@@ -199,6 +199,10 @@ def rl_start(snapshots: dict[int, Path], target: float = 0.5) -> tuple[Path, dic
         module = SimpleNamespace(
             model=load_model(str(directory)), tokenizer=load_tokenizer(str(directory))
         )
-        figures[step] = held_out_pass1(module, data.train_queries[:64])
+        queries = [
+            {"messages": q.messages, "answer": q.metadata["reference"]}
+            for q in data.train_queries[:64]
+        ]
+        figures[step] = held_out_pass1(module, queries)
     best = min(figures, key=lambda step: abs(figures[step] - target))
     return snapshots[best], figures
