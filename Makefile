@@ -22,7 +22,7 @@ run: install
 
 # pytest-xdist: one worker per core; each test file runs on one worker (its fixtures built once).
 WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --durations=12
 
 test: install
 	$(PYTEST)
