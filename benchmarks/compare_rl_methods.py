@@ -129,7 +129,9 @@ def pass1(module, queries) -> tuple[float, float]:
     return mean, 1.96 * spread
 
 
-def run_method(name: str, policy: Path, scratch: Path, args) -> dict:
+def toy_queries(policy: Path, args) -> QueryDataModule:
+    """The learning tests' query pool (2,000 two-digit sums), set up: every method and the
+    start are evaluated on its held-out split."""
     data = QueryDataModule(
         str(policy),
         queries_per_step=args.per_step,
@@ -142,6 +144,11 @@ def run_method(name: str, policy: Path, scratch: Path, args) -> dict:
         seed=args.seed,
     )
     data.setup("fit")
+    return data
+
+
+def run_method(name: str, policy: Path, scratch: Path, args) -> dict:
+    data = toy_queries(policy, args)
     module = ReasoningRL(
         str(policy),
         output_dir=str(scratch / name),  # the trained policy's export: thrown away
@@ -193,18 +200,7 @@ def main() -> None:
         policy = args.policy or cold_start(Path(scratch) / "cold_start", args.cold_start_steps)
         start = ReasoningRL(str(policy), rewards=[{"name": "arithmetic"}])
         start.configure_model()
-        data = QueryDataModule(
-            str(policy),
-            queries_per_step=args.per_step,
-            toy_size=2000,
-            val_size=args.val,
-            toy_min_digits=2,
-            toy_max_digits=2,
-            toy_mul_fraction=0.0,
-            toy_exclude_sft=0,
-            seed=args.seed,
-        )
-        data.setup("fit")
+        data = toy_queries(policy, args)
         start_pass1, start_hw = pass1(start, data.val_queries)
         print(f"start: held-out pass@1 {start_pass1:.3f} +- {start_hw:.3f}", flush=True)
         results = {}

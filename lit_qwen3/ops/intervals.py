@@ -102,15 +102,12 @@ def paired_difference(
 ) -> Interval:
     """``mean(after) - mean(before)`` on the same problems, with a paired bootstrap interval:
     each resample draws problems and takes both models' scores on them."""
-    _check(level, resamples)
     a, b = _scores(after, "after"), _scores(before, "before")
     if a.shape != b.shape:
         raise ValueError(
             f"paired scores need the same problems: {a.numel()} scores after, {b.numel()} before"
         )
-    d = a - b
-    means = d[_resampled_rows(d.numel(), resamples, seed)].mean(-1)
-    return Interval(float(d.mean()), *_percentiles(means, level), level=level)
+    return bootstrap_mean(a - b, level=level, resamples=resamples, seed=seed)
 
 
 def ratio_interval(
