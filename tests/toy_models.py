@@ -193,16 +193,15 @@ def rl_start(snapshots: dict[int, Path], target: float = 0.5) -> tuple[Path, dic
     the tests' held-out set) is nearest ``target``, and every snapshot's figure."""
     from lit_qwen3.models import load_model, load_tokenizer
 
+    data = two_digit_queries(next(iter(snapshots.values())), per_step=16, size=200)
+    queries = [
+        {"messages": q.messages, "answer": q.metadata["reference"]} for q in data.train_queries[:64]
+    ]  # the snapshots share one tokenizer: one query set serves them all
     figures = {}
     for step, directory in sorted(snapshots.items()):
-        data = two_digit_queries(directory, per_step=16, size=200)
         module = SimpleNamespace(
             model=load_model(str(directory)), tokenizer=load_tokenizer(str(directory))
         )
-        queries = [
-            {"messages": q.messages, "answer": q.metadata["reference"]}
-            for q in data.train_queries[:64]
-        ]
         figures[step] = held_out_pass1(module, queries)
     best = min(figures, key=lambda step: abs(figures[step] - target))
     return snapshots[best], figures
