@@ -17,7 +17,7 @@ import pytest
 
 from lit_qwen3.rewards import Sample, sandbox_users
 from lit_qwen3.rewards.code import CodeReward
-from lit_qwen3.rewards.sandbox import Sandbox, SandboxError
+from lit_qwen3.rewards.sandbox import Sandbox, SandboxBusy
 from lit_qwen3.rewards.sandbox_cgroup import controller_support
 from lit_qwen3.rewards.sandbox_seccomp import seccomp_filter
 
@@ -96,12 +96,22 @@ def test_concurrent_sandboxes_never_share_a_uid():
     assert len(uids) == 6 and len(set(uids)) == 6, uids
 
 
-def test_a_leased_uid_is_not_handed_out_again(monkeypatch):
+@pytest.mark.parametrize("probed", [False, True], ids=["first-run-probes", "already-probed"])
+def test_a_leased_uid_is_not_handed_out_again(monkeypatch, probed):
+    # Whether this process has probed the sandbox yet must not matter: a full uid pool is
+    # transient (SandboxBusy), never cached as "this machine cannot isolate".
+    monkeypatch.setattr(Sandbox, "_available", {})
+    if probed:
+        Sandbox(require_modules=()).ensure_available()
+    # A one-uid pool at the far end of the range, which sandboxes run by other test workers
+    # (they take the lowest free uid) never reach.
+    last = sandbox_users.AUTO_UID_BASE + sandbox_users.AUTO_UID_COUNT - 1
+    monkeypatch.setattr(sandbox_users, "AUTO_UID_BASE", last)
     monkeypatch.setattr(sandbox_users, "AUTO_UID_COUNT", 1)
     uid, lease = sandbox_users.lease_uid()  # held, as by another process's running sandbox
     try:
-        assert uid == sandbox_users.AUTO_UID_BASE
-        with pytest.raises(SandboxError, match="uids are in use"):
+        assert uid == last
+        with pytest.raises(SandboxBusy, match="uids are in use"):
             Sandbox(require_modules=()).run_python("print(1)")
     finally:
         os.close(lease)

@@ -79,10 +79,16 @@ from lit_qwen3.rewards.sandbox_seccomp import seccomp_filter
 
 logger = logging.getLogger("lit_qwen3.rewards")
 
-__all__ = ["Sandbox", "SandboxConfig", "SandboxError", "SandboxResult", "SandboxUnavailable"]
+__all__ = [
+    "Sandbox",
+    "SandboxBusy",
+    "SandboxConfig",
+    "SandboxError",
+    "SandboxResult",
+    "SandboxUnavailable",
+]
 
 _WORKDIR = "/tmp/sandbox"
-_AUTO_UID_BASE = sandbox_users.AUTO_UID_BASE
 _SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _TARGET_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -104,6 +110,11 @@ class SandboxUnavailable(RuntimeError):
 
 class SandboxError(RuntimeError):
     """The launcher failed to set up a sandbox run (not the program's fault)."""
+
+
+class SandboxBusy(SandboxError):
+    """Every sandbox uid is leased by a running sandbox: transient, so never cached as
+    :class:`SandboxUnavailable`; retry once a run finishes."""
 
 
 class _ExecFailed(SandboxError):
@@ -251,6 +262,8 @@ class Sandbox:
             except _ExecFailed as err:
                 tried.append(f"{python} ({err})")
                 continue
+            except SandboxBusy:
+                raise  # the machine can isolate; every uid is just taken right now
             except SandboxError as err:
                 raise SandboxUnavailable(
                     f"cannot start a sandbox on this machine: {err}"
@@ -423,7 +436,7 @@ class Sandbox:
             try:
                 uid, lease = sandbox_users.lease_uid()
             except sandbox_users.UidsExhausted as err:
-                raise SandboxError(str(err)) from None
+                raise SandboxBusy(str(err)) from None
             ids = (uid, uid)
         staging = tempfile.mkdtemp(prefix="lit-qwen3-sandbox-")
         cgroup, extra = None, []
