@@ -104,7 +104,7 @@ def rl_start_policy(toy_policies) -> Path:
         step: toy_policies["policy"] if step == STEPS else toy_policies[f"step{step}"]
         for step in RL_START_STEPS
     }
-    chosen, figures = rl_start(candidates)
+    chosen, figures = rl_start(candidates, extra=toy_policies["policy"].parent / "slow_seed")
     print(f"RL start: {chosen.name} of pass@1 by step {figures}")
     return chosen
 
