@@ -145,17 +145,61 @@ SLOW_FILES = {
 TRAINED_FIXTURES = {"toy_policy", "weak_policy", "rl_start_policy", "toy_policies"}
 
 
+#: Module-scoped fixtures cheap enough to build once per worker: they do not hold a file's tests
+#: on one worker.
+CHEAP_MODULE_FIXTURES = {"one_thread"}
+
+#: The longest tests and files, longest first (measured under ``make test``): they start first,
+#: so that no worker is left running one of them alone at the end.
+LONGEST_FIRST = (
+    "test_real_configs.py::test_real_pipeline_runs_end_to_end_on_cpu",
+    "test_fusion_learning.py",
+    "test_pipeline.py",
+    "test_compiled_decoding.py",
+    "test_distillation_learning.py",
+    "test_rl_learning.py",
+    "test_cli.py",
+    "test_distributed.py",
+)
+
+
+def _shares_module_fixture(item) -> bool:
+    """Whether ``item`` uses a module- or class-scoped fixture worth building only once."""
+    info = getattr(item, "_fixtureinfo", None)
+    for name, definitions in (info.name2fixturedefs.items() if info else ()):
+        if name not in CHEAP_MODULE_FIXTURES and any(
+            d.scope in ("module", "class", "package") for d in definitions
+        ):
+            return True
+    return False
+
+
+def _start_rank(item) -> int:
+    """Where ``item`` starts under ``pytest -n``: the longest first, then other slow tests."""
+    nodeid = item.nodeid.split("/")[-1]
+    for rank, prefix in enumerate(LONGEST_FIRST):
+        if nodeid.startswith(prefix):
+            return rank
+    return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark slow tests (see ``SLOW_FILES`` and ``TRAINED_FIXTURES``); under ``pytest -n N
-    --dist loadgroup`` every test file is one group (its module fixtures, such as a trained
-    model, are built once) and the sandbox files share one group."""
+    """Mark slow tests (see ``SLOW_FILES`` and ``TRAINED_FIXTURES``). Under ``pytest -n N
+    --dist loadgroup`` tests spread one by one over the workers, longest first, except that a
+    file whose tests share a module fixture (a trained model, a started process pool) stays on
+    one worker, and the sandbox files share one worker."""
     for item in items:
         name = item.path.name
         if name in SLOW_FILES or TRAINED_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group("sandbox" if name in SANDBOX_FILES else name))
+            if name in SANDBOX_FILES:
+                item.add_marker(pytest.mark.xdist_group("sandbox"))
+            elif _shares_module_fixture(item):
+                item.add_marker(pytest.mark.xdist_group(name))
+    if config.getoption("dist", "no") != "no":
+        items.sort(key=_start_rank)  # stable: a file's tests keep their order
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
