@@ -1,6 +1,8 @@
 """The training math as pure tensor functions: no Lightning, no model loading, no I/O.
 
-- ``logprobs``: log-probs and entropy of chosen tokens, chunked over the vocabulary.
+- ``logprobs``: log-probs and entropy of chosen tokens, chunked over the vocabulary; with a
+  truncating sampler, under the distribution the token was drawn from.
+- ``truncation``: the sampler's top-k / top-p / min-p support, one rule for sampler and trainer.
 - ``losses``: SFT cross-entropy, GRPO and its variants, KL estimators, Bradley-Terry.
 - ``policy_objectives``: GSPO, SAPO, CISPO, Clip-Cov, KL-Cov, high-entropy tokens and the
   sampler/trainer mismatch weights, the pieces ``grpo_loss`` composes.
@@ -33,6 +35,7 @@ from lit_qwen3.ops.logprobs import (
     chunked_logprobs_and_entropy,
     token_entropy,
     token_logprobs,
+    truncated_logprobs,
 )
 from lit_qwen3.ops.losses import (
     GRPOLossConfig,
@@ -51,6 +54,7 @@ from lit_qwen3.ops.packing import (
     tokenize_conversation,
 )
 from lit_qwen3.ops.training_forward import causal_hidden_states, packed_hidden_states, right_align
+from lit_qwen3.ops.truncation import kept_threshold
 
 __all__ = [
     "DIVERGENCES",
@@ -72,6 +76,7 @@ __all__ = [
     "generalized_jsd",
     "group_advantages",
     "grpo_loss",
+    "kept_threshold",
     "kl_estimate",
     "maj_at_k",
     "masked_cross_entropy",
@@ -87,5 +92,6 @@ __all__ = [
     "tokenize_conversation",
     "topk_forward_kl",
     "topk_reverse_kl",
+    "truncated_logprobs",
     "verdict",
 ]

@@ -1,8 +1,16 @@
 """Log-probs and entropy of chosen tokens without the full vocabulary tensor.
 
-From logits (``token_logprobs``, ``token_entropy``), ``chunk_size`` rows at a time; or straight
-from the last hidden states and the ``lm_head`` weight (``chunked_logprobs_and_entropy``), which
-recomputes each chunk of logits in backward so that neither pass holds ``tokens x vocab``.
+From logits (``token_logprobs``, ``truncated_logprobs``, ``token_entropy``), ``chunk_size`` rows
+at a time; or straight from the last hidden states and the ``lm_head`` weight
+(``chunked_logprobs_and_entropy``), which recomputes each chunk of logits in backward so that
+neither pass holds ``tokens x vocab``.
+
+With a sampler that truncates (``top_k``, ``top_p``, ``min_p``), the log-prob of a sampled token
+is taken under the distribution it was drawn from: the tempered softmax renormalised over the
+support :func:`~lit_qwen3.ops.truncation.kept_threshold` keeps, the sampler's own rule. The
+label always stays in the support, so a token a later policy would no longer keep gets a finite
+log-prob (and gradient) instead of ``-inf``. Entropies stay those of the untruncated tempered
+distribution (the policy's, as the entropy bonus and the entropy-selected objectives read it).
 
 Input checks shared with the other loss modules live in :mod:`lit_qwen3.ops.tensor_checks`.
 """
@@ -19,6 +27,7 @@ from lit_qwen3.ops.tensor_checks import (
     check_temperature,
     compute_dtype,
 )
+from lit_qwen3.ops.truncation import kept_threshold, truncates
 
 IGNORE_INDEX = -100
 
@@ -49,6 +58,48 @@ def token_logprobs(
         return z.gather(-1, safe[rows]).squeeze(-1) - torch.logsumexp(z, dim=-1)
 
     return _by_rows(logits, temperature, chunk_size, chunk_logprobs) * valid
+
+
+def truncated_logprobs(
+    logits: Tensor,
+    labels: Tensor,
+    temperature: float = 1.0,
+    *,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """Log-prob of each ``labels`` token under the sampler's truncated distribution.
+
+    ``softmax(logits / temperature)`` cut to the top-k / top-p / min-p support (the sampler's
+    rule, :func:`~lit_qwen3.ops.truncation.kept_threshold`) plus the label itself, then
+    renormalised. Without truncation this is :func:`token_logprobs`. Gradients flow to ``logits``
+    (the support itself is piecewise constant and carries none).
+    """
+    if not truncates(logits.shape[-1], top_k, top_p, min_p):
+        return token_logprobs(
+            logits, labels, temperature, ignore_index=ignore_index, chunk_size=chunk_size
+        )
+    check_temperature(temperature)
+    check_shape("labels", labels, logits.shape[:-1], "logits without its vocab dim")
+    check_labels(labels, logits.shape[-1], ignore_index)
+    valid = labels != ignore_index
+    safe = labels.masked_fill(~valid, 0).long().reshape(-1, 1)
+
+    def chunk_logprobs(z: Tensor, rows: slice) -> Tensor:
+        keep = kept_support(z, safe[rows], top_k, top_p, min_p)
+        kept = z.masked_fill(~keep, float("-inf"))
+        return z.gather(-1, safe[rows]).squeeze(-1) - torch.logsumexp(kept, dim=-1)
+
+    return _by_rows(logits, temperature, chunk_size, chunk_logprobs) * valid
+
+
+def kept_support(z: Tensor, labels: Tensor, top_k: int, top_p: float, min_p: float) -> Tensor:
+    """(N, V) bool: the sampler's support of scaled logits ``z`` plus each row's ``labels`` (N, 1)."""
+    threshold = kept_threshold(z, top_k=top_k, top_p=top_p, min_p=min_p)
+    return (z >= threshold).scatter_(-1, labels, True)
 
 
 def token_entropy(logits: Tensor, temperature: float = 1.0, *, chunk_size: int = 1024) -> Tensor:
@@ -87,28 +138,39 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, temperature, chunk_size, ignore_index):
+    def forward(ctx, hidden, weight, bias, labels, temperature, chunk_size, ignore_index, cut):
         n, cdt = hidden.shape[0], compute_dtype(hidden.dtype)
         valid = labels != ignore_index
         safe = labels.masked_fill(~valid, 0).long()[:, None]
         logprobs, entropy, lse_all = (hidden.new_empty(n, dtype=cdt) for _ in range(3))
+        # with a truncating sampler (``cut``): each row's support threshold and log-normaliser
+        threshold, lse_kept = (hidden.new_empty(n, 1, dtype=cdt) for _ in range(2))
         z_buf, p_buf = chunk_buffers(hidden, weight, chunk_size, cdt, 2)
         for start in range(0, n, chunk_size):
             rows = slice(start, start + chunk_size)
             z = lm_head_logits(z_buf, hidden[rows], weight, bias, temperature)
             top = z.amax(-1, keepdim=True)
             chosen = z.gather(-1, safe[rows]).squeeze(-1)
+            keep = None
+            if cut is not None:
+                threshold[rows] = kept_threshold(z, top_k=cut[0], top_p=cut[1], min_p=cut[2])
+                keep = (z >= threshold[rows]).scatter_(-1, safe[rows], True)
             z.sub_(top)
             p = torch.exp(z, out=p_buf[: z.shape[0]])  # unnormalised
             total = p.sum(-1)
             log_total = total.log()
             lse = top.squeeze(-1) + log_total
-            logprobs[rows] = chosen - lse
+            if keep is None:
+                logprobs[rows] = chosen - lse
+            else:  # the row's maximum is always kept: the kept total is >= 1
+                lse_kept[rows] = top + torch.where(keep, p, 0.0).sum(-1, keepdim=True).log()
+                logprobs[rows] = chosen - lse_kept[rows, 0]
             entropy[rows] = log_total - p.mul_(z).sum(-1) / total  # H = lse - E_p[z]
             lse_all[rows] = lse
         logprobs.mul_(valid)
         ctx.save_for_backward(hidden, weight, bias, safe, valid, lse_all, entropy)
         ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        ctx.cut = (threshold, lse_kept) if cut is not None else None
         ctx.set_materialize_grads(False)
         return logprobs, entropy
 
@@ -117,7 +179,7 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
         hidden, weight, bias, safe, valid, lse_all, entropy = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         if grad_logprobs is None and grad_entropy is None:
-            return (None,) * 7
+            return (None,) * 8
         cdt, inv_t = lse_all.dtype, 1.0 / ctx.temperature
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=cdt, device=weight.device) if need_w else None
@@ -129,10 +191,12 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             rows = slice(start, start + ctx.chunk_size)
             z = lm_head_logits(bufs[0], hidden[rows], weight, bias, ctx.temperature)
-            log_p = z.sub_(lse_all[rows, None])
-            if g_ent is None:  # grad_z = -g_lp p (+ g_lp at the label)
-                grad_z = log_p.exp_().mul_(-g_lp[rows, None])
+            if ctx.cut is not None and g_lp is not None:
+                grad_z = _truncated_grad(z, bufs, rows, ctx, g_lp, g_ent, lse_all, entropy, safe)
+            elif g_ent is None:  # grad_z = -g_lp p (+ g_lp at the label)
+                grad_z = z.sub_(lse_all[rows, None]).exp_().mul_(-g_lp[rows, None])
             else:  # grad_z = -p (g_lp + g_ent (log p + H)) (+ g_lp at the label)
+                log_p = z.sub_(lse_all[rows, None])
                 p = torch.exp(log_p, out=bufs[1][: z.shape[0]])
                 g_e = g_ent[rows, None]
                 offset = g_e * entropy[rows, None]
@@ -144,7 +208,25 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
             accumulate_lm_head_grads(grad_z, rows, hidden, weight, grad_h, grad_w, grad_b)
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
         grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
-        return grad_h, grad_w, grad_b, None, None, None, None
+        return grad_h, grad_w, grad_b, None, None, None, None, None
+
+
+def _truncated_grad(z, bufs, rows, ctx, g_lp, g_ent, lse_all, entropy, safe) -> Tensor:
+    """One chunk's ``d loss / d z`` (label term excluded) when log-probs are over the support:
+    ``-g_lp q`` with ``q`` the renormalised truncated distribution (0 off the support), plus the
+    entropy's ``-g_ent p (log p + H)`` over the full tempered ``p``."""
+    threshold, lse_kept = ctx.cut
+    keep = (z >= threshold[rows]).scatter_(-1, safe[rows], True)
+    if g_ent is None:
+        q = z.sub_(lse_kept[rows]).exp_()
+        return q.masked_fill_(~keep, 0.0).mul_(-g_lp[rows, None])
+    log_p = z.sub_(lse_all[rows, None])
+    p = torch.exp(log_p, out=bufs[1][: z.shape[0]])
+    g_e = g_ent[rows, None]
+    grad_z = log_p.mul_(g_e).add_(g_e * entropy[rows, None]).mul_(p).neg_()
+    # q = p exp(lse - lse_kept) on the support
+    scale = (lse_all[rows, None] - lse_kept[rows]).exp().mul_(g_lp[rows, None])
+    return grad_z.sub_(p.mul_(scale).masked_fill_(~keep, 0.0))
 
 
 # ----------------------------------------------------------------------------- chunk helpers
@@ -212,6 +294,9 @@ def chunked_logprobs_and_entropy(
     temperature: float = 1.0,
     chunk_size: int = 1024,
     ignore_index: int = IGNORE_INDEX,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Per-token log-probs of ``labels`` and entropies straight from the last hidden states.
 
@@ -227,6 +312,10 @@ def chunked_logprobs_and_entropy(
         bias: optional ``(V,)`` ``lm_head`` bias.
         temperature: logits are divided by it before the softmax, as in the sampler.
         chunk_size: rows of logits held at once.
+        top_k / top_p / min_p: the sampler's truncation: log-probs are then those of
+            :func:`truncated_logprobs` (the support plus the label, renormalised); entropies
+            stay untruncated. Top-p without top-k sorts every row (forward only: backward
+            rebuilds the support from one threshold per row).
 
     Returns:
         ``(logprobs, entropy)``, each shaped like ``labels``, float32 (float64 for float64 input).
@@ -245,7 +334,15 @@ def chunked_logprobs_and_entropy(
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     check_labels(labels, weight.shape[0], ignore_index)
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    cut = (top_k, top_p, min_p) if truncates(weight.shape[0], top_k, top_p, min_p) else None
     logprobs, entropy = _ChunkedLinearLogprobs.apply(
-        flat_hidden, weight, bias, labels.reshape(-1), float(temperature), chunk_size, ignore_index
+        flat_hidden,
+        weight,
+        bias,
+        labels.reshape(-1),
+        float(temperature),
+        chunk_size,
+        ignore_index,
+        cut,
     )
     return logprobs.reshape(labels.shape), entropy.reshape(labels.shape)

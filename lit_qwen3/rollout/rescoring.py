@@ -59,12 +59,18 @@ def score_completions(
     rollouts: Rollouts,
     *,
     temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
     chunk_size: int = 1024,
     compile: bool = False,
 ) -> CompletionScores:
     """Log-probs of the completion tokens under ``model`` and its entropies, at ``temperature``
-    (the sampler's, so ratios compare like with like). Gradients flow when enabled.
-    ``compile``: run a plain Qwen3 forward through ``torch.compile``."""
+    and truncated by ``top_k`` / ``top_p`` / ``min_p`` (the sampler's, so ratios compare like
+    with like: each token's log-prob under the distribution it was drawn from, see
+    :func:`~lit_qwen3.ops.logprobs.chunked_logprobs_and_entropy`; entropies untruncated).
+    Gradients flow when enabled. ``compile``: run a plain Qwen3 forward through
+    ``torch.compile``."""
     hidden = completion_hidden_states(model, rollouts, compile=compile)
     head = model.get_output_embeddings()
     labels = rollouts.completion_ids.masked_fill(~rollouts.completion_mask.bool(), IGNORE_INDEX)
@@ -75,5 +81,8 @@ def score_completions(
         bias=getattr(head, "bias", None),
         temperature=temperature,
         chunk_size=chunk_size,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
     )
     return CompletionScores(logprobs, entropy * rollouts.completion_mask)

@@ -4,15 +4,17 @@ No model and no Lightning here, only tensors, so every rule is tested exactly.
 
 Warpers follow Hugging Face's order: temperature, then top-k, then top-p, then min-p, each on
 the distribution the previous one left (renormalised). Besides the token, every draw returns two
-log-probabilities: under the *raw policy* ``log_softmax(logits / T)`` (what RL recomputes on the
-training side) and under the *truncated* distribution actually sampled from. They differ whenever
-top-k/top-p/min-p cut the tail, and an importance ratio built from the first one is biased for
-such rollouts (huggingface/trl#6789).
+log-probabilities: under the *raw policy* ``log_softmax(logits / T)`` and under the *truncated*
+distribution actually sampled from. They differ whenever top-k/top-p/min-p cut the tail; RL's
+ratios use the second (an importance ratio built from the first is biased for such rollouts,
+huggingface/trl#6789), and the trainer re-scores with the same support
+(:mod:`lit_qwen3.ops.truncation`: ties at a boundary are kept, as Hugging Face's top-k does).
 
 Speed notes (small vocabularies on CPU are the test and toy setting, big ones on GPU the real
-one): top-k works on the ``k`` candidates only, so top-p after top-k sorts ``k`` values instead
-of the vocabulary; a full sort happens only for top-p without top-k; the draw itself is an
-inverse-CDF search with one uniform number per row.
+one): the support is a threshold per row; top-k finds it from the ``k`` largest values, so top-p
+after top-k sorts ``k`` values instead of the vocabulary; a full sort happens only for top-p
+without top-k; the draw itself is an inverse-CDF search over the vocabulary with one uniform
+number per row.
 
 The thinking budget is a per-row state machine (``BudgetState``, used by the sampler) and the
 same rule without state (``ThinkingBudgetLogitsProcessor``, for ``model.generate``).
@@ -20,7 +22,6 @@ same rule without state (``ThinkingBudgetLogitsProcessor``, for ``model.generate
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from transformers import LogitsProcessor
 
 from lit_qwen3.chat import EMPTY_THINKING, STOP_THINKING, THINK_END, THINK_START, ThinkTokens
+from lit_qwen3.ops.truncation import kept_threshold
 
 __all__ = [
     "CLOSE_EMPTY_THINKING",
@@ -49,7 +51,6 @@ __all__ = [
     "resolve_thinking_budget",
     "sample_next_tokens",
     "splitmix64",
-    "truncation_mask",
     "warp_logits",
 ]
 
@@ -151,26 +152,6 @@ def inverse_cdf_sample(
     return torch.minimum(index, last)
 
 
-def truncation_mask(
-    sorted_logits: torch.Tensor, *, top_p: float = 1.0, min_p: float = 0.0
-) -> torch.Tensor:
-    """Which entries of descending-sorted logits (B, N) top-p then min-p keep (bool, B x N).
-
-    Top-p keeps the smallest prefix whose mass reaches ``top_p`` (an entry stays when the mass
-    strictly before it is below ``top_p``, so the first entry always stays). Min-p keeps entries
-    whose probability is at least ``min_p`` times the largest one; as a ratio to the maximum it
-    does not depend on renormalisation, hence on the order of the two.
-    """
-    keep = torch.ones_like(sorted_logits, dtype=torch.bool)
-    if top_p < 1.0:
-        probs = torch.softmax(sorted_logits, dim=-1)
-        mass_before = probs.cumsum(-1) - probs
-        keep &= mass_before < top_p
-    if min_p > 0.0:
-        keep &= sorted_logits >= sorted_logits[:, :1] + math.log(min_p)
-    return keep
-
-
 def warp_logits(
     logits: torch.Tensor,
     *,
@@ -187,16 +168,8 @@ def warp_logits(
     if not temperature > 0:
         raise ValueError(f"warp_logits: temperature must be > 0, got {temperature}")
     scores = logits.float() / temperature
-    vocab = scores.shape[-1]
-    if top_k > 0 and top_k < vocab:
-        kth = scores.topk(top_k, dim=-1).values[:, -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if top_p < 1.0 or min_p > 0.0:
-        sorted_scores, order = scores.sort(dim=-1, descending=True)
-        keep_sorted = truncation_mask(sorted_scores, top_p=top_p, min_p=min_p)
-        keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
-        scores = scores.masked_fill(~keep, float("-inf"))
-    return scores
+    threshold = kept_threshold(scores, top_k=top_k, top_p=top_p, min_p=min_p)
+    return scores if threshold is None else scores.masked_fill(scores < threshold, float("-inf"))
 
 
 def sample_next_tokens(
@@ -248,27 +221,15 @@ def _draw(
     generator: torch.Generator | None,
     uniforms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample from tempered log-probs (B, V) after truncation: (tokens, truncated log-probs)."""
-    vocab = logp.shape[-1]
-    if 0 < top_k < vocab or top_p < 1.0:
-        # Work on candidates in descending order: the top k, or the whole sorted vocabulary.
-        if 0 < top_k < vocab:
-            cand, index = logp.topk(top_k, dim=-1)
-        else:
-            cand, index = logp.sort(dim=-1, descending=True)
-        keep = truncation_mask(cand, top_p=top_p, min_p=min_p)
-        cand_logp = torch.log_softmax(cand.masked_fill(~keep, float("-inf")), dim=-1)
-        choice = inverse_cdf_sample(cand_logp.exp(), generator, uniforms)
-        tokens = index.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
-        return tokens, cand_logp.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
-    if min_p > 0.0:
-        # Min-p alone needs no sort: a threshold relative to each row's maximum.
-        keep = logp >= logp.max(dim=-1, keepdim=True).values + math.log(min_p)
-        trunc_logp = torch.log_softmax(logp.masked_fill(~keep, float("-inf")), dim=-1)
-    else:
-        trunc_logp = logp
-    tokens = inverse_cdf_sample(trunc_logp.exp(), generator, uniforms)
-    return tokens, trunc_logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    """Sample from tempered log-probs (B, V) after truncation: (tokens, truncated log-probs).
+
+    The support is :func:`~lit_qwen3.ops.truncation.kept_threshold`'s, the one the trainer
+    re-scores with, so the two agree token for token."""
+    threshold = kept_threshold(logp, top_k=top_k, top_p=top_p, min_p=min_p)
+    if threshold is not None:
+        logp = torch.log_softmax(logp.masked_fill(logp < threshold, float("-inf")), dim=-1)
+    tokens = inverse_cdf_sample(logp.exp(), generator, uniforms)
+    return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def resolve_thinking_budget(

@@ -23,7 +23,9 @@ colocated vLLM engine, for RL and on-policy distillation on GPUs.
   distribution it was drawn from (after temperature, top-k, top-p, min-p): that is
   ``sampling_logprobs``. vLLM reports one kind per engine, so ``logprobs`` holds the same
   values; they equal the built-in ``logprobs`` (raw policy at the temperature) whenever no
-  truncation is configured. Forced tokens get 0 in both (they are never trained on).
+  truncation is configured. The trainer re-scores under the same truncation
+  (:mod:`lit_qwen3.ops.truncation`), so TIS compares like with like. Forced tokens get 0 in
+  both (they are never trained on).
 * **Seeds**: per-row seeds become per-request vLLM seeds (mixed with the round), so a row's
   sample does not depend on its batch.
 
@@ -51,7 +53,7 @@ from lit_qwen3.rollout.sampling import (
     resolve_thinking_budget,
 )
 
-__all__ = ["ROLLOUT_BACKENDS", "VLLMRolloutSampler", "require_vllm"]
+__all__ = ["ROLLOUT_BACKENDS", "VLLMRolloutSampler", "check_vllm_truncation", "require_vllm"]
 
 #: The values of the on-policy stages' ``rollout_backend`` argument.
 ROLLOUT_BACKENDS = ("builtin", "vllm")
@@ -72,6 +74,18 @@ def require_vllm() -> Any:
             "rollout_backend: builtin (the CPU sampler)"
         )
     return vllm
+
+
+def check_vllm_truncation(sampling: SamplingConfig | None) -> None:
+    """Refuse settings whose vLLM support differs from the trainer's: vLLM applies min-p before
+    top-p (its v1 sampler), the trainer Hugging Face's order (top-p, then min-p), and top-p's
+    mass differs between the two as soon as both cut."""
+    if sampling is not None and sampling.top_p < 1.0 and sampling.min_p > 0.0:
+        raise ValueError(
+            "rollout_backend 'vllm' with both top_p < 1 and min_p > 0: vLLM applies min-p "
+            "before top-p, so the trainer could not re-score the distribution it sampled; "
+            "use one of the two, or rollout_backend: builtin"
+        )
 
 
 class VLLMRolloutSampler:

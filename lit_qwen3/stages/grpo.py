@@ -17,7 +17,10 @@ One training step, for a batch of queries:
    sampler's own log-probs, KL, entropy bonus, the three loss aggregations; or, by ``loss`` keys,
    GSPO, SAPO, CISPO, Clip-Cov, KL-Cov, high-entropy tokens only, masked or truncated
    sampler/trainer weights per token or sequence (README, "RL methods"). The mismatch between the
-   sampler's log-probs and the trainer's is logged under ``train/mismatch/``.
+   sampler's log-probs and the trainer's is logged under ``train/mismatch/``. Every log-prob
+   (policy, old policy, reference, sampler) is the token's under the distribution it was drawn
+   from: the sampling temperature and truncation, renormalised over the kept support
+   (:mod:`lit_qwen3.ops.truncation`; TRL uses the untruncated one, huggingface/trl#6789).
 
 Where this departs from the GRPO paper (Shao et al. 2024) and follows later practice:
 1. no KL to a reference by default (``loss.kl_coef = 0``, as DAPO and many Qwen-style runs);
@@ -75,7 +78,8 @@ class GroupRelativeRL(OnPolicyStage):
             scores in this process.
         reward_timeout: seconds one worker reward may spend on one sample.
         group_size: rollouts per query (G).
-        sampling: the sampler's settings (``temperature`` 1.0 keeps ratios unbiased).
+        sampling: the sampler's settings; the trainer scores under the same temperature and
+            truncation (top-k / top-p / min-p), so ratios stay unbiased for any of them.
         thinking_budget / stop_thinking: the budget of rollouts and the text forced at it.
         loss: the loss knobs (method, clipping, aggregation, KL, entropy bonus, TIS/MIS).
         advantage_scale: ``group`` (GRPO), ``batch`` or None (Dr.GRPO: no std division).
@@ -330,7 +334,9 @@ class GroupRelativeRL(OnPolicyStage):
             mask &= ~rollouts.truncated.bool()[:, None]
         mask &= trainable.repeat_interleave(G).bool().to(self.device)[:, None]
         thinking = sampled_all.thinking[rows].to(self.device)
-        tensors = {"advantages": advantages, "rollout_logprobs": rollouts.logprobs}
+        # the sampler's log-probs under the distribution it drew from (truncated, renormalised),
+        # which the trainer re-scores too (``sampled_distribution``)
+        tensors = {"advantages": advantages, "rollout_logprobs": rollouts.sampling_logprobs}
         if self.reference is not None:
             tensors["ref_logprobs"] = self.frozen_logprobs(self.reference, rollouts)
         sampled_tokens = sum(int(part.rollouts.completion_mask.sum()) for part in parts)

@@ -32,7 +32,11 @@ from lit_qwen3.queries import Query, encode_query
 from lit_qwen3.rollout.generation import Rollouts, RolloutSampler, SamplingConfig
 from lit_qwen3.rollout.rescoring import CompletionScores, score_completions
 from lit_qwen3.rollout.sampling import mix_seed
-from lit_qwen3.rollout.vllm_rollouts import ROLLOUT_BACKENDS, require_vllm
+from lit_qwen3.rollout.vllm_rollouts import (
+    ROLLOUT_BACKENDS,
+    check_vllm_truncation,
+    require_vllm,
+)
 from lit_qwen3.runtime.optim import OptimizerConfig
 from lit_qwen3.runtime.strategies import deepspeed_stage
 from lit_qwen3.runtime.tracking import log_metrics, log_table, publish_metrics
@@ -136,6 +140,7 @@ class OnPolicyStage(HFStageModule):
                 f"rollout_backend must be one of {ROLLOUT_BACKENDS}, got {rollout_backend!r}"
             )
         if rollout_backend == "vllm":
+            check_vllm_truncation(sampling)
             require_vllm()  # fail at construction, before any training, with what to install
         for name, value in (("ppo_epochs", ppo_epochs), ("num_minibatches", num_minibatches)):
             if not isinstance(value, int) or value < 1:
@@ -299,11 +304,18 @@ class OnPolicyStage(HFStageModule):
         seed = hash((self.hparams.seed, self.rl_step, self.global_rank)) % (2**62)
         return torch.Generator(device=self.device).manual_seed(seed)
 
+    def sampled_distribution(self) -> dict[str, Any]:
+        """The sampler's temperature and truncation: every re-scoring (policy, old policy,
+        reference) takes each token's log-prob under the distribution it was drawn from, so
+        ratios, TIS and KL estimates compare like with like (huggingface/trl#6789)."""
+        s = self.sampling
+        return {"temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p}
+
     def policy_scores(self, rollouts: Rollouts) -> CompletionScores:
         return score_completions(
             self.model,
             rollouts,
-            temperature=self.sampling.temperature,
+            **self.sampled_distribution(),
             chunk_size=self.hparams.chunk_size,
             compile=self.hparams.get("compile", False),
         )
@@ -315,10 +327,7 @@ class OnPolicyStage(HFStageModule):
         for rows in self.micro_batches(torch.arange(len(rollouts), device=self.device)):
             part = rollouts.select(rows)
             scores = score_completions(
-                model,
-                part,
-                temperature=self.sampling.temperature,
-                chunk_size=self.hparams.chunk_size,
+                model, part, **self.sampled_distribution(), chunk_size=self.hparams.chunk_size
             )
             out[rows, : part.completion_ids.shape[1]] = scores.logprobs.float()
         return out

@@ -11,6 +11,12 @@ and pass@64 at about a tenth of the GPU hours (Table 21).
 Where this departs from the report (whose direction of KL is unstated):
 1. reverse KL by default (Agarwal et al. 2024, Thinking Machines' on-policy distillation);
 2. tokens the thinking budget forced and tokens tools wrote are not trained on.
+
+The sampler's truncation (top-k / top-p / min-p) is deliberately *not* applied to the loss: the
+divergence is between the student's and the teacher's full distributions at each visited
+position, not a sampled-token estimate with an importance ratio, so there is no ratio to bias;
+truncating it would leave the forward KL and the JSD infinite wherever the teacher puts mass on
+a token the student's support cut. Truncation only shapes which positions are visited.
 """
 
 from __future__ import annotations
