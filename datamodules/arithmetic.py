@@ -350,7 +350,7 @@ class ArithmeticTask:
         return ArithmeticProblem(a, rng.randint(2, 9), "*")
 
     def problems(
-        self, n: int, split: str = "train", *, distinct: bool = False
+        self, n: int, split: str = "train", *, distinct: bool = False, at_most: bool = False
     ) -> list[ArithmeticProblem]:
         """``n`` problems of ``split``: the same for the same seed, and a prefix of any longer
         list; no problem of one split is ever drawn for another.
@@ -358,7 +358,7 @@ class ArithmeticTask:
         Each problem is a product with probability ``mul_fraction``, else a sum. By default
         problems are drawn independently (a long training stream may repeat one, as epochs do);
         ``distinct=True`` never repeats a problem (up to operand order), for evaluation sets,
-        and raises when the split holds too few.
+        and raises when the split holds too few (``at_most=True``: returns those it found).
         """
         _check_int("n", n, 0)
         _check_split(split)
@@ -372,6 +372,8 @@ class ArithmeticTask:
             problem = _draw_in_split(
                 rng, self._draw_product if product else self._draw_sum, split, seen
             )
+            if problem is None and at_most:
+                break
             if problem is None:
                 low, high = self.mul_digits if product else (self.min_digits, self.max_digits)
                 kind = "products" if product else "sums"

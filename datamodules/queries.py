@@ -153,6 +153,12 @@ class QueryDataModule(LightningDataModule):
             excluded = {p._key for p in sft.problems(hp.toy_exclude_sft, "train")}
         rng = random.Random(f"lit-qwen3/queries/toy/{hp.seed}/{split}")
         problems = _fresh_problems(task, n, split, excluded)
+        if split == "val" and len(problems) < n:
+            raise ValueError(
+                f"val_size={n}: the 'val' split of {hp.toy_min_digits}-{hp.toy_max_digits} digit "
+                f"problems holds only {len(problems)} distinct ones; ask for fewer or widen "
+                "toy_max_digits"
+            )
         tools = ArithmeticTask(
             seed=hp.seed + 2000, mul_fraction=1.0, mul_digits=tuple(hp.toy_tool_digits)
         ).problems(n, split, distinct=True)
@@ -268,14 +274,11 @@ class QueryDataModule(LightningDataModule):
 def _fresh_problems(task: Any, n: int, split: str, excluded: set) -> list[Any]:
     """Up to ``n`` distinct problems of ``split`` outside ``excluded`` (fewer when a small
     digit range runs out)."""
-    wanted, problems = n, []
+    wanted = n
     while True:
-        try:
-            drawn = task.problems(wanted, split, distinct=True)
-        except ValueError:  # the space ran out: keep what the largest draw gave
-            return problems
+        drawn = task.problems(wanted, split, distinct=True, at_most=True)
         problems = [p for p in drawn if p._key not in excluded][:n]
-        if len(problems) == n:
+        if len(problems) == n or len(drawn) < wanted:  # enough, or the split ran out
             return problems
         wanted += n - len(problems)
 

@@ -185,3 +185,19 @@ def test_too_few_queries_is_a_clear_error(tmp_path):
     data = QueryDataModule(data=str(path), queries_per_step=8, val_size=0)
     with pytest.raises(ValueError, match="fewer than queries_per_step=8"):
         data.setup("fit")
+
+
+def test_a_toy_val_size_beyond_the_split_is_a_clear_error():
+    """2-digit sums hold about 4,000 distinct problems, a fraction of them in the 'val' split:
+    asking for more names the key and the number there is, and that number is then given."""
+    import re
+
+    settings = dict(toy_min_digits=2, toy_max_digits=2, toy_mul_fraction=0.0, toy_size=64)
+    data = QueryDataModule("toy-teacher", queries_per_step=8, val_size=4000, **settings)
+    with pytest.raises(ValueError, match=r"val_size=4000: .* holds only \d+ distinct") as err:
+        data.setup("fit")
+    available = int(re.search(r"only (\d+)", str(err.value)).group(1))
+    assert 0 < available < 4000
+    data = QueryDataModule("toy-teacher", queries_per_step=8, val_size=available, **settings)
+    data.setup("fit")
+    assert len({q["messages"][-1]["content"] for q in data.val_queries}) == available
