@@ -157,6 +157,8 @@ class EntropyMonitor(Callback):
         if not records:
             return
         metrics = self.measure(records, pl_module.device)
+        if "train/entropy" in trainer.callback_metrics:  # the stage's own: the same number
+            metrics.pop("train/entropy/all", None)
         self.steps += 1
         watched = metrics.get(f"train/entropy/{self.watch}")
         if self.control != "none" and watched is not None:

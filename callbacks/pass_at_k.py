@@ -198,7 +198,8 @@ class PassAtK(Callback):
             f"eval/{mode}/{k.replace('@', '_at_')}": float(v)
             for k, v in pass_at_k.compute().items()
         }
-        for name in ("accuracy", "thinking_tokens", "truncated", "budget_forced"):
+        names = ("thinking_tokens", "truncated", "budget_forced")
+        for name in names if 1 in self.ks else ("accuracy", *names):  # accuracy = pass@1
             weight = result.correct.numel()
             out[f"eval/{mode}/{name}"] = synced_mean(result.metrics[name], weight, device)
         return out

@@ -60,6 +60,7 @@ from lit_qwen3.runtime.tracking import (
     log_dataset_input,
     log_exported_model,
     mlflow_loggers,
+    relative_path,
 )
 
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
@@ -90,9 +91,12 @@ class MLflowConfig(SaveConfigCallback):
         params = config_params(config.clone().as_dict())
         tags = {
             "stage": getattr(pl_module, "stage", type(pl_module).__name__),
-            "model": str(getattr(pl_module, "hparams", {}).get("model", type(pl_module).__name__)),
-            "dataset": _describe_data(trainer.datamodule),
-            "run_dir": str(trainer.default_root_dir),
+            "model": str(
+                relative_path(getattr(pl_module, "hparams", {}).get("model"))
+                or type(pl_module).__name__
+            ),
+            "dataset": str(relative_path(_describe_data(trainer.datamodule))),
+            "run_dir": str(relative_path(str(trainer.default_root_dir))),
         }
         for logger in mlflow_loggers(trainer):
             client, run_id = logger.experiment, logger.run_id
@@ -317,13 +321,16 @@ class LitQwen3CLI(LightningCLI):
             outputs = client.get_run(logger.run_id).outputs
             logged = {m.step for m in (outputs.model_outputs if outputs else [])}
             if exported is not None and trainer.global_step not in logged:
-                client.set_tag(logger.run_id, "exported_model", str(Path(exported).resolve()))
+                path = relative_path(str(Path(exported).resolve()))
+                client.set_tag(logger.run_id, "exported_model", path)
+                tags = client.get_run(logger.run_id).data.tags
                 log_exported_model(
                     client,
                     logger.run_id,
                     logger.experiment_id,
                     exported,
-                    name=getattr(module, "stage", "model"),
+                    # a pipeline's stage name is unique in it (two RL stages share a module)
+                    name=tags.get("pipeline_stage") or getattr(module, "stage", "model"),
                     step=trainer.global_step,
                 )
             if client.get_run(logger.run_id).info.status == "RUNNING":

@@ -44,6 +44,7 @@ from lit_qwen3.runtime.strategies import (
     hf_zero3_config,
     is_zero3_partitioned,
 )
+from lit_qwen3.runtime.tracking import log_metrics
 
 # Stage hyperparameters hold these config objects; resuming loads checkpoints with
 # ``torch.load(weights_only=True)``, which accepts only the classes it is told about.
@@ -176,8 +177,17 @@ class HFStageModule(LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.trainer.optimizers:
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.log("train/lr", float(lr), rank_zero_only=True)
+            lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+            if self.automatic_optimization:
+                self.log("train/lr", lr, rank_zero_only=True)
+            else:  # at the optimizer step, the axis of the step's other train/* metrics
+                log_metrics(self.trainer, {"train/lr": lr})
+
+    def on_train_end(self) -> None:
+        """The compute counters (``stats/*_tokens``), once: the run's totals. Logged at every
+        step they would be cumulative series that repeat each other (frozen = trained tokens
+        when one teacher scores every trained token once)."""
+        log_metrics(self.trainer, self.compute_stats())
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
