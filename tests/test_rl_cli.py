@@ -140,7 +140,7 @@ def test_cold_start_then_reasoning_rl_through_the_cli(tmp_path):
         "time/tokens_per_s",
         "train/entropy",
         "train/entropy/think/answer",
-        "eval/think/pass_at_1",
+        "val/think/pass_at_1",
     ):
         assert key in metrics, key
     # Metrics are logged at the optimizer step, like evaluations: two per batch of rollouts.
@@ -149,7 +149,7 @@ def test_cold_start_then_reasoning_rl_through_the_cli(tmp_path):
     for key in ("train/reward", "train/lr"):  # one step axis for every train/* metric
         steps = [m.step for m in client.get_metric_history(rl.info.run_id, key)]
         assert sorted(steps) == [2, 4], key
-    evals = [m.step for m in client.get_metric_history(rl.info.run_id, "eval/think/pass_at_1")]
+    evals = [m.step for m in client.get_metric_history(rl.info.run_id, "val/think/pass_at_1")]
     assert sorted(evals) == [0, 2, 4]
     samples = {a.path for a in client.list_artifacts(rl.info.run_id, "samples")}
     assert any(path.startswith("samples/reasoning_rl_step") for path in samples)

@@ -1,8 +1,8 @@
 """The report in MLflow, so that the runs table and charts tell what ``report.md`` tells.
 
 - On each stage's run, the numbers the report gives about it, as metrics named for the
-  evaluation set (``heldout/...``: the report's held-out problems; the runs' own ``eval/*`` and
-  ``val/*`` come from their validation queries), each with its 95 % interval beside it
+  evaluation set (``heldout/...``: the report's held-out problems; the runs' own ``val/*`` come
+  from their validation queries), each with its 95 % interval beside it
   (``<key>_ci_low``, ``<key>_ci_high``):
   Table 22's ``heldout/think/pass_at_1``, ``heldout/no_think/pass_at_1``,
   ``heldout/think_follow``, ``heldout/flag_following``, ``heldout/instruction_following`` and
@@ -105,9 +105,11 @@ def evaluation_sets(data: dict[str, Any]) -> str:
         "\n\n**Evaluation sets.** `heldout/*`: the pipeline report's evaluation (Table 21, Table "
         f"22, Figure 2) on {held_out}, {e.get('n_samples')} samples per problem for pass@1, "
         f"{e.get('k')} for pass@k, 95 % interval in `*_ci_low`/`*_ci_high`; "
-        "`heldout/budget/*` has the thinking budget as its step. `eval/*`, `budget_sweep/*`: "
-        "in-training evaluation callbacks on the stage's validation queries (step: optimizer "
-        "step, or budget). `val/*`: the validation split's loss. `train/*`: per optimizer step."
+        "`heldout/budget/*` has the thinking budget as its step. `val/*`: the stage's "
+        "validation queries during training (loss; pass@k per mode, ThinkFollow), at the "
+        "optimizer step; `budget_sweep/*`: the same queries against the thinking budget (step: "
+        "the budget); `eval/*`: an evaluation callback's own query set. `train/*`: per "
+        "optimizer step."
     )
 
 

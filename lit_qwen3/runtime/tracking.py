@@ -383,8 +383,9 @@ Runs of lit-qwen3, the Qwen3 post-training recipe as Lightning parts. One run pe
 command: the run name is the stage plus the command-line overrides (a short hash when they are
 long), the description holds the full command. Compare runs by selecting them in the runs table:
 params are the resolved config with short keys (config.yaml has all of it); charts show
-`train/*` (x axis = optimizer step), `eval/*` (pass@k per thinking mode on the run's validation
-queries) and `budget_sweep/*` (x axis = thinking budget); a pipeline adds its report's numbers
+`train/*` (x axis = optimizer step), `val/*` (the validation queries: loss, pass@k per
+thinking mode; `eval/*`: a callback's own query set) and `budget_sweep/*` (x axis = thinking
+budget); a pipeline adds its report's numbers
 on the held-out problems as `heldout/*` (see the README, "Comparing runs in MLflow");
 artifacts hold `figures/*.png` and `samples/*.json` tables (Evaluation view).
 """
