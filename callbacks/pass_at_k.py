@@ -205,8 +205,11 @@ class PassAtK(Callback):
             f"{self.name}/{mode}/{k.replace('@', '_at_')}": float(v)
             for k, v in pass_at_k.compute().items()
         }
-        names = ("thinking_tokens", "truncated", "budget_forced")
-        for name in names if 1 in self.ks else ("accuracy", *names):  # accuracy = pass@1
+        # accuracy is pass@1; non-thinking mode neither thinks nor meets a thinking budget
+        names = (
+            ("thinking_tokens", "truncated", "budget_forced") if mode == "think" else ("truncated",)
+        )
+        for name in names if 1 in self.ks else ("accuracy", *names):
             weight = result.correct.numel()
             out[f"{self.name}/{mode}/{name}"] = synced_mean(result.metrics[name], weight, device)
         return out

@@ -139,13 +139,15 @@ def test_cold_start_then_reasoning_rl_through_the_cli(tmp_path):
         "time/update_s",
         "time/tokens_per_s",
         "train/entropy",
-        "train/entropy/think/answer",
+        "train/entropy/answer",
         "val/think/pass_at_1",
     ):
         assert key in metrics, key
     # Metrics are logged at the optimizer step, like evaluations: two per batch of rollouts.
     # one reward: its score is train/reward; the stage's entropy is train/entropy, once
+    # and a thinking-only run's per-mode entropy is the span's (train/entropy/answer)
     assert not {"train/reward/arithmetic", "train/entropy/all", "epoch"} & metrics
+    assert not {"train/entropy/think/answer", "train/entropy/think/thinking"} & metrics
     for key in ("train/reward", "train/lr"):  # one step axis for every train/* metric
         steps = [m.step for m in client.get_metric_history(rl.info.run_id, key)]
         assert sorted(steps) == [2, 4], key
