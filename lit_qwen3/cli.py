@@ -60,6 +60,7 @@ from lit_qwen3.runtime.tracking import (
     log_dataset_input,
     log_exported_model,
     mlflow_loggers,
+    pipeline_root,
     relative_path,
 )
 
@@ -280,7 +281,13 @@ class LitQwen3CLI(LightningCLI):
     def _start_mlflow_runs(self) -> None:
         config = self.config[self.subcommand]
         args = self._arguments_after_subcommand()
-        description = describe_command(self.command, args, self.run_dir)
+        description = describe_command(  # in a pipeline: paths relative to its root
+            [str(relative_path(a)) for a in self.command],
+            [str(relative_path(a)) for a in args],
+            str(relative_path(str(self.run_dir))),
+        )
+        if pipeline_root() is not None:
+            description += "\n\nPaths are relative to the pipeline's root (its run's `root` tag)."
         for logger in mlflow_loggers(self.trainer):
             client, run_id = logger.experiment, logger.run_id  # creates the run if new
             if run_id == self.resumed_run_id:

@@ -14,8 +14,8 @@ The pipeline creates each stage's run when it starts the stage's process and end
 process ends, so the run's duration is the stage's (``time/stage_s``); tags: ``stage`` (the
 recipe stage), ``role`` (what the run is for: ``table21_rl_control``...), ``pipeline``,
 ``pipeline_stage``; the parent carries the absolute ``root`` once, params hold paths relative
-to it (``LIT_QWEN3_PIPELINE_ROOT`` tells the stage's process). Reruns: a stage whose output is complete
-(``root/<stage>/DONE.json``) is skipped; a stage killed midway resumes from its last
+to it (``LIT_QWEN3_PIPELINE_ROOT`` tells the stage's process). Reruns: a stage whose output is
+complete (``root/<stage>/DONE.json``) is skipped; a stage killed midway resumes from its last
 checkpoint and logs into the same MLflow run; the parent run is reused too. The report
 (:mod:`lit_qwen3.recipe.report`) evaluates the stages' models on held-out problems and writes
 ``report.json``, ``report.md`` and plots under ``root/report/``, logged to the parent run.

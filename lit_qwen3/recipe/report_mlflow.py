@@ -205,7 +205,8 @@ def log_report(
             for budget, value in zip(data["figure2"]["budgets"], curve["think_pass1"], strict=True):
                 _log(client, run_id, {BUDGET_THINK: value}, step=int(budget))
             _log(client, run_id, {BUDGET_NO_THINK: curve["no_think_pass1"]}, step=0)
-        _append_description(client, run_id, description)
+        if spec.command == "fit":  # a curation run evaluates nothing
+            _append_description(client, run_id, description)
     _append_description(client, parent, description)
     for name, rows in _tables(data, config).items():
         if rows:

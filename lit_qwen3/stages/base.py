@@ -14,7 +14,8 @@ include ``output_dir`` and ``gradient_checkpointing``. Subclasses that override
   drops the step's gradients (the step changes nothing), ``train/skipped_steps`` counts it, and
   the run stops after ``nonfinite`` limits. Manual optimisation (RL stages) calls
   ``if self.nonfinite_guard.check(loss, self.model, step=self.global_step): optimizer.step()``.
-* Logged every step: ``train/lr`` (first parameter group) and ``train/grad_norm``.
+* Logged every step: ``train/lr`` (first parameter group) and ``train/grad_norm``, at the
+  optimizer step like every ``train/*`` metric (manual optimisation: ``trainer.global_step``).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class HFStageModule(LightningModule):
         self._rng_to_restore: dict[str, Any] | None = None
         self.token_counts = {"sampled": 0, "trained": 0, "frozen": 0}
         """This rank's cumulative compute counters, logged summed over ranks as
-        ``stats/{name}_tokens`` and saved in checkpoints (the report's FLOP estimates):
+        ``stats/{name}_tokens`` once, when training ends, and saved in checkpoints (the report's FLOP estimates):
         ``sampled`` (policy forward while sampling), ``trained`` (forward + backward),
         ``frozen`` (frozen models' forwards)."""
         self.train_seconds = 0.0
