@@ -161,7 +161,7 @@ class EntropyMonitor(Callback):
         watched = metrics.get(f"train/entropy/{self.watch}")
         if self.control != "none" and watched is not None:
             metrics.update(self.adjust(pl_module, watched))
-        log_metrics(trainer, metrics)
+        log_metrics(trainer, without_repeats(metrics, "train/entropy" in trainer.callback_metrics))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -175,3 +175,19 @@ class EntropyMonitor(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         for key, value in state_dict.items():
             setattr(self, key, value)
+
+
+def without_repeats(metrics: dict[str, float], stage_logs_entropy: bool) -> dict[str, float]:
+    """The metrics to log, none a copy of another: a mode's span when the other mode has none of
+    it this step (``think/thinking`` always; ``think/answer`` in a thinking-only run) is the
+    span's own value, and ``all`` is the stage's ``train/entropy`` when the stage logs that."""
+    out = dict(metrics)
+    for key in metrics:
+        parts = key.split("/")
+        if len(parts) == 4 and parts[2] in MODES:
+            other = "no_think" if parts[2] == "think" else "think"
+            if f"train/entropy/{other}/{parts[3]}" not in metrics:
+                out.pop(key)
+    if stage_logs_entropy:
+        out.pop("train/entropy/all", None)
+    return out

@@ -3,7 +3,8 @@
 Every ``every_n_steps`` optimizer steps (and before the first step and after the last), the
 callback samples ``n_samples`` completions per query with the rollout sampler, verifies them, and
 logs the unbiased pass@k (``1 - C(n-c, k) / C(n, k)``) for each ``k`` and mode, plus mean
-thinking length and the truncation rate, under ``eval/{mode}/...``. MLflow also gets
+thinking length and the truncation rate, under ``<name>/{mode}/...`` (``val/``: the datamodule's
+validation queries; ``eval/``: the callback's own ``queries``). MLflow also gets
 ``figures/pass_at_k.png`` (pass@k against k, newest evaluation) and one samples table,
 ``samples/pass_at_k.json`` (step, mode, budget, prompt, completion, verdict), appended at every
 evaluation so that MLflow's evaluation view lines runs up.
@@ -62,8 +63,11 @@ class PassAtK(Callback):
             run Qwen3), not only with the flag.
         think_follow: also measure ThinkFollow (report Table 22): one reply per query asked
             by the flag only, in single-turn prompts and in multi-turn ones whose earlier turn
-            carries a random flag; logged as ``eval/{mode}/think_follow`` and
-            ``eval/{mode}/think_follow_multi_turn``.
+            carries a random flag; logged as ``<name>/{mode}/think_follow`` and
+            ``<name>/{mode}/think_follow_multi_turn``.
+        name: the evaluation set's name, which the metric keys begin with; None: ``val`` for
+            the datamodule's validation queries, ``eval`` for ``queries`` (a run's report may
+            log other sets, e.g. the pipeline's ``heldout/``: keys never mix sets).
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class PassAtK(Callback):
         seed: int = 0,
         template_switch: bool = True,
         think_follow: bool = True,
+        name: str | None = None,
     ) -> None:
         unknown = [m for m in modes if m not in MODES]
         if unknown or not modes:
@@ -117,6 +122,7 @@ class PassAtK(Callback):
         self.seed = seed
         self.template_switch = template_switch
         self.think_follow = think_follow
+        self.name = name or ("val" if queries is None else "eval")
         self.last_step = -1
         """Global step of the last evaluation (saved in checkpoints: no double run on resume)."""
 
@@ -157,7 +163,8 @@ class PassAtK(Callback):
         log_metrics(trainer, metrics)
         log_table(trainer, table, "samples/pass_at_k.json")
         curves = {
-            mode: {k: metrics[f"eval/{mode}/pass_at_{k}"] for k in self.ks} for mode in self.modes
+            mode: {k: metrics[f"{self.name}/{mode}/pass_at_{k}"] for k in self.ks}
+            for mode in self.modes
         }
         if trainer.is_global_zero:
             title = f"pass@k at step {trainer.global_step}"
@@ -187,7 +194,7 @@ class PassAtK(Callback):
                 template_switch=False,
             )
             value, weight = result.metrics["think_follow"], len(prompts)
-            out[f"eval/{mode}/{name}"] = synced_mean(value, weight, pl_module.device)
+            out[f"{self.name}/{mode}/{name}"] = synced_mean(value, weight, pl_module.device)
         return out
 
     def _synced(self, result: Any, mode: str, device: torch.device) -> dict[str, float]:
@@ -195,12 +202,16 @@ class PassAtK(Callback):
         pass_at_k = PassAtKMetric(ks=self.ks).to(device)
         pass_at_k.update(result.correct.to(device))
         out = {
-            f"eval/{mode}/{k.replace('@', '_at_')}": float(v)
+            f"{self.name}/{mode}/{k.replace('@', '_at_')}": float(v)
             for k, v in pass_at_k.compute().items()
         }
-        for name in ("accuracy", "thinking_tokens", "truncated", "budget_forced"):
+        # accuracy is pass@1; non-thinking mode neither thinks nor meets a thinking budget
+        names = (
+            ("thinking_tokens", "truncated", "budget_forced") if mode == "think" else ("truncated",)
+        )
+        for name in names if 1 in self.ks else ("accuracy", *names):
             weight = result.correct.numel()
-            out[f"eval/{mode}/{name}"] = synced_mean(result.metrics[name], weight, device)
+            out[f"{self.name}/{mode}/{name}"] = synced_mean(result.metrics[name], weight, device)
         return out
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -9,9 +9,9 @@ of budgets, logging thinking-mode accuracy per budget: the report's Figure 2 in 
 What a sweep logs (MLflow):
 
 * ``budget_sweep/think_accuracy`` with the **budget as the step** (and
-  ``budget_sweep/no_think_accuracy``, flat, at the same steps): runs overlay in one chart. The
-  sweep at the end of fit uses these keys; a periodic sweep at step N uses
-  ``budget_sweep/step_N/...``;
+  ``budget_sweep/no_think_accuracy`` at step 0: no thinking): runs overlay in one chart. Only the
+  sweep at the end of fit is a metric; periodic sweeps are rows of the table and lines of the
+  figure (a metric key per step would be a chart section per step);
 * ``figures/budget_sweep.png``: accuracy against budget, one line per sweep so far;
 * ``budget_sweep.json`` (step, budget, mode, accuracy, thinking tokens, forced share: the counts
   that are not metrics) and ``samples/thinking_budget.json`` (step, mode, budget, prompt,
@@ -142,10 +142,10 @@ class ThinkingBudget(Callback):
         think = [(b, accuracy[str(b)]) for b in self.sweep]
         no_think = accuracy.get("no_think")
         self.history[step] = (think, no_think)
-        prefix = "budget_sweep" if final else f"budget_sweep/step_{step}"
-        log_series(trainer, f"{prefix}/think_accuracy", think)
-        if no_think is not None:
-            log_series(trainer, f"{prefix}/no_think_accuracy", [(b, no_think) for b in self.sweep])
+        if final:  # the curve to compare across runs; earlier sweeps: the table and figure
+            log_series(trainer, "budget_sweep/think_accuracy", think)
+            if no_think is not None:  # budget 0 is no thinking: one point, not a flat copy
+                log_series(trainer, "budget_sweep/no_think_accuracy", [(0, no_think)])
         log_table(trainer, rows, "budget_sweep.json")
         log_table(trainer, samples, "samples/thinking_budget.json")
         if trainer.is_global_zero:

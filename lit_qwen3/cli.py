@@ -60,6 +60,8 @@ from lit_qwen3.runtime.tracking import (
     log_dataset_input,
     log_exported_model,
     mlflow_loggers,
+    pipeline_root,
+    relative_path,
 )
 
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
@@ -90,9 +92,12 @@ class MLflowConfig(SaveConfigCallback):
         params = config_params(config.clone().as_dict())
         tags = {
             "stage": getattr(pl_module, "stage", type(pl_module).__name__),
-            "model": str(getattr(pl_module, "hparams", {}).get("model", type(pl_module).__name__)),
-            "dataset": _describe_data(trainer.datamodule),
-            "run_dir": str(trainer.default_root_dir),
+            "model": str(
+                relative_path(getattr(pl_module, "hparams", {}).get("model"))
+                or type(pl_module).__name__
+            ),
+            "dataset": str(relative_path(_describe_data(trainer.datamodule))),
+            "run_dir": str(relative_path(str(trainer.default_root_dir))),
         }
         for logger in mlflow_loggers(trainer):
             client, run_id = logger.experiment, logger.run_id
@@ -276,7 +281,13 @@ class LitQwen3CLI(LightningCLI):
     def _start_mlflow_runs(self) -> None:
         config = self.config[self.subcommand]
         args = self._arguments_after_subcommand()
-        description = describe_command(self.command, args, self.run_dir)
+        description = describe_command(  # in a pipeline: paths relative to its root
+            [str(relative_path(a)) for a in self.command],
+            [str(relative_path(a)) for a in args],
+            str(relative_path(str(self.run_dir))),
+        )
+        if pipeline_root() is not None:
+            description += "\n\nPaths are relative to the pipeline's root (its run's `root` tag)."
         for logger in mlflow_loggers(self.trainer):
             client, run_id = logger.experiment, logger.run_id  # creates the run if new
             if run_id == self.resumed_run_id:
@@ -317,13 +328,16 @@ class LitQwen3CLI(LightningCLI):
             outputs = client.get_run(logger.run_id).outputs
             logged = {m.step for m in (outputs.model_outputs if outputs else [])}
             if exported is not None and trainer.global_step not in logged:
-                client.set_tag(logger.run_id, "exported_model", str(Path(exported).resolve()))
+                path = relative_path(str(Path(exported).resolve()))
+                client.set_tag(logger.run_id, "exported_model", path)
+                tags = client.get_run(logger.run_id).data.tags
                 log_exported_model(
                     client,
                     logger.run_id,
                     logger.experiment_id,
                     exported,
-                    name=getattr(module, "stage", "model"),
+                    # a pipeline's stage name is unique in it (two RL stages share a module)
+                    name=tags.get("pipeline_stage") or getattr(module, "stage", "model"),
                     step=trainer.global_step,
                 )
             if client.get_run(logger.run_id).info.status == "RUNNING":

@@ -177,15 +177,15 @@ def test_cli_run_exports_a_model_and_fills_mlflow(tmp_path):
         "train/loss",
         "train/lr",
         "val/loss",
-        "eval/think/pass_at_1",
-        "eval/think/pass_at_2",
-        "eval/no_think/pass_at_1",
+        "val/think/pass_at_1",
+        "val/think/pass_at_2",
+        "val/no_think/pass_at_1",
         "budget_sweep/think_accuracy",
         "budget_sweep/no_think_accuracy",
     ):
         assert key in metrics, key
     assert not any(key.startswith("budget/") for key in metrics)  # one series, not a key a budget
-    history = client.get_metric_history(run.info.run_id, "eval/think/pass_at_1")
+    history = client.get_metric_history(run.info.run_id, "val/think/pass_at_1")
     assert sorted(m.step for m in history) == [0, 3, 6]
     val = client.get_metric_history(run.info.run_id, "val/loss")
     assert sorted(m.step for m in val) == [3, 6]  # the steps the evaluations use
@@ -242,7 +242,7 @@ def test_console_script_runs_two_cpu_processes(tmp_path, strategy):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run_info,) = client.search_runs([client.get_experiment_by_name("cli-test").experiment_id])
     assert run_info.info.status == "FINISHED"
-    history = client.get_metric_history(run_info.info.run_id, "eval/think/pass_at_2")
+    history = client.get_metric_history(run_info.info.run_id, "val/think/pass_at_2")
     assert sorted(m.step for m in history) == [0, 2, 4]  # logged once per evaluation, by rank 0
     if strategy != FSDP2:
         return
@@ -253,5 +253,5 @@ def test_console_script_runs_two_cpu_processes(tmp_path, strategy):
     run()
     (again,) = client.search_runs([client.get_experiment_by_name("cli-test").experiment_id])
     assert again.info.run_id == run_info.info.run_id
-    history = client.get_metric_history(again.info.run_id, "eval/think/pass_at_2")
+    history = client.get_metric_history(again.info.run_id, "val/think/pass_at_2")
     assert sorted(m.step for m in history) == [0, 2, 4, 6]  # continued, nothing evaluated twice

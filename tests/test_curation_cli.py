@@ -178,10 +178,17 @@ def test_smoke_run_is_recorded_in_mlflow(smoke, store):
     run = client.get_run(manifest["mlflow_runs"][0]["run_id"])
     assert run.data.tags["stage"] == "curation"
     assert run.data.tags["steps"] == "queries,responses,cold_start"
-    for key in ("responses/language_mix/removed", "queries/open_ended/in", "cold_start/seconds"):
-        assert run.data.metrics[key] == manifest["counts"][key]
+    assert run.data.metrics["cold_start/seconds"] == manifest["counts"]["cold_start/seconds"]
+    assert not [k for k in run.data.metrics if k.endswith(("/in", "/out", "/removed"))]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert artifacts == {"manifest.json", "config.yaml"}
+    assert artifacts == {"manifest.json", "config.yaml", "curation", "figures"}
+    funnel = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "curation/funnel.json")).read_text()
+    )  # the funnel: one table, one row per filter
+    rows = {(r[0], r[1]): dict(zip(funnel["columns"], r, strict=True)) for r in funnel["data"]}
+    for key in ("responses/language_mix/removed", "queries/open_ended/in"):
+        step, name, column = key.split("/")
+        assert rows[(step, name)][column] == manifest["counts"][key], key
 
 
 def test_resume_skips_finished_steps_then_rl_queries_selects_learnable_ones(smoke, store, capsys):
@@ -275,7 +282,7 @@ def test_pipeline_curate_stages_nest_in_mlflow_and_feed_each_other(tmp_path, sto
     client = MlflowClient(tracking_uri=store["uri"])
     run = client.get_run(second["mlflow_runs"][0]["run_id"])
     assert run.data.tags["mlflow.parentRunId"] == pipeline.parent_id
-    assert run.data.tags["stage"] == "curation" and run.info.run_name == "rl_curation"
+    assert run.data.tags["stage"] == "rl_queries" and run.info.run_name == "rl_curation"
 
 
 # -- bad input -----------------------------------------------------------------------------------

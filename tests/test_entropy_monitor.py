@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lit_qwen3.callbacks import EntropyMonitor
+from lit_qwen3.callbacks.entropy_monitor import without_repeats
 from lit_qwen3.ops.losses import GRPOLossConfig
 
 
@@ -33,6 +34,18 @@ def test_entropy_is_averaged_per_span_and_mode():
     assert metrics["train/entropy/think/answer"] == pytest.approx(0.5)
     assert metrics["train/entropy/no_think/answer"] == pytest.approx(3.0)
     assert "train/entropy/no_think/thinking" not in metrics  # no such tokens: no NaN logged
+
+
+def test_logged_entropy_repeats_no_other_series():
+    both = EntropyMonitor().measure([_record()], torch.device("cpu"))
+    logged = without_repeats(both, stage_logs_entropy=False)
+    assert "train/entropy/think/thinking" not in logged  # only thinking mode thinks: = thinking
+    assert {"train/entropy/think/answer", "train/entropy/no_think/answer"} <= set(logged)
+    record = _record()
+    record["thinking_mode"] = torch.tensor([True, True])  # one mode: its spans are the spans
+    one = without_repeats(EntropyMonitor().measure([record], torch.device("cpu")), True)
+    assert not [k for k in one if "/think/" in k or "/no_think/" in k]
+    assert "train/entropy/all" not in one and "train/entropy/answer" in one  # the stage's
 
 
 def _module(step: int = 0):

@@ -99,8 +99,8 @@ def test_fusion_then_off_and_on_policy_distillation(tmp_path, toy_policy):
         "data/train/cut",
         "data/train/multi_turn",
         "data/train/tool",
-        "eval/think/think_follow",
-        "eval/no_think/think_follow_multi_turn",
+        "val/think/think_follow",
+        "val/no_think/think_follow_multi_turn",
     ):
         assert key in fusion, key
     assert abs(fusion["data/train/think"] - fusion["data/train/no_think"]) < 0.1
@@ -132,8 +132,8 @@ def test_fusion_then_off_and_on_policy_distillation(tmp_path, toy_policy):
         "train/ce",
         "train/divergence",
         "val/divergence",
-        "eval/think/pass_at_1",
-        "eval/no_think/pass_at_1",
+        "val/think/pass_at_1",
+        "val/no_think/pass_at_1",
     ):
         assert key in off, key
     assert off["stats/trained_tokens"] > 0  # the teacher scores every trained token once
@@ -169,7 +169,7 @@ def test_fusion_then_off_and_on_policy_distillation(tmp_path, toy_policy):
         "train/think_share",
         "train/entropy",  # the stage's own; EntropyMonitor adds the span split
         "stats/sampled_tokens",
-        "eval/think/pass_at_1",
+        "val/think/pass_at_1",
     ):
         assert key in on, key
 

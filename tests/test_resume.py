@@ -121,8 +121,8 @@ def test_kill_9_at_four_points_then_rerun_equals_an_uninterrupted_run(tmp_path, 
     for step, values in got.items():  # steps replayed after a kill log the same values again
         assert set(values) == set(expected[step]), step
     # callback state: every evaluation ran once, none repeated on resume
-    evals = _history(client, run.info.run_id, "eval/think/pass_at_1")
-    assert evals == _history(client, ref.info.run_id, "eval/think/pass_at_1")
+    evals = _history(client, run.info.run_id, "val/think/pass_at_1")
+    assert evals == _history(client, ref.info.run_id, "val/think/pass_at_1")
     assert sorted(evals) == [0, 4, 8]
     sweep = _history(client, run.info.run_id, "budget_sweep/think_accuracy")
     assert {step: len(v) for step, v in sweep.items()} == {0: 1, 8: 1}

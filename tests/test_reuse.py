@@ -186,7 +186,7 @@ def test_reasoning_rl_and_its_callbacks_work_in_a_plain_trainer(toy_policy, tmp_
     assert {
         "train/entropy/thinking",  # EntropyMonitor: the thinking span and the answer apart
         "train/entropy/answer",
-        "train/entropy/think/thinking",
+        "train/entropy",  # the stage's own: EntropyMonitor's "all" would repeat it
         "eval/think/pass_at_1",  # PassAtK before and after
         "eval/think/pass_at_2",
         "budget_sweep/think_accuracy",  # ThinkingBudget's sweep, the budget as its step

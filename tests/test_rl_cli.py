@@ -127,7 +127,6 @@ def test_cold_start_then_reasoning_rl_through_the_cli(tmp_path):
     metrics = set(rl.data.metrics)
     for key in (
         "train/reward",
-        "train/reward/arithmetic",
         "train/reward_std",
         "train/groups_with_signal",
         "train/clip_frac_low",
@@ -135,20 +134,24 @@ def test_cold_start_then_reasoning_rl_through_the_cli(tmp_path):
         "train/kl",
         "train/thinking_length",
         "train/rollout_length",
-        "train/budget_forced",
         "train/truncated",
         "time/rollout_s",
         "time/update_s",
         "time/tokens_per_s",
-        "train/entropy/all",
-        "train/entropy/think/answer",
-        "eval/think/pass_at_1",
+        "train/entropy",
+        "train/entropy/answer",
+        "val/think/pass_at_1",
     ):
         assert key in metrics, key
     # Metrics are logged at the optimizer step, like evaluations: two per batch of rollouts.
-    steps = [m.step for m in client.get_metric_history(rl.info.run_id, "train/reward")]
-    assert sorted(steps) == [2, 4]
-    evals = [m.step for m in client.get_metric_history(rl.info.run_id, "eval/think/pass_at_1")]
+    # one reward: its score is train/reward; the stage's entropy is train/entropy, once
+    # and a thinking-only run's per-mode entropy is the span's (train/entropy/answer)
+    assert not {"train/reward/arithmetic", "train/entropy/all", "epoch"} & metrics
+    assert not {"train/entropy/think/answer", "train/entropy/think/thinking"} & metrics
+    for key in ("train/reward", "train/lr"):  # one step axis for every train/* metric
+        steps = [m.step for m in client.get_metric_history(rl.info.run_id, key)]
+        assert sorted(steps) == [2, 4], key
+    evals = [m.step for m in client.get_metric_history(rl.info.run_id, "val/think/pass_at_1")]
     assert sorted(evals) == [0, 2, 4]
     samples = {a.path for a in client.list_artifacts(rl.info.run_id, "samples")}
     assert any(path.startswith("samples/reasoning_rl_step") for path in samples)

@@ -52,7 +52,7 @@ CONFIG = {
 }
 
 
-def test_params_are_short_without_none_plumbing_or_defaults():
+def test_params_are_short_without_none_plumbing_or_trainer_defaults():
     params = config_params(CONFIG)
     assert params == {
         "model": "ColdStartSFT",
@@ -63,6 +63,7 @@ def test_params_are_short_without_none_plumbing_or_defaults():
         "data": "ConversationDataModule",
         "data.toy_size": "30000",
         "data.packing": "false",
+        "data.max_length": "1024",  # the datamodule's default, kept as the module's are
         "trainer.accelerator": "cpu",
         "trainer.max_steps": "30",
         "trainer.strategy": "ModelParallelStrategy",
@@ -75,6 +76,40 @@ def test_params_are_short_without_none_plumbing_or_defaults():
         "callbacks": "PassAtK, ThinkingBudget",
         "seed_everything": "0",
     }
+
+
+def test_params_name_each_setting_once_and_paths_relative_to_the_pipeline_root(tmp_path):
+    root = tmp_path / "pipeline"
+    config = {
+        "model": {
+            "class_path": "lit_qwen3.stages.ReasoningRL",
+            "init_args": {"model": str(root / "cold_start/model"), "stop_thinking": "\n</think>"},
+        },
+        "data": {
+            "class_path": "lit_qwen3.datamodules.queries.QueryDataModule",
+            "init_args": {
+                "data": str(root / "rl_queries/rl_queries.jsonl"),
+                "tokenizer": str(root / "cold_start/model"),  # linked to the model: not again
+                "seed": 0,
+            },
+        },
+        "trainer": {
+            "callbacks": [
+                {
+                    "class_path": "lit_qwen3.callbacks.ThinkingBudget",
+                    "init_args": {"stop_thinking": "\n</think>", "seed": 0},
+                }
+            ]
+        },
+    }
+    params = config_params(config, root=str(root))
+    assert params["model.model"] == "cold_start/model"
+    assert params["data.data"] == "rl_queries/rl_queries.jsonl"
+    assert not [k for k, v in params.items() if str(tmp_path) in v], params
+    assert "data.tokenizer" not in params
+    assert [k for k in params if k.endswith("stop_thinking")] == ["model.stop_thinking"]
+    assert params["data.seed"] == "0"  # numbers stay, equal or not
+    assert config_params(config)["model.model"] == str(root / "cold_start/model")  # no root
 
 
 def test_params_stay_under_the_limit():

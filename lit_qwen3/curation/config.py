@@ -174,6 +174,9 @@ class MLflowTracking:
     """Artifact folder of a newly created experiment (an existing one keeps its own)."""
     tags: dict[str, str] = field(default_factory=dict)
     """Extra run tags (a pipeline nests the run with ``mlflow.parentRunId``)."""
+    run_id: str | None = None
+    """An existing run to record into (the pipeline creates it when the stage's process starts,
+    so the run spans the process); None: a new run."""
 
 
 @dataclass

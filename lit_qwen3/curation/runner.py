@@ -186,14 +186,28 @@ def _summarise(manifest: dict[str, Any], config: Curation) -> None:
         manifest["mlflow_runs"] = runs
 
 
+def funnel_rows(manifest: dict[str, Any], steps: list[str]) -> list[dict[str, Any]]:
+    """The curation funnel: one row per filter of each step, in order (step, filter, in, out,
+    removed)."""
+    return [
+        {"step": step, "filter": name, **{k: numbers[k] for k in ("in", "out", "removed")}}
+        for step, record in manifest["steps"].items()
+        if step in steps
+        for name, numbers in record["filters"].items()
+    ]
+
+
 def log_to_mlflow(
     config: Curation, manifest: dict[str, Any], ran: list[str], config_text: str | None
 ) -> str:
-    """One MLflow run tagged ``stage=curation``: counts and seconds of the steps run now as
-    metrics, seeds and models as params, ``manifest.json`` (and the config) as artifacts."""
+    """One MLflow run tagged ``stage=curation`` (``rl_queries`` when that step alone ran): the
+    funnel of the steps run now as one table (``curation/funnel.json``) and one figure, each
+    step's seconds as a metric, seeds and models as params, ``manifest.json`` (and the config)
+    as artifacts."""
     from mlflow.tracking import MlflowClient
 
-    from lit_qwen3.runtime.tracking import absolute_tracking_uri
+    from lit_qwen3.runtime.plots import funnel_figure
+    from lit_qwen3.runtime.tracking import absolute_tracking_uri, relative_path
 
     tracking = config.mlflow
     assert tracking is not None
@@ -208,24 +222,32 @@ def log_to_mlflow(
         )
     else:
         experiment_id = experiment.experiment_id
-    run = client.create_run(
-        experiment_id,
-        run_name=tracking.run_name,
-        tags={
-            **tracking.tags,
-            "stage": "curation",
-            "steps": ",".join(ran),
-            "output_dir": config.output_dir,
-        },
-    )
-    run_id = run.info.run_id
+    tags = {
+        **tracking.tags,
+        "stage": "rl_queries" if ran == ["rl_queries"] else "curation",
+        "steps": ",".join(ran),
+        "output_dir": str(relative_path(str(Path(config.output_dir).resolve()))),
+    }
+    if tracking.run_id is not None:
+        run_id = tracking.run_id
+        client.update_run(run_id, status="RUNNING")
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+    else:
+        run_id = client.create_run(experiment_id, run_name=tracking.run_name, tags=tags).info.run_id
     try:
-        for key, value in flat_counts(manifest, ran).items():
-            client.log_metric(run_id, key, float(value))
+        for step in ran:
+            client.log_metric(run_id, f"{step}/seconds", float(manifest["steps"][step]["seconds"]))
+        rows = funnel_rows(manifest, ran)
+        if rows:
+            columns = {key: [row[key] for row in rows] for key in rows[0]}
+            client.log_table(run_id, data=columns, artifact_file="curation/funnel.json")
+            figure = funnel_figure(rows)
+            client.log_figure(run_id, figure, "figures/funnel.png")
         params = {"seed": config.seed, "steps": ",".join(ran), "rewards": dict(config.rewards)}
         params.update({f"model.{k}": v for k, v in manifest["models"].items()})
         for key, value in params.items():
-            client.log_param(run_id, key, str(value)[:6000])
+            client.log_param(run_id, key, str(relative_path(str(value)))[:6000])
         client.log_dict(run_id, manifest, MANIFEST)
         if config_text is not None:
             client.log_text(run_id, config_text, "config.yaml")

@@ -9,9 +9,13 @@ checkpoints and its output (``model/``, a Hugging Face directory; a curation's J
 ``{<stage>}`` in an override is that stage's output path, so each output feeds the next, and
 ``{root}`` is the pipeline's root.
 
-MLflow: one parent run for the pipeline and one nested run per stage (tags ``stage``,
-``pipeline``, ``model``), in the pipeline's store. Reruns: a stage whose output is complete
-(``root/<stage>/DONE.json``) is skipped; a stage killed midway resumes from its last
+MLflow: one parent run for the pipeline and one nested run per stage, in the pipeline's store.
+The pipeline creates each stage's run when it starts the stage's process and ends it when the
+process ends, so the run's duration is the stage's (``time/stage_s``); tags: ``stage`` (the
+recipe stage), ``role`` (what the run is for: ``table21_rl_control``...), ``pipeline``,
+``pipeline_stage``; the parent carries the absolute ``root`` once, params hold paths relative
+to it (``LIT_QWEN3_PIPELINE_ROOT`` tells the stage's process). Reruns: a stage whose output is
+complete (``root/<stage>/DONE.json``) is skipped; a stage killed midway resumes from its last
 checkpoint and logs into the same MLflow run; the parent run is reused too. The report
 (:mod:`lit_qwen3.recipe.report`) evaluates the stages' models on held-out problems and writes
 ``report.json``, ``report.md`` and plots under ``root/report/``, logged to the parent run.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 import time
@@ -157,6 +162,8 @@ class Pipeline:
             tags={
                 "pipeline": self.config.name,
                 "stage": "pipeline",
+                "role": "pipeline",
+                "root": str(self.root),
                 "mlflow.note.content": f"lit-qwen3 pipeline {self.config.name}: "
                 + " -> ".join(s.name for s in self.config.stages),
             },
@@ -194,6 +201,7 @@ class Pipeline:
                 "run_name": spec.name,
                 "artifact_location": str(self.root / "mlartifacts"),
                 "tags": {**(tracking.get("tags") or {}), **self.tags(spec)},
+                "run_id": self.stage_run_id(spec),
             }
             return config
         _set_dotted(config, "trainer.default_root_dir", directory)
@@ -220,11 +228,48 @@ class Pipeline:
             "mlflow.parentRunId": self.parent_id,
             "pipeline": self.config.name,
             "pipeline_stage": spec.name,
+            "role": self.role(spec),
         }
+
+    def role(self, spec: StageSpec) -> str:
+        """What the stage's run is for in this pipeline: the report rows it fills
+        (``table21_rl_control``, ``table22_general_rl``, ``figure2``), else ``data`` (curation)
+        or ``intermediate``."""
+        report = self.config.report
+        roles = [
+            "table21_rl_control" if row == "rl" else f"table21_{row}"
+            for row, stage in (report.get("table21") or {}).items()
+            if stage == spec.name
+        ]
+        roles += [
+            f"table22_{row}" for row, s in (report.get("stages") or {}).items() if s == spec.name
+        ]
+        roles += ["figure2"] if spec.name in (report.get("figure2") or []) else []
+        if roles:
+            return "+".join(roles)
+        return "data" if spec.command == "curate" else "intermediate"
+
+    def _open_stage_run(self, spec: StageSpec, start: float) -> str:
+        """The stage's MLflow run, created as its process starts (an earlier attempt's when it
+        was killed), so that the run's start is the process's."""
+        run_id = self.stage_run_id(spec) or self._remember_run(spec)
+        if run_id is not None:
+            return run_id
+        run = self.client.create_run(  # the process tags its recipe ``stage`` itself
+            self.experiment_id,
+            start_time=int(start * 1000),
+            run_name=spec.name,
+            tags=self.tags(spec),
+        )
+        (self.stage_dir(spec) / "mlflow_run_id").write_text(run.info.run_id)
+        return run.info.run_id
 
     def run_stage(self, spec: StageSpec, status: Any) -> dict[str, Any]:
         directory = self.stage_dir(spec)
         directory.mkdir(parents=True, exist_ok=True)
+        earlier = self.stage_seconds(spec)  # a killed attempt's time counts too
+        start = time.time()
+        run_id = self._open_stage_run(spec, start)
         config_path = directory / "config.yaml"
         config_path.write_text(yaml.safe_dump(self.stage_config(spec), sort_keys=False))
         command = [
@@ -236,19 +281,27 @@ class Pipeline:
             str(config_path),
         ]
         log_path = directory / "log.txt"
-        earlier = self.stage_seconds(spec)  # a killed attempt's time counts too
-        start = time.time()
+        from lit_qwen3.runtime.tracking import ROOT_VARIABLE
+
+        environment = {**os.environ, ROOT_VARIABLE: str(self.root)}
         with log_path.open("a") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
             log.flush()
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=environment
+            )
             while process.poll() is None:
                 elapsed = time.time() - start
                 (directory / "seconds").write_text(str(earlier + elapsed))
-                self._remember_run(spec)
                 status(f"{spec.name} {elapsed:5.0f}s  {_last_line(log_path)[:100]}")
-                time.sleep(1.0)
-        seconds = earlier + time.time() - start
+                time.sleep(0.2)
+        end = time.time()
+        seconds = earlier + end - start
+        (directory / "seconds").write_text(str(seconds))
+        self.client.log_metric(run_id, "time/stage_s", seconds, timestamp=int(end * 1000))
+        self.client.set_terminated(  # the process's end, after whatever it logged last
+            run_id, "FINISHED" if process.returncode == 0 else "FAILED", end_time=int(end * 1000)
+        )
         if process.returncode != 0:
             raise RuntimeError(
                 f"stage {spec.name!r} failed (exit {process.returncode}); its log: {log_path}\n"
@@ -257,7 +310,12 @@ class Pipeline:
         output = Path(self.paths[spec.name])
         if not output.exists():
             raise RuntimeError(f"stage {spec.name!r} finished but wrote no {output}")
-        record = {"seconds": seconds, "run_id": self._remember_run(spec), "output": str(output)}
+        record = {
+            "seconds": seconds,
+            "run_id": run_id,
+            "output": str(output),
+            "resumed": earlier > 0,
+        }
         (directory / "DONE.json").write_text(json.dumps(record, indent=2))
         return record
 

@@ -6,7 +6,9 @@ smooth budget curve) and returns plain numbers with their per-problem scores; th
 numbers cover ``headline_digits`` (the range the models were trained on), the rest is a
 generalisation column. :func:`write_report` decides each claim on a 95 % interval
 (:mod:`lit_qwen3.recipe.findings`), stores everything in ``report.json`` (keys below), renders
-``report.md`` with PNG plots, and logs all three to the pipeline's parent MLflow run.
+``report.md`` (and ``report.html``, its figures embedded) with PNG plots, and logs them to the
+pipeline's parent MLflow run and each number to the run of the stage it describes
+(:mod:`lit_qwen3.recipe.report_mlflow`).
 
 ``report.json``:
 ``stages.<stage>.{think_pass1, no_think_pass1, think_follow, flag_following,
@@ -32,6 +34,8 @@ from typing import Any
 
 from lit_qwen3.ops.intervals import bootstrap_mean
 from lit_qwen3.recipe.findings import compute_findings
+from lit_qwen3.recipe.report_html import render_html
+from lit_qwen3.recipe.report_mlflow import log_report
 from lit_qwen3.recipe.report_render import plot_figure2, render_markdown
 
 __all__ = ["ReportConfig", "evaluate_stages", "write_report"]
@@ -427,17 +431,14 @@ def write_report(pipeline: Any, records: dict[str, Any], wall_seconds: float) ->
         plot_figure2(data, directory / "figure2.png")
         plots["figure2"] = "figure2.png"
     (directory / "report.json").write_text(json.dumps(data, indent=2))
-    (directory / "report.md").write_text(render_markdown(data, plots))
-    for name in ("report.json", "report.md", *plots.values()):
-        pipeline.client.log_artifact(pipeline.parent_id, str(directory / name), "report")
-    for row, values in data.get("stages", {}).items():
-        for key, value in values.items():
-            if isinstance(value, (int, float)):
-                pipeline.client.log_metric(pipeline.parent_id, f"{row}/{key}", value)
-    for finding in data.get("findings", []):
-        low, high = finding["ci95"]
-        for key, value in (("delta", finding["delta"]), ("ci_low", low), ("ci_high", high)):
-            pipeline.client.log_metric(
-                pipeline.parent_id, f"finding/{finding['name']}/{key}", value
-            )
+    markdown = render_markdown(data, plots)
+    (directory / "report.md").write_text(markdown)
+    (directory / "report.html").write_text(render_html(markdown, directory))
+    table21 = {stage: data["table21"][row]["flops"] for row, stage in config.table21.items()}
+    flops = {  # every training stage's estimate, Table 21's as the table has it
+        spec.name: table21[spec.name] if spec.name in table21 else stage_flops(pipeline, spec.name)
+        for spec in pipeline.config.stages
+        if spec.command == "fit" and spec.name in records
+    }
+    log_report(pipeline, data, directory, flops)
     return data

@@ -80,3 +80,24 @@ def pass_at_k_figure(curves: Mapping[str, Mapping[int, float]], title: str = "")
     ax.legend(fontsize="small")
     ax.set_title(title or "pass@k")
     return figure
+
+
+def funnel_figure(rows: Sequence[Mapping[str, object]], title: str = "Curation funnel") -> Figure:
+    """The curation funnel: one horizontal bar per filter (``step/filter``), in order, the rows
+    kept and, beside them, the rows removed."""
+    if not rows:
+        raise ValueError("funnel_figure() needs at least one row")
+    labels = [f"{r['step']}/{r['filter']}" for r in rows]
+    kept = [float(r["out"]) for r in rows]
+    removed = [float(r["removed"]) for r in rows]
+    figure = Figure(figsize=(7, 0.3 * len(rows) + 1.2))
+    ax = figure.subplots()
+    positions = list(range(len(rows)))[::-1]
+    ax.barh(positions, kept, label="kept")
+    ax.barh(positions, removed, left=kept, label="removed", alpha=0.5)
+    ax.set_yticks(positions, labels, fontsize=7)
+    ax.set_xlabel("rows")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure

@@ -31,6 +31,32 @@ PLUMBING_KEYS = frozenset(
 #: Top-level config keys that are not callbacks even when they hold a ``class_path``.
 _NOT_CALLBACKS = frozenset({"model", "data", "trainer", "optimizer", "lr_scheduler"})
 MAX_PARAMS = 60
+#: Set by ``lit-qwen3 pipeline`` for each stage's process: the pipeline's root, which params and
+#: tags then name paths relative to (the root itself is a tag of the pipeline's run, once).
+ROOT_VARIABLE = "LIT_QWEN3_PIPELINE_ROOT"
+
+
+def pipeline_root() -> str | None:
+    """The pipeline root this process runs under (``ROOT_VARIABLE``), else None."""
+    root = os.environ.get(ROOT_VARIABLE)
+    return os.path.realpath(root) if root else None
+
+
+def relative_path(value: Any, root: str | None = None) -> Any:
+    """``value`` with an absolute path under ``root`` (default: :func:`pipeline_root`) made
+    relative to it (``cold_start/model``; the root itself is ``.``), inside lists too; anything
+    else unchanged."""
+    root = root or pipeline_root()
+    if isinstance(value, list | tuple):
+        return [relative_path(v, root) for v in value]
+    if not root or not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    for base in {root, os.path.abspath(root)}:
+        real = os.path.realpath(value) if os.path.exists(value) else os.path.abspath(value)
+        for candidate in (os.path.abspath(value), real):
+            if candidate == base or candidate.startswith(base + os.sep):
+                return os.path.relpath(candidate, base)
+    return value
 
 
 @rank_zero_only
@@ -186,14 +212,39 @@ def _callbacks(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [c for c in [*listed, *named] if isinstance(c, dict) and "class_path" in c]
 
 
-def config_params(config: Mapping[str, Any], limit: int = MAX_PARAMS) -> dict[str, str]:
+def _without_repeats(entries: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Each setting once: a key whose last part and text repeat an earlier key's
+    (``ThinkingBudget.stop_thinking`` after ``model.stop_thinking``), and a tokenizer that is
+    the model's, go. Numbers and flags stay (``data.seed`` = ``model.seed`` is a coincidence a
+    compare view must show)."""
+    seen: set[tuple[str, str]] = set()
+    models = {param_value(v) for k, v in entries if k in ("model.model", "model.tokenizer")}
+    kept = []
+    for key, value in entries:
+        leaf, text = key.rpartition(".")[2], param_value(value)
+        if not isinstance(value, str | list):
+            kept.append((key, value))
+            continue
+        tokenizer = leaf == "tokenizer" and key != "model.tokenizer" and text in models
+        if (leaf, text) in seen or tokenizer:
+            continue
+        seen.add((leaf, text))
+        kept.append((key, value))
+    return kept
+
+
+def config_params(
+    config: Mapping[str, Any], limit: int = MAX_PARAMS, root: str | None = None
+) -> dict[str, str]:
     """MLflow params of a resolved LightningCLI config (``Namespace.as_dict()``) that a person
     can diff: short keys (``model.optimizer.lr``, ``trainer.max_steps``, ``PassAtK.num_queries``),
-    the classes by name, no ``None``, no plumbing (logger, paths), at most ``limit`` of them.
+    the classes by name, no ``None``, no plumbing (logger, paths), each setting once, paths under
+    the pipeline ``root`` (default: :func:`pipeline_root`) relative to it, at most ``limit``.
 
-    Every argument of the stage module is kept (what the recipe sets); of the datamodule, the
-    trainer and the callbacks only what differs from the code's defaults. If that is still more
-    than ``limit``, the module's defaults go too, then the keys past ``limit`` (sorted).
+    Every argument of the stage module and the datamodule is kept, defaults included (runs that
+    differ there must show it in the compare view); of the trainer and the callbacks only what
+    differs from the code's defaults. Past ``limit``, the datamodule's defaults go first, then
+    the module's, then the keys past ``limit``.
     """
     entries: list[tuple[str, Any, bool]] = []
     must: list[tuple[str, Any]] = []
@@ -220,14 +271,20 @@ def config_params(config: Mapping[str, Any], limit: int = MAX_PARAMS) -> dict[st
     if seed is not None and seed is not False:
         must.append(("seed_everything", seed))
 
+    entries = [(k, relative_path(v, root), d) for k, v, d in entries]
     changed = [(k, v) for k, v, is_default in entries if not is_default]
-    module_defaults = [
-        (k, v) for k, v, is_default in entries if is_default and k.startswith("model.")
-    ]
+    defaults = [(k, v) for k, v, is_default in entries if is_default]
+    ordered = [e for e in defaults if e[0].startswith("model.")]
+    ordered += [e for e in defaults if e[0].startswith("data.")]
+    kept = {k for k, _ in _without_repeats(changed + ordered)}
+    changed = [(k, v) for k, v in changed if k in kept]
+    module_defaults = [(k, v) for k, v in ordered if k in kept and k.startswith("model.")]
+    data_defaults = [(k, v) for k, v in ordered if k in kept and k.startswith("data.")]
     chosen = must + changed
-    if len(chosen) + len(module_defaults) <= limit:
-        chosen += module_defaults
-    elif len(chosen) > limit:  # model, data, trainer, callbacks: the first ones win
+    for extra in (module_defaults, data_defaults):
+        if len(chosen) + len(extra) <= limit:
+            chosen += extra
+    if len(chosen) > limit:  # model, data, trainer, callbacks: the first ones win
         rank_zero_warn(f"{len(chosen)} config params: logging the first {limit} (see config.yaml)")
         chosen = must + changed[: max(0, limit - len(must))]
     return {key: param_value(value) for key, value in chosen}
@@ -307,7 +364,7 @@ def log_exported_model(
         if k in config
     }
     small = size < copy_below_bytes
-    tags = {"path": str(directory), "size_bytes": str(size)}
+    tags = {"path": str(relative_path(str(directory))), "size_bytes": str(size)}
     if not small:
         tags[MLFLOW_MODEL_IS_EXTERNAL] = "true"
     model = client.create_logged_model(
@@ -326,7 +383,10 @@ Runs of lit-qwen3, the Qwen3 post-training recipe as Lightning parts. One run pe
 command: the run name is the stage plus the command-line overrides (a short hash when they are
 long), the description holds the full command. Compare runs by selecting them in the runs table:
 params are the resolved config with short keys (config.yaml has all of it); charts show
-`train/*`, `eval/*` (pass@k per thinking mode) and `budget_sweep/*` (x axis = thinking budget);
+`train/*` (x axis = optimizer step), `val/*` (the validation queries: loss, pass@k per
+thinking mode; `eval/*`: a callback's own query set) and `budget_sweep/*` (x axis = thinking
+budget); a pipeline adds its report's numbers
+on the held-out problems as `heldout/*` (see the README, "Comparing runs in MLflow");
 artifacts hold `figures/*.png` and `samples/*.json` tables (Evaluation view).
 """
 

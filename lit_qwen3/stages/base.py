@@ -14,7 +14,8 @@ include ``output_dir`` and ``gradient_checkpointing``. Subclasses that override
   drops the step's gradients (the step changes nothing), ``train/skipped_steps`` counts it, and
   the run stops after ``nonfinite`` limits. Manual optimisation (RL stages) calls
   ``if self.nonfinite_guard.check(loss, self.model, step=self.global_step): optimizer.step()``.
-* Logged every step: ``train/lr`` (first parameter group) and ``train/grad_norm``.
+* Logged every step: ``train/lr`` (first parameter group) and ``train/grad_norm``, at the
+  optimizer step like every ``train/*`` metric (manual optimisation: ``trainer.global_step``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from lit_qwen3.runtime.strategies import (
     hf_zero3_config,
     is_zero3_partitioned,
 )
+from lit_qwen3.runtime.tracking import log_metrics
 
 # Stage hyperparameters hold these config objects; resuming loads checkpoints with
 # ``torch.load(weights_only=True)``, which accepts only the classes it is told about.
@@ -79,7 +81,7 @@ class HFStageModule(LightningModule):
         self._rng_to_restore: dict[str, Any] | None = None
         self.token_counts = {"sampled": 0, "trained": 0, "frozen": 0}
         """This rank's cumulative compute counters, logged summed over ranks as
-        ``stats/{name}_tokens`` and saved in checkpoints (the report's FLOP estimates):
+        ``stats/{name}_tokens`` once, when training ends, and saved in checkpoints (the report's FLOP estimates):
         ``sampled`` (policy forward while sampling), ``trained`` (forward + backward),
         ``frozen`` (frozen models' forwards)."""
         self.train_seconds = 0.0
@@ -176,8 +178,17 @@ class HFStageModule(LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.trainer.optimizers:
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.log("train/lr", float(lr), rank_zero_only=True)
+            lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+            if self.automatic_optimization:
+                self.log("train/lr", lr, rank_zero_only=True)
+            else:  # at the optimizer step, the axis of the step's other train/* metrics
+                log_metrics(self.trainer, {"train/lr": lr})
+
+    def on_train_end(self) -> None:
+        """The compute counters (``stats/*_tokens``), once: the run's totals. Logged at every
+        step they would be cumulative series that repeat each other (frozen = trained tokens
+        when one teacher scores every trained token once)."""
+        log_metrics(self.trainer, self.compute_stats())
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -57,6 +57,7 @@ from lit_qwen3.stages.on_policy import (
     OnPolicyStage,
     SampledRows,
     UpdateBatch,
+    thinking_metrics,
 )
 
 torch.serialization.add_safe_globals([GRPOLossConfig])  # a hyperparameter (see on_policy.py)
@@ -378,15 +379,14 @@ class GroupRelativeRL(OnPolicyStage):
             "train/reward": float(rewards.mean()),
             "train/reward_std": float(rewards.view(-1, G).std(1).mean()),
             "train/rollout_length": float(lengths.mean()),
-            "train/thinking_length": float(rollouts.thinking_length.float().mean()),
-            "train/budget_forced": float(rollouts.budget_forced.float().mean()),
             "train/truncated": float(rollouts.truncated.float().mean()),
             "train/think_share": float(thinking.float().mean()),
         }
+        metrics.update(thinking_metrics(self, rollouts, thinking))
         for mode, selected in (("think", thinking), ("no_think", ~thinking)):
-            chosen = rewards[selected.cpu()]
+            chosen = rewards[selected.cpu()]  # NaN: none of this mode (a step of one mode
             metrics[f"train/reward/{mode}"] = float(chosen.mean()) if len(chosen) else float("nan")
-        return metrics
+        return metrics  # logs neither: its reward is train/reward)
 
     def reward_metrics(self, infos: list[dict[str, float]]) -> dict[str, float]:
         """Mean unweighted score of each reward over the rows it scored."""
@@ -396,9 +396,12 @@ class GroupRelativeRL(OnPolicyStage):
                 sums[label].append(value)
         nan = float("nan")  # same keys on every rank: a label no row used is NaN here
         out = {f"train/reward/{k}": sum(v) / len(v) if v else nan for k, v in sums.items()}
-        for label, errors in self.rewards.error_counts.items():
-            out[f"train/reward_errors/{label}"] = float(errors)
-        out["train/reward_worker_recycles"] = float(self.rewards.worker_recycles)
+        if len(out) == 1:  # one reward: its score is train/reward
+            out = {}
+        for label, errors in self.rewards.error_counts.items():  # counters: NaN (left out)
+            out[f"train/reward_errors/{label}"] = float(errors) if errors else nan  # while 0
+        recycles = self.rewards.worker_recycles
+        out["train/reward_worker_recycles"] = float(recycles) if recycles else nan
         return out
 
     # -- updates ----------------------------------------------------------------------------

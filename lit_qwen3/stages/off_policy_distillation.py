@@ -39,7 +39,7 @@ class OffPolicyDistillation(SupervisedFineTuning):
         Other arguments: as :class:`~lit_qwen3.stages.sft.SupervisedFineTuning`.
     """
 
-    stage: ClassVar[str] = "off_policy_distillation"
+    stage: ClassVar[str] = "distill_off_policy"
 
     def __init__(
         self,

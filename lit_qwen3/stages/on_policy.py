@@ -48,6 +48,23 @@ from lit_qwen3.tools import build_tool
 torch.serialization.add_safe_globals([SamplingConfig, OptimizerConfig])
 
 
+def thinking_metrics(module: Any, rollouts: Any, thinking: torch.Tensor) -> dict[str, float]:
+    """``train/thinking_length`` when some rollouts think, ``train/budget_forced`` when a
+    thinking budget applies: where they cannot be anything but zero, they are NaN, which
+    :meth:`OnPolicyStage.mean_over_ranks` leaves out when no rank has a value (a series of
+    zeros repeats every other one). The keys are the same on every rank."""
+    nan = float("nan")
+    thinks = bool(thinking.any())
+    metrics = {
+        "train/thinking_length": float(rollouts.thinking_length.float().mean()) if thinks else nan
+    }
+    if getattr(module, "thinking_budget", None) is not None:
+        metrics["train/budget_forced"] = (
+            float(rollouts.budget_forced.float().mean()) if thinks else nan
+        )
+    return metrics
+
+
 @dataclass
 class RolloutRow:
     """One rollout to sample: a query in a mode, with the seed of its sampling stream."""
@@ -384,15 +401,19 @@ class OnPolicyStage(HFStageModule):
                 "time/rollout_s": rollout_s,
                 "time/update_s": update_s,
                 "time/tokens_per_s": generated / max(rollout_s + update_s, 1e-9),
-                "train/skipped_steps": float(self.nonfinite_guard.skipped),
             }
         )
+        skipped = self.nonfinite_guard.skipped  # NaN (left out) while zero: see thinking_metrics
+        metrics["train/skipped_steps"] = float(skipped) if skipped else float("nan")
         self.rl_step += 1
         metrics["train/rl_step"] = float(self.rl_step)
         self.count_tokens(update_batch)
         self.train_seconds += rollout_s + update_s
         metrics = self.mean_over_ranks(metrics)
-        metrics.update(self.compute_stats())
+        modes = [k for k in ("train/reward/think", "train/reward/no_think") if k in metrics]
+        if len(modes) == 1:  # a step of one mode: its reward is train/reward
+            metrics.pop(modes[0])
+        metrics["time/train_s"] = self.compute_stats()["time/train_s"]  # counters: at the end
         log_metrics(self.trainer, metrics)  # at the optimizer step, like evaluation callbacks
         publish_metrics(self, metrics, self.progress_metrics)  # monitors, progress bar
         return {"entropy_records": records}

@@ -34,7 +34,7 @@ from lit_qwen3.rollout.generation import SamplingConfig
 from lit_qwen3.rollout.rescoring import completion_hidden_states
 from lit_qwen3.runtime.faults import NonFiniteLimits
 from lit_qwen3.runtime.optim import OptimizerConfig
-from lit_qwen3.stages.on_policy import OnPolicyStage, UpdateBatch
+from lit_qwen3.stages.on_policy import OnPolicyStage, UpdateBatch, thinking_metrics
 
 
 class OnPolicyDistillation(OnPolicyStage):
@@ -64,7 +64,7 @@ class OnPolicyDistillation(OnPolicyStage):
             ``enable_sleep_mode``, ``engine_kwargs``).
     """
 
-    stage = "on_policy_distillation"
+    stage = "distill_on_policy"
 
     def __init__(
         self,
@@ -184,10 +184,9 @@ class OnPolicyDistillation(OnPolicyStage):
         lengths = (rollouts.completion_mask - rollouts.tool_mask).sum(-1).float()
         metrics = {
             "train/rollout_length": float(lengths.mean()),
-            "train/thinking_length": float(rollouts.thinking_length.float().mean()),
-            "train/budget_forced": float(rollouts.budget_forced.float().mean()),
             "train/truncated": float(rollouts.truncated.float().mean()),
             "train/think_share": float(sampled.thinking.float().mean()),
+            **thinking_metrics(self, rollouts, sampled.thinking),
         }
         self.log_samples(sampled, [0.0] * len(sampled.rows), {})
         return batch, metrics

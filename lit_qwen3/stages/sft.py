@@ -28,7 +28,6 @@ from lit_qwen3.ops.training_forward import (
 )
 from lit_qwen3.runtime.faults import NonFiniteLimits
 from lit_qwen3.runtime.optim import OptimizerConfig
-from lit_qwen3.runtime.tracking import log_metrics
 from lit_qwen3.stages.base import HFStageModule
 
 
@@ -150,16 +149,8 @@ class SupervisedFineTuning(HFStageModule):
         real = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
         self.token_counts["trained"] += real
         self.token_counts["frozen"] += real * len(self.frozen_models())
-        for name, value in self._token_stats().items():
-            self.log(name, value, rank_zero_only=True, batch_size=1)
-
-    def _token_stats(self) -> dict[str, float]:
-        stats = self.compute_stats()
-        return {k: v for k, v in stats.items() if not k.startswith("stats/sampled")}
-
-    def on_train_end(self) -> None:
-        """The exact totals at the last step (``log_every_n_steps`` may have skipped it)."""
-        log_metrics(self.trainer, self._token_stats())
+        train_s = self.compute_stats()["time/train_s"]  # the counters: once, at the end
+        self.log("time/train_s", train_s, rank_zero_only=True, batch_size=1)
 
     def _data_parallel_weight(self, tokens: torch.Tensor) -> torch.Tensor | float:
         """Each rank's token-mean loss times its share of the global tokens, times the world
