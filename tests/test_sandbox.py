@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lit_qwen3.rewards import sandbox as sandbox_module
+from lit_qwen3.rewards import sandbox_users
 from lit_qwen3.rewards.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux sandbox")
@@ -43,9 +44,9 @@ def processes_of_uids(low: int, high: int) -> list[int]:
 
 
 def no_sandbox_processes_left() -> bool:
-    base = sandbox_module._AUTO_UID_BASE
+    base = sandbox_users.AUTO_UID_BASE
     deadline = time.monotonic() + 2.0
-    while processes_of_uids(base, base + 4096 * 16):
+    while processes_of_uids(base, base + sandbox_users.AUTO_UID_COUNT):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
