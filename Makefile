@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/lit-qwen3 pipeline --config configs/toy/pipeline.yaml
 
-# pytest-xdist: one worker per core; each test file runs on one worker (its fixtures built once).
+# pytest-xdist: one worker per core; tests spread one by one, longest first, except files whose
+# tests share a module fixture (built once) and the sandbox files (tests/conftest.py).
 WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --durations=12
 
