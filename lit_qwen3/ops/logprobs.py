@@ -17,6 +17,8 @@ Input checks shared with the other loss modules live in :mod:`lit_qwen3.ops.tens
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -48,16 +50,7 @@ def token_logprobs(
     builds the full log-softmax, so forward temporaries stay at ``chunk_size x V``.
     Gradients flow to ``logits``.
     """
-    check_temperature(temperature)
-    check_shape("labels", labels, logits.shape[:-1], "logits without its vocab dim")
-    check_labels(labels, logits.shape[-1], ignore_index)
-    valid = labels != ignore_index
-    safe = labels.masked_fill(~valid, 0).long().reshape(-1, 1)
-
-    def chunk_logprobs(z: Tensor, rows: slice) -> Tensor:
-        return z.gather(-1, safe[rows]).squeeze(-1) - torch.logsumexp(z, dim=-1)
-
-    return _by_rows(logits, temperature, chunk_size, chunk_logprobs) * valid
+    return _label_logprobs(logits, labels, temperature, ignore_index, chunk_size, None)
 
 
 def truncated_logprobs(
@@ -78,10 +71,20 @@ def truncated_logprobs(
     renormalised. Without truncation this is :func:`token_logprobs`. Gradients flow to ``logits``
     (the support itself is piecewise constant and carries none).
     """
-    if not truncates(logits.shape[-1], top_k, top_p, min_p):
-        return token_logprobs(
-            logits, labels, temperature, ignore_index=ignore_index, chunk_size=chunk_size
-        )
+    cut = (top_k, top_p, min_p) if truncates(logits.shape[-1], top_k, top_p, min_p) else None
+    return _label_logprobs(logits, labels, temperature, ignore_index, chunk_size, cut)
+
+
+def _label_logprobs(
+    logits: Tensor,
+    labels: Tensor,
+    temperature: float,
+    ignore_index: int,
+    chunk_size: int,
+    cut: tuple[int, float, float] | None,
+) -> Tensor:
+    """Each label's log-prob, normalised over the whole vocabulary or (``cut``: top-k, top-p,
+    min-p) over the sampler's kept support plus the label."""
     check_temperature(temperature)
     check_shape("labels", labels, logits.shape[:-1], "logits without its vocab dim")
     check_labels(labels, logits.shape[-1], ignore_index)
@@ -89,8 +92,7 @@ def truncated_logprobs(
     safe = labels.masked_fill(~valid, 0).long().reshape(-1, 1)
 
     def chunk_logprobs(z: Tensor, rows: slice) -> Tensor:
-        keep = kept_support(z, safe[rows], top_k, top_p, min_p)
-        kept = z.masked_fill(~keep, float("-inf"))
+        kept = z if cut is None else z.masked_fill(~kept_support(z, safe[rows], *cut), -math.inf)
         return z.gather(-1, safe[rows]).squeeze(-1) - torch.logsumexp(kept, dim=-1)
 
     return _by_rows(logits, temperature, chunk_size, chunk_logprobs) * valid
