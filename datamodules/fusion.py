@@ -8,7 +8,8 @@
   problems of stage 1's distribution; ``rejection_samples`` per query, verified, the first
   correct one kept), so fusion does not erase what RL gained; or read from ``thinking_data``;
 - **non-thinking** replies with the empty ``<think>\\n\\n</think>`` block, from
-  ``non_thinking_data`` or, by default, the toy task's direct answers;
+  ``non_thinking_data`` or, by default, the toy task's direct answers (``non_thinking_digits``
+  sets their operand lengths: the queries a model answers without reasoning are the short ones);
 - **flags**: ``/think`` or ``/no_think`` in the user turn or in a system turn; a share of
   thinking prompts carries no flag (thinking is the default); multi-turn dialogs carry random
   flags in earlier turns, and the reply follows the **last** one;
@@ -204,6 +205,10 @@ class FusionDataModule(ConversationDataModule):
         tool_digits: digits of the large factor of the products the calculator replies solve.
         rejection_fallback: when the policy gets no query right (smoke runs of untrained
             models), use the toy task's own scratchpads instead of failing.
+        non_thinking_digits: ``(fewest, most)`` digits of the toy non-thinking problems (sum
+            operands and the product's long factor); default: ``toy_min_digits`` to
+            ``toy_max_digits``. A small model learns direct answers to short problems only
+            (TOY_NOTES), so a mix of long ones teaches the format and not the sums.
         toy_min_digits / toy_max_digits / toy_mul_fraction: the toy problems (stage 1's).
     """
 
@@ -227,6 +232,7 @@ class FusionDataModule(ConversationDataModule):
         instruction_share: float = 0.0,
         tool_digits: tuple[int, int] = (6, 8),
         rejection_fallback: bool = False,
+        non_thinking_digits: tuple[int, int] | None = None,
         toy_min_digits: int = 2,
         toy_max_digits: int = 4,
         toy_mul_fraction: float = 0.25,
@@ -276,6 +282,13 @@ class FusionDataModule(ConversationDataModule):
             raise ValueError(f"cut_stop_text must contain {THINK_END!r}, got {cut_stop_text!r}")
         if size < 2:
             raise ValueError(f"size must be >= 2, got {size}")
+        if non_thinking_digits is not None:
+            if len(non_thinking_digits) != 2 or not 1 <= non_thinking_digits[0] <= non_thinking_digits[1]:
+                raise ValueError(
+                    "non_thinking_digits must be (fewest, most) with 1 <= fewest <= most, got "
+                    f"{non_thinking_digits!r}"
+                )
+            non_thinking_digits = (int(non_thinking_digits[0]), int(non_thinking_digits[1]))
         if rejection_model is None and thinking_data is None:
             source = tokenizer if isinstance(tokenizer, str) else None
             if source is None or not Path(source).is_dir():
@@ -295,20 +308,31 @@ class FusionDataModule(ConversationDataModule):
             cut_stop_text=cut_stop_text,
             tool_digits=tuple(tool_digits),
             rejection_fallback=rejection_fallback,
+            non_thinking_digits=non_thinking_digits,
             **shares,
         )
         self.mix: dict[str, float] = {}
 
     # -- the mix ----------------------------------------------------------------------------
-    def _task(self) -> Any:
+    def _task(self, digits: tuple[int, int] | None = None) -> Any:
+        """The toy task of stage 1, or with sums and products of ``digits`` digits."""
         from lit_qwen3.datamodules.arithmetic import ArithmeticTask
 
         hp = self.hparams
+        if digits is None:
+            return ArithmeticTask(
+                seed=hp.seed,
+                min_digits=hp.toy_min_digits,
+                max_digits=hp.toy_max_digits,
+                mul_fraction=hp.toy_mul_fraction,
+                check=False,
+            )
         return ArithmeticTask(
             seed=hp.seed,
-            min_digits=hp.toy_min_digits,
-            max_digits=hp.toy_max_digits,
+            min_digits=digits[0],
+            max_digits=digits[1],
             mul_fraction=hp.toy_mul_fraction,
+            mul_digits=digits,
             check=False,
         )
 
@@ -350,7 +374,7 @@ class FusionDataModule(ConversationDataModule):
         if hp.non_thinking_data is not None:
             rows = read_conversations(hp.non_thinking_data)
             return [rows[i % len(rows)] for i in range(n)]
-        task = self._task()
+        task = self._task(hp.non_thinking_digits)
         return [
             {"messages": task.messages(p, thinking=False), "answer": str(p.answer)}
             for p in task.problems(n, split)

@@ -170,6 +170,29 @@ def test_a_mix_without_one_mode_is_refused(thinking_file):
         FusionDataModule(thinking_data=str(thinking_file), cut_stop_text="stop")
 
 
+def test_non_thinking_digits_sets_the_direct_answers_operands(thinking_file):
+    def operands(rows):
+        import re
+
+        direct = [r for r in rows if not r["messages"][-1].get("reasoning_content")]
+        questions = [r["messages"][-1 - 1]["content"] for r in direct]
+        return [len(n) for q in questions for n in re.findall(r"\d+", q)]
+
+    _, default = _mix(thinking_file, toy_min_digits=3, toy_max_digits=4, toy_mul_fraction=0.0)
+    assert set(operands(default)) == {3, 4}
+    _, short = _mix(
+        thinking_file,
+        toy_min_digits=3,
+        toy_max_digits=4,
+        toy_mul_fraction=0.0,
+        non_thinking_digits=[1, 2],
+        multi_turn_share=0.0,
+    )
+    assert set(operands(short)) == {1, 2}
+    with pytest.raises(ValueError, match="non_thinking_digits"):
+        FusionDataModule(thinking_data=str(thinking_file), non_thinking_digits=(3, 2))
+
+
 def test_rejection_sampling_keeps_verified_replies_of_the_policy(toy_policy):
     data = FusionDataModule(
         tokenizer=str(toy_policy),

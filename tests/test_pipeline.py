@@ -184,3 +184,29 @@ def test_mlflow_tells_the_story_of_the_report(resumed):
                 assert seconds >= done["seconds"] * 0.9, name
             else:
                 assert abs(seconds - done["seconds"]) <= 0.1 * done["seconds"], (name, seconds)
+
+
+def test_one_seed_key_reseeds_every_stage_and_an_explicit_override_wins(tmp_path):
+    """``seed`` (YAML key or ``--seed``) reaches every stage's training seeds; the report's
+    held-out problems keep their own seed."""
+    import yaml
+
+    from lit_qwen3.recipe.pipeline import Pipeline, PipelineConfig, StageSpec
+
+    spec = yaml.safe_load((REPO / "configs/toy/pipeline.yaml").read_text())
+    stages = [StageSpec(**s) for s in spec["stages"]]
+    stages[1].set["data.init_args.seed"] = 7  # the cold start's data: an explicit choice
+    for seed in (None, 3):
+        pipeline = Pipeline(
+            PipelineConfig(root=str(tmp_path / str(seed)), stages=stages, seed=seed, report={})
+        )
+        configs = {s.name: (s.command, pipeline.stage_config(s)) for s in stages}
+        for name, (command, config) in configs.items():
+            if command == "curate":
+                assert config["seed"] == (0 if seed is None else seed), name
+                continue
+            assert config["seed_everything"] == (0 if seed is None else seed), name
+            model_seed = config["model"]["init_args"].get("seed")
+            assert model_seed == seed, name  # the stage YAMLs leave it at its default
+            data_seed = config["data"]["init_args"].get("seed")
+            assert data_seed == (7 if name == "cold_start" else seed), name

@@ -65,6 +65,11 @@ class PipelineConfig:
     """MLflow store; default ``sqlite:///<root>/mlflow.db``."""
     experiment: str = "lit-qwen3-pipeline"
     stages: list[StageSpec] = field(default_factory=list)
+    seed: int | None = None
+    """The training seed of every stage: a fit's ``seed_everything`` and its model's and data's
+    ``seed`` (where their class takes one), a curation's ``seed``; a stage's own ``set`` still
+    wins. None keeps each stage YAML's seeds. The report's held-out problems keep their own seed
+    (``report.seed``), so runs of two seeds are judged on the same problems."""
     report: dict[str, Any] = field(default_factory=dict)
     """What :func:`lit_qwen3.recipe.report.write_report` evaluates (see its ``ReportConfig``)."""
 
@@ -94,6 +99,33 @@ def _set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
             child = node[part] = {}
         node = child
     node[parts[-1]] = value
+
+
+def _takes_seed(class_path: Any) -> bool:
+    """Whether the class at ``class_path`` has a ``seed`` argument (False if it cannot load)."""
+    import importlib
+    import inspect
+
+    if not isinstance(class_path, str) or "." not in class_path:
+        return False
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        return "seed" in inspect.signature(cls).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return False
+
+
+def _seed(config: dict[str, Any], command: str, seed: int) -> None:
+    """Write the pipeline's training ``seed`` into a stage config (see ``PipelineConfig.seed``)."""
+    if command == "curate":
+        config["seed"] = seed
+        return
+    config["seed_everything"] = seed
+    for section in ("model", "data"):
+        node = config.get(section)
+        if isinstance(node, dict) and _takes_seed(node.get("class_path")):
+            _set_dotted(node, "init_args.seed", seed)
 
 
 def _substitute(value: Any, paths: dict[str, str]) -> Any:
@@ -188,6 +220,8 @@ class Pipeline:
         """The stage's YAML with the pipeline's overrides and its own directories."""
         config = yaml.safe_load(Path(spec.config).read_text()) or {}
         directory = str(self.stage_dir(spec))
+        if self.config.seed is not None:
+            _seed(config, spec.command, self.config.seed)
         for key, value in spec.set.items():
             _set_dotted(config, key, _substitute(copy.deepcopy(value), self.paths))
         if spec.command == "curate":  # lit_qwen3.curation.config.Curation's keys
