@@ -283,7 +283,10 @@ class FusionDataModule(ConversationDataModule):
         if size < 2:
             raise ValueError(f"size must be >= 2, got {size}")
         if non_thinking_digits is not None:
-            if len(non_thinking_digits) != 2 or not 1 <= non_thinking_digits[0] <= non_thinking_digits[1]:
+            if (
+                len(non_thinking_digits) != 2
+                or not 1 <= non_thinking_digits[0] <= non_thinking_digits[1]
+            ):
                 raise ValueError(
                     "non_thinking_digits must be (fewest, most) with 1 <= fewest <= most, got "
                     f"{non_thinking_digits!r}"

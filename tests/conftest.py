@@ -166,7 +166,7 @@ LONGEST_FIRST = (
 def _shares_module_fixture(item) -> bool:
     """Whether ``item`` uses a module- or class-scoped fixture worth building only once."""
     info = getattr(item, "_fixtureinfo", None)
-    for name, definitions in (info.name2fixturedefs.items() if info else ()):
+    for name, definitions in info.name2fixturedefs.items() if info else ():
         if name not in CHEAP_MODULE_FIXTURES and any(
             d.scope in ("module", "class", "package") for d in definitions
         ):
