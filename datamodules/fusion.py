@@ -33,6 +33,7 @@ own sentence is available as ``cut_stop_text``.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from pathlib import Path
@@ -325,21 +326,17 @@ class FusionDataModule(ConversationDataModule):
         from lit_qwen3.datamodules.arithmetic import ArithmeticTask
 
         hp = self.hparams
-        if digits is None:
-            return ArithmeticTask(
-                seed=hp.seed,
-                min_digits=hp.toy_min_digits,
-                max_digits=hp.toy_max_digits,
-                mul_fraction=hp.toy_mul_fraction,
-                check=False,
-            )
-        return ArithmeticTask(
+        task = ArithmeticTask(
             seed=hp.seed,
-            min_digits=digits[0],
-            max_digits=digits[1],
+            min_digits=hp.toy_min_digits,
+            max_digits=hp.toy_max_digits,
             mul_fraction=hp.toy_mul_fraction,
-            mul_digits=digits,
             check=False,
+        )
+        if digits is None:
+            return task
+        return dataclasses.replace(
+            task, min_digits=digits[0], max_digits=digits[1], mul_digits=digits
         )
 
     def thinking_rows(self, n: int, split: str) -> list[dict[str, Any]]:

@@ -175,7 +175,7 @@ def test_non_thinking_digits_sets_the_direct_answers_operands(thinking_file):
         import re
 
         direct = [r for r in rows if not r["messages"][-1].get("reasoning_content")]
-        questions = [r["messages"][-1 - 1]["content"] for r in direct]
+        questions = [r["messages"][-2]["content"] for r in direct]
         return [len(n) for q in questions for n in re.findall(r"\d+", q)]
 
     _, default = _mix(thinking_file, toy_min_digits=3, toy_max_digits=4, toy_mul_fraction=0.0)
